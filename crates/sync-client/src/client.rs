@@ -1,0 +1,291 @@
+//! The connection to the elector: its address, the HTTP client, and the protocol's requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use sync_protocol::{
+    AcquireRequest, DEFAULT_URL, ErrorBody, Grant, LockList, LockState, Renewal, URL_ENV, codes,
+    paths,
+};
+
+use crate::election::Election;
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+
+/// A handle on the elector. Cheap to clone; clones share one connection pool.
+///
+/// The address comes from [`ClientBuilder::url`], else `SYNC_ELECTOR_URL`, else
+/// `http://127.0.0.1:13131`.
+///
+/// ```no_run
+/// # async fn run() -> sync_client::Result<()> {
+/// let client = sync_client::Client::new();
+/// let guard = client.lock("test").on_lost(|| eprintln!("lost")).acquire().await?;
+/// println!("token {}", guard.fencing_token());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Default, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    url: Option<String>,
+}
+
+impl ClientBuilder {
+    /// The elector's base URL, such as `http://127.0.0.1:13131`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Checks the address and builds the client.
+    pub fn build(self) -> Result<Client> {
+        let url = self
+            .url
+            .or_else(|| std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let parsed = reqwest::Url::parse(&url).map_err(|e| Error::InvalidUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        if parsed.scheme() != "http" {
+            return Err(Error::InvalidUrl {
+                url,
+                reason: "the elector speaks plain http on loopback; use http://".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::InvalidUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base: url.trim_end_matches('/').to_owned(),
+                http,
+            }),
+        })
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client for the elector named by `SYNC_ELECTOR_URL`, else `http://127.0.0.1:13131`.
+    ///
+    /// An unusable `SYNC_ELECTOR_URL` falls back to nothing: every request then fails with
+    /// [`Error::InvalidUrl`], naming it. Use [`Client::builder`] to see that error at once.
+    pub fn new() -> Self {
+        Self::builder().build().unwrap_or_else(|err| {
+            let url = match &err {
+                Error::InvalidUrl { url, .. } => url.clone(),
+                _ => String::new(),
+            };
+            Client {
+                inner: Arc::new(Inner {
+                    base: url,
+                    http: reqwest::Client::new(),
+                }),
+            }
+        })
+    }
+
+    /// A builder, to name the elector's address.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The elector's base URL.
+    pub fn url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// A handle on the lock `name`. No I/O happens until it is acquired.
+    pub fn lock(&self, name: impl Into<String>) -> Lock {
+        Lock::with_client(self.clone(), name)
+    }
+
+    /// An election for `name` that calls `on_elected` when this replica becomes leader and
+    /// `on_lost` when it stops being leader.
+    pub fn election(
+        &self,
+        name: impl Into<String>,
+        on_elected: impl Fn() + Send + Sync + 'static,
+        on_lost: impl Fn() + Send + Sync + 'static,
+    ) -> Election {
+        Election::with_client(self.clone(), name, on_elected, on_lost)
+    }
+
+    /// The state of lock `name`: who holds it, with what value and token.
+    pub async fn lock_state(&self, name: &str) -> Result<LockState> {
+        let name = sync_protocol::LockName::new(name)?;
+        self.call(Method::GET, &paths::lock(name.as_str()), None::<&()>, None)
+            .await
+    }
+
+    /// Every lock the elector's store knows.
+    pub async fn locks(&self) -> Result<Vec<LockState>> {
+        let list: LockList = self.call(Method::GET, paths::LOCKS, None::<&()>, None).await?;
+        Ok(list.locks)
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> Error {
+        if err.is_builder() {
+            return Error::InvalidUrl {
+                url: self.inner.base.clone(),
+                reason: err.to_string(),
+            };
+        }
+        let mut reason = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(inner) = source {
+            reason = format!("{reason}: {inner}");
+            source = inner.source();
+        }
+        Error::Unreachable {
+            url: self.inner.base.clone(),
+            reason,
+        }
+    }
+
+    /// Sends a request and reads a JSON answer, mapping every failure to [`Error`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let response = self.send(method, path, body, timeout).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("unreadable answer to {path}: {e}")))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .inner
+            .http
+            .request(method, format!("{}{path}", self.inner.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(rejection(response).await)
+    }
+
+    pub(crate) async fn acquire(&self, name: &str, body: &AcquireRequest) -> Result<Acquired> {
+        let response = self
+            .inner
+            .http
+            .post(format!("{}{}", self.inner.base, paths::acquire(name)))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if response.status() == StatusCode::CONFLICT {
+            let body: ErrorBody = response
+                .json()
+                .await
+                .map_err(|e| Error::Protocol(format!("unreadable 409: {e}")))?;
+            return Ok(Acquired::Busy {
+                holder: body.holder,
+            });
+        }
+        if !response.status().is_success() {
+            return Err(rejection(response).await);
+        }
+        let grant: Grant = response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("unreadable grant: {e}")))?;
+        Ok(Acquired::Granted(grant))
+    }
+
+    /// Heartbeats a lease. `timeout` bounds the request.
+    pub(crate) async fn renew(&self, lease_id: &str, timeout: Duration) -> Result<Renewal> {
+        self.call(
+            Method::POST,
+            &paths::renew(lease_id),
+            None::<&()>,
+            Some(timeout),
+        )
+        .await
+    }
+
+    pub(crate) async fn release(&self, lease_id: &str) -> Result<()> {
+        self.send(Method::DELETE, &paths::lease(lease_id), None::<&()>, None)
+            .await
+            .map(drop)
+    }
+
+    /// A server-sent-event stream at `path`, as `(event, data)` pairs.
+    pub(crate) async fn events(
+        &self,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<(String, String)>> + Send + 'static + use<>> {
+        let response = self.send(Method::GET, path, None::<&()>, None).await?;
+        Ok(response.bytes_stream().eventsource().map(|item| {
+            item.map(|e| (e.event, e.data))
+                .map_err(|e| Error::Protocol(format!("event stream broke: {e}")))
+        }))
+    }
+}
+
+/// What one acquire request came back with.
+pub(crate) enum Acquired {
+    Granted(Grant),
+    Busy { holder: Option<String> },
+}
+
+async fn rejection(response: reqwest::Response) -> Error {
+    let status = response.status();
+    match response.json::<ErrorBody>().await {
+        Ok(body) if body.error == codes::LEASE_LOST => Error::Lost {
+            name: String::new(),
+            reason: body.message,
+        },
+        Ok(body) => Error::Rejected {
+            status: status.as_u16(),
+            code: body.error,
+            message: body.message,
+        },
+        Err(_) => Error::Protocol(format!("status {status} without an error body")),
+    }
+}

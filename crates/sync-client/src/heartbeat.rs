@@ -1,0 +1,214 @@
+//! The keep-alive core every guard shares: heartbeat the lease, listen for the elector's `lost`
+//! event, and declare the lease lost by the client-validity rule even when the elector is dead or
+//! hung.
+//!
+//! The rule (DESIGN.md, rule 3): every answer from the elector says how long the lease stays
+//! valid; the keeper counts that from the moment it *sent* the request, and fires "lost" when the
+//! time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
+//! before any other elector can take the lock, so a holder is told before anyone else acquires.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sync_protocol::{LostEvent, lease_event, paths};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// What happens when a lease is lost.
+#[derive(Clone)]
+pub(crate) enum OnLost {
+    /// Call the user's callback.
+    Call(Arc<dyn Fn() + Send + Sync>),
+    /// The seed's promise: without a lost callback the program exits.
+    Exit,
+}
+
+/// A signal that fires when a lease is lost. Cheap to clone.
+///
+/// ```no_run
+/// # async fn run(guard: sync_client::LockGuard) {
+/// let signal = guard.loss_signal();
+/// tokio::spawn(async move {
+///     signal.lost().await;
+///     eprintln!("stop writing: the lock is gone");
+/// });
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct LossSignal {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl LossSignal {
+    /// Resolves once the lease is lost. Never resolves for a lease released on purpose.
+    pub async fn lost(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Whether the lease has been lost.
+    pub fn is_lost(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Why the lease was lost, once it has been.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().expect("loss reason poisoned").clone()
+    }
+}
+
+/// A running keeper. Stopping it (or dropping it) ends the heartbeats without firing "lost".
+pub(crate) struct Keeper {
+    signal: LossSignal,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Keeper {
+    /// Starts keeping a lease. `valid_until` comes from the grant; the first heartbeat goes out
+    /// at once, so the validity is soon measured from a request this keeper timed itself.
+    pub(crate) fn start(
+        client: Client,
+        name: String,
+        lease_id: String,
+        ttl: Duration,
+        valid_until: Instant,
+        on_lost: OnLost,
+    ) -> Self {
+        let signal = LossSignal {
+            token: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        };
+        let task = tokio::spawn(run(
+            client,
+            name,
+            lease_id,
+            ttl,
+            valid_until,
+            on_lost,
+            signal.clone(),
+        ));
+        Self { signal, task }
+    }
+
+    pub(crate) fn signal(&self) -> &LossSignal {
+        &self.signal
+    }
+
+    /// Stops heartbeating; "lost" will not fire.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// How often to heartbeat, given the ttl and the validity the elector just reported: at least
+/// twice per validity window, at most every third of the ttl.
+fn beat_interval(ttl: Duration, valid_for: Duration) -> Duration {
+    (ttl / 3)
+        .min(valid_for / 2)
+        .max(Duration::from_millis(20))
+}
+
+async fn run(
+    client: Client,
+    name: String,
+    lease_id: String,
+    ttl: Duration,
+    mut valid_until: Instant,
+    on_lost: OnLost,
+    signal: LossSignal,
+) {
+    let lose = |reason: String| {
+        warn!(lock = %name, %reason, "lock lost");
+        *signal.reason.lock().expect("loss reason poisoned") = Some(reason.clone());
+        signal.token.cancel();
+        match &on_lost {
+            OnLost::Call(callback) => callback(),
+            OnLost::Exit => {
+                eprintln!(
+                    "sync-client: lock {name:?} was lost ({reason}) and no lost callback was set; \
+                     exiting, as Metaparticle Sync promises. Set a lost callback (Lock::on_lost) to \
+                     handle the loss instead."
+                );
+                std::process::exit(1);
+            }
+        }
+    };
+    let mut events = match client.events(&paths::lease_events(&lease_id)).await {
+        Ok(stream) => Some(Box::pin(stream)),
+        Err(Error::Lost { reason, .. }) => return lose(reason),
+        Err(err) => {
+            debug!(lock = %name, error = %err, "no event stream; relying on heartbeats");
+            None
+        }
+    };
+    let mut next_beat = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            () = sleep_until(valid_until) => {
+                return lose("the elector did not confirm the lease before its validity ran out".into());
+            }
+            event = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => {
+                match event {
+                    Some(Ok((kind, data))) if kind == lease_event::LOST => {
+                        let reason = serde_json::from_str::<LostEvent>(&data)
+                            .map(|e| e.reason)
+                            .unwrap_or_else(|_| "the elector said so".into());
+                        return lose(reason);
+                    }
+                    Some(Ok((kind, _))) if kind == lease_event::RELEASED => return,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        debug!(lock = %name, "event stream ended; relying on heartbeats");
+                        events = None;
+                    }
+                }
+            }
+            () = sleep_until(next_beat) => {
+                let sent = Instant::now();
+                let wait = valid_until.saturating_duration_since(sent);
+                match timeout_at(valid_until, client.renew(&lease_id, wait)).await {
+                    Ok(Ok(renewal)) => {
+                        let valid_for = Duration::from_millis(renewal.valid_for_ms);
+                        valid_until = sent + valid_for;
+                        next_beat = sent + beat_interval(ttl, valid_for);
+                    }
+                    Ok(Err(Error::Lost { reason, .. })) => return lose(reason),
+                    Ok(Err(Error::Rejected { status: 404, .. })) => {
+                        return lose("the elector no longer knows this lease".into());
+                    }
+                    Ok(Err(err)) => {
+                        debug!(lock = %name, error = %err, "heartbeat failed; retrying");
+                        next_beat = Instant::now() + (ttl / 10).min(Duration::from_millis(500));
+                    }
+                    Err(_) => {} // validity ran out; the first branch says so
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beats_at_least_twice_per_validity() {
+        let ttl = Duration::from_secs(15);
+        assert_eq!(beat_interval(ttl, Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(beat_interval(ttl, Duration::from_secs(6)), Duration::from_secs(3));
+        assert_eq!(beat_interval(ttl, Duration::ZERO), Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,269 @@
+//! Locks: a named handle (`Lock`) and the proof of holding it (`LockGuard`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sync_protocol::{AcquireRequest, LockName};
+use tokio::time::Instant;
+
+use crate::client::{Acquired, Client};
+use crate::error::{Error, Result};
+use crate::heartbeat::{Keeper, LossSignal, OnLost};
+
+type Callback = Arc<dyn Fn() + Send + Sync>;
+
+/// A distributed lock, by name. Creating one does no I/O; [`acquire`](Lock::acquire) waits for it.
+///
+/// As in Metaparticle Sync, a lock has a name, an optional callback when acquired, and an optional
+/// callback when lost. **Without a lost callback the program exits** if the lock is ever lost,
+/// because code that goes on believing it holds a lock is worse than code that stops.
+///
+/// ```no_run
+/// # async fn run() -> sync_client::Result<()> {
+/// use std::time::Duration;
+///
+/// let client = sync_client::Client::new();
+/// let lock = client
+///     .lock("test")
+///     .ttl(Duration::from_secs(10))
+///     .on_acquired(|| println!("acquired"))
+///     .on_lost(|| eprintln!("lost"));
+/// let guard = lock.acquire().await?;
+/// // ... write to the protected resource, passing guard.fencing_token() ...
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use = "a Lock does nothing until it is acquired"]
+pub struct Lock {
+    client: Client,
+    name: String,
+    ttl: Option<Duration>,
+    value: Option<String>,
+    on_acquired: Option<Callback>,
+    on_lost: Option<Callback>,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name)
+            .field("ttl", &self.ttl)
+            .field("elector", &self.client.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lock {
+    /// A lock named `name` through the default client (see [`Client::new`]).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with_client(Client::new(), name)
+    }
+
+    pub(crate) fn with_client(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+            ttl: None,
+            value: None,
+            on_acquired: None,
+            on_lost: None,
+        }
+    }
+
+    /// The lock's ttl: how long it outlives a holder that stopped heartbeating. Rounded up to whole
+    /// seconds; default: the elector's `--ttl` (15 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// A short value that others read while this holder has the lock, such as its address.
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Called each time the lock is acquired, before `acquire` returns.
+    pub fn on_acquired(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_acquired = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called if a held lock is lost (not when it is released). Setting it also stops the
+    /// default of exiting the program on loss; pass `|| {}` to handle loss only through
+    /// [`LockGuard::lost`]. The callback runs on the runtime: keep it short.
+    pub fn on_lost(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_lost = Some(Arc::new(callback));
+        self
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until the lock is acquired. Dropping the future leaves the queue.
+    pub async fn acquire(&self) -> Result<LockGuard> {
+        match self.request(None).await? {
+            Ok(guard) => Ok(guard),
+            Err(holder) => Err(Error::Protocol(format!(
+                "the elector gave up an unbounded wait for {} (holder {holder:?})",
+                self.name
+            ))),
+        }
+    }
+
+    /// Takes the lock if it is free now; `None` when someone else holds it.
+    pub async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        Ok(self.request(Some(Duration::ZERO)).await?.ok())
+    }
+
+    /// Waits at most `wait` for the lock; [`Error::Timeout`] when it stays held.
+    pub async fn acquire_timeout(&self, wait: Duration) -> Result<LockGuard> {
+        self.request(Some(wait)).await?.map_err(|holder| Error::Timeout {
+            name: self.name.clone(),
+            waited: wait,
+            holder,
+        })
+    }
+
+    /// One acquire request: the guard, or who held the lock when the wait ran out.
+    async fn request(&self, wait: Option<Duration>) -> Result<Result<LockGuard, Option<String>>> {
+        let name = LockName::new(self.name.as_str())?;
+        let body = AcquireRequest {
+            ttl_seconds: self.ttl.map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0)),
+            wait_seconds: wait.map(|w| w.as_secs_f64()),
+            value: self.value.clone(),
+        };
+        let grant = match self.client.acquire(name.as_str(), &body).await? {
+            Acquired::Granted(grant) => grant,
+            Acquired::Busy { holder } => return Ok(Err(holder)),
+        };
+        let valid_until = Instant::now() + Duration::from_millis(grant.valid_for_ms);
+        let on_lost = match &self.on_lost {
+            Some(callback) => OnLost::Call(callback.clone()),
+            None => OnLost::Exit,
+        };
+        let keeper = Keeper::start(
+            self.client.clone(),
+            grant.name.clone(),
+            grant.lease_id.clone(),
+            Duration::from_secs(grant.ttl_seconds),
+            valid_until,
+            on_lost,
+        );
+        if let Some(callback) = &self.on_acquired {
+            callback();
+        }
+        Ok(Ok(LockGuard {
+            client: self.client.clone(),
+            name: grant.name,
+            lease_id: grant.lease_id,
+            holder: grant.holder,
+            token: grant.token,
+            keeper,
+            runtime: tokio::runtime::Handle::current(),
+            released: false,
+        }))
+    }
+}
+
+/// Proof of holding a lock. Heartbeats in the background while it lives.
+///
+/// Dropping the guard releases the lock as a best effort; [`release`](LockGuard::release) is where
+/// errors are seen. Pass [`fencing_token`](LockGuard::fencing_token) with every write to the
+/// protected resource, and have the resource refuse a token lower than one it has seen: that is
+/// the only defence against a holder that was paused past its lease and still writes.
+#[must_use = "dropping the guard releases the lock"]
+pub struct LockGuard {
+    client: Client,
+    name: String,
+    lease_id: String,
+    holder: String,
+    token: u64,
+    keeper: Keeper,
+    runtime: tokio::runtime::Handle,
+    released: bool,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("holder", &self.holder)
+            .field("token", &self.token)
+            .field("held", &self.is_held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    /// The fencing token: strictly greater than that of every earlier holder of this lock.
+    pub fn fencing_token(&self) -> u64 {
+        self.token
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This holder as others see it (elector identity and session).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Whether the lock is still held (not lost).
+    pub fn is_held(&self) -> bool {
+        !self.keeper.signal().is_lost()
+    }
+
+    /// Resolves when the lock is lost.
+    pub async fn lost(&self) {
+        self.keeper.signal().lost().await;
+    }
+
+    /// A cloneable signal of loss, for tasks that outlive a borrow of the guard.
+    pub fn loss_signal(&self) -> LossSignal {
+        self.keeper.signal().clone()
+    }
+
+    /// Releases the lock so the next waiter takes it at once.
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.keeper.stop();
+        if let Some(reason) = self.keeper.signal().reason() {
+            return Err(Error::Lost {
+                name: self.name.clone(),
+                reason,
+            });
+        }
+        match self.client.release(&self.lease_id).await {
+            // Stopping the keeper closed the lease's event stream, which may have released the
+            // lease before this request arrived: either way, it is released.
+            Ok(()) | Err(Error::Rejected { status: 404, .. }) => Ok(()),
+            Err(Error::Lost { reason, .. }) => Err(Error::Lost {
+                name: self.name.clone(),
+                reason,
+            }),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.keeper.stop();
+        if self.released || self.keeper.signal().is_lost() {
+            return;
+        }
+        let client = self.client.clone();
+        let lease_id = std::mem::take(&mut self.lease_id);
+        // Best effort: if this does not run, the closed event stream releases the lease anyway.
+        self.runtime.spawn(async move {
+            let _ = client.release(&lease_id).await;
+        });
+    }
+}

@@ -1,0 +1,79 @@
+//! Extractors that turn every malformed input into an [`ApiError`] with a JSON body, instead of
+//! axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sync_protocol::{LockName, MAX_BODY_BYTES, codes};
+
+use super::error::ApiError;
+
+/// A lock name from the path, checked against the naming rule.
+pub struct LockPath(pub LockName);
+
+impl<S: Send + Sync> FromRequestParts<S> for LockPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_NAME, format!("the lock name in the path is unreadable: {e}")))?;
+        LockName::new(name)
+            .map(Self)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_NAME, e.to_string()))
+    }
+}
+
+/// A lease id from the path. Ids are 32 lower-case hex digits; anything else is a lease this
+/// elector never granted.
+pub struct LeasePath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let unknown = || ApiError::from(crate::manager::LeaseError::Unknown);
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| unknown())?;
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(id))
+        } else {
+            Err(unknown())
+        }
+    }
+}
+
+/// A JSON body of type `T`; an empty body is `T::default()`. The content type is not checked, so
+/// `curl -d '{}'` works.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::BODY_TOO_LARGE,
+                    format!("the body is larger than {MAX_BODY_BYTES} bytes; send a smaller body"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_BODY, format!("the body could not be read: {e}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&bytes).map(Self).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_BODY,
+                format!("the body is not valid JSON for this request: {e}"),
+            )
+        })
+    }
+}

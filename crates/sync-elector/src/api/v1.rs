@@ -1,0 +1,241 @@
+//! The v1 API handlers: acquire, renew, release, lease events, lock state, list and watch.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use sync_protocol::{
+    AcquireRequest, Grant, LockList, LockName, LockState, LostEvent, MAX_TTL_SECONDS,
+    MAX_VALUE_BYTES, MAX_WAIT_SECONDS, Renewal, WATCH_EVENT, lease_event,
+};
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::warn;
+
+use super::App;
+use super::error::ApiError;
+use super::extract::{JsonBody, LeasePath, LockPath};
+use crate::manager::{AcquireOptions, Ending, Manager};
+use crate::store::Record;
+
+/// How often an idle event stream carries a comment. Writing is also how a closed connection is
+/// noticed, so this bounds how long a dead holder's lease outlives it (well under 1 s).
+const EVENTS_KEEPALIVE: Duration = Duration::from_millis(250);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl App {
+    fn acquire_options(&self, req: AcquireRequest) -> Result<AcquireOptions, ApiError> {
+        let ttl = match req.ttl_seconds {
+            None => self.default_ttl,
+            Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(ApiError::out_of_range(format!(
+                    "ttl_seconds is {s}; it must be 1 to {MAX_TTL_SECONDS}"
+                )));
+            }
+        };
+        let wait = match req.wait_seconds {
+            None => None,
+            Some(w) if (0.0..=MAX_WAIT_SECONDS).contains(&w) => Some(Duration::from_secs_f64(w)),
+            Some(w) => {
+                return Err(ApiError::out_of_range(format!(
+                    "wait_seconds is {w}; it must be 0 to {MAX_WAIT_SECONDS}, or absent to wait until acquired"
+                )));
+            }
+        };
+        if let Some(value) = &req.value
+            && value.len() > MAX_VALUE_BYTES
+        {
+            return Err(ApiError::out_of_range(format!(
+                "value is {} bytes; it must be at most {MAX_VALUE_BYTES}",
+                value.len()
+            )));
+        }
+        Ok(AcquireOptions {
+            ttl,
+            wait,
+            value: req.value,
+        })
+    }
+}
+
+/// The wire form of a store record.
+pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
+    let now = Instant::now();
+    let (holding, token) = match record {
+        Some(r) => (r.holding, r.token),
+        None => (None, 0),
+    };
+    LockState {
+        name: name.to_string(),
+        holder: holding.as_ref().map(|h| h.holder.clone()),
+        value: holding.as_ref().and_then(|h| h.value.clone()),
+        token,
+        expires_in_ms: holding.map(|h| millis(h.expires_at.saturating_duration_since(now))),
+    }
+}
+
+/// `POST /v1/locks/{name}/acquire`
+pub async fn acquire(
+    State(app): State<App>,
+    LockPath(name): LockPath,
+    JsonBody(req): JsonBody<AcquireRequest>,
+) -> Result<Json<Grant>, ApiError> {
+    let options = app.acquire_options(req)?;
+    let lease = app.manager.acquire(name, options).await?;
+    Ok(Json(Grant {
+        name: lease.name.to_string(),
+        lease_id: lease.id.clone(),
+        token: lease.token,
+        holder: lease.holder.clone(),
+        ttl_seconds: lease.ttl.as_secs(),
+        valid_for_ms: millis(lease.valid_for()),
+    }))
+}
+
+/// `POST /v1/leases/{lease_id}/renew`
+pub async fn renew(State(app): State<App>, LeasePath(id): LeasePath) -> Result<Json<Renewal>, ApiError> {
+    let valid_for = app.manager.heartbeat(&id)?;
+    Ok(Json(Renewal {
+        valid_for_ms: millis(valid_for),
+    }))
+}
+
+/// `DELETE /v1/leases/{lease_id}`
+pub async fn release(State(app): State<App>, LeasePath(id): LeasePath) -> Result<StatusCode, ApiError> {
+    app.manager.release(&id, "released by its holder").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Releases a lease when its event stream is dropped before the lease ended: the holder's
+/// connection closed, so the holder is gone.
+struct ReleaseOnClose {
+    manager: Manager,
+    id: String,
+}
+
+impl Drop for ReleaseOnClose {
+    fn drop(&mut self) {
+        let (manager, id) = (self.manager.clone(), std::mem::take(&mut self.id));
+        if manager.lease(&id).is_err() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = manager.release(&id, "the holder's event stream closed").await;
+            });
+        }
+    }
+}
+
+/// `GET /v1/leases/{lease_id}/events`
+pub async fn lease_events(
+    State(app): State<App>,
+    LeasePath(id): LeasePath,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let lease = app.manager.lease(&id)?;
+    let held = Event::default()
+        .event(lease_event::HELD)
+        .json_data(Renewal {
+            valid_for_ms: millis(lease.valid_for()),
+        })
+        .expect("a Renewal serializes");
+    let ending = lease.ending();
+    let guard = ReleaseOnClose {
+        manager: app.manager.clone(),
+        id,
+    };
+    let stream = futures_util::stream::unfold(Some((Some(held), ending, guard)), |state| async move {
+        let (first, mut ending, guard) = state?;
+        if let Some(event) = first {
+            return Some((Ok(event), Some((None, ending, guard))));
+        }
+        let end = loop {
+            if let Some(end) = ending.borrow_and_update().clone() {
+                break end;
+            }
+            if ending.changed().await.is_err() {
+                break Ending::Lost("the elector dropped the lease".into());
+            }
+        };
+        let event = match end {
+            Ending::Released => Event::default().event(lease_event::RELEASED).data(""),
+            Ending::Lost(reason) => Event::default()
+                .event(lease_event::LOST)
+                .json_data(LostEvent { reason })
+                .expect("a LostEvent serializes"),
+        };
+        drop(guard);
+        Some((Ok(event), None))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(EVENTS_KEEPALIVE)))
+}
+
+/// `GET /v1/locks/{name}`
+pub async fn lock_state(State(app): State<App>, LockPath(name): LockPath) -> Result<Json<LockState>, ApiError> {
+    let record = app.manager.store().get(&name).await?;
+    Ok(Json(state_of(&name, record)))
+}
+
+/// `GET /v1/locks`
+pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
+    let records = app.manager.store().list().await?;
+    let locks = records
+        .into_iter()
+        .map(|r| {
+            let name = r.name.clone();
+            state_of(&name, Some(r))
+        })
+        .collect();
+    Ok(Json(LockList { locks }))
+}
+
+/// `GET /v1/locks/{name}/watch`: the state now, then the state after every change of holder.
+pub async fn watch(
+    State(app): State<App>,
+    LockPath(name): LockPath,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = app.manager.store().subscribe(&name);
+    let shutdown = app.manager.shutdown_token();
+    let start = (app, name, changes, None::<(Option<String>, u64, Option<String>)>);
+    let stream = futures_util::stream::unfold(start, move |(app, name, mut changes, last)| {
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                if shutdown.is_cancelled() {
+                    return None;
+                }
+                let record = match app.manager.store().get(&name).await {
+                    Ok(record) => record,
+                    Err(err) => {
+                        warn!(lock = %name, error = %err, "watch could not read the lock; retrying");
+                        sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let expires_at = record.as_ref().and_then(|r| r.holding.as_ref()).map(|h| h.expires_at);
+                let state = state_of(&name, record);
+                let key = (state.holder.clone(), state.token, state.value.clone());
+                if last.as_ref() != Some(&key) {
+                    let event = Event::default()
+                        .event(WATCH_EVENT)
+                        .json_data(&state)
+                        .expect("a LockState serializes");
+                    return Some((Ok(event), (app, name, changes, Some(key))));
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return None },
+                    () = async { match expires_at { Some(at) => sleep_until(at).await, None => std::future::pending().await } } => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,104 @@
+//! Configuration: command-line flags, each with an environment variable, and the defaults the
+//! design fixes (loopback port 13131, ttl 15 s, identity from the pod name).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which store holds the locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// In this process's memory: one machine, the embedded default.
+    Memory,
+    /// Kubernetes Lease objects (not built yet).
+    Kubernetes,
+    /// etcd v3 (not built yet).
+    Etcd,
+}
+
+/// The sync-elector sidecar: distributed locks and leader election for the programs in its pod.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sync-elector", version, about)]
+pub struct Config {
+    /// Address of the v1 and legacy API.
+    #[arg(long, env = "SYNC_LISTEN", default_value = "127.0.0.1:13131")]
+    pub listen: SocketAddr,
+
+    /// Extra address serving only the legacy API, for the original Go and Rust bindings
+    /// (they used 127.0.0.1:8080).
+    #[arg(long, env = "SYNC_LEGACY_LISTEN")]
+    pub legacy_listen: Option<SocketAddr>,
+
+    /// Where locks live.
+    #[arg(long, env = "SYNC_STORE", value_enum, default_value = "memory")]
+    pub store: StoreKind,
+
+    /// This elector's identity as holders show it [default: $POD_NAME, else the host name].
+    #[arg(long, env = "SYNC_IDENTITY")]
+    pub identity: Option<String>,
+
+    /// Default lock ttl, for acquires that do not name one (e.g. 15s, 1m).
+    #[arg(long, env = "SYNC_TTL", default_value = "15s", value_parser = parse_ttl)]
+    pub ttl: Duration,
+
+    /// Lock ttl of the legacy protocol (the original elector's 30 s).
+    #[arg(long, env = "SYNC_LEGACY_TTL", default_value = "30s", value_parser = parse_ttl)]
+    pub legacy_ttl: Duration,
+}
+
+impl Config {
+    /// The identity to use: the flag, else `POD_NAME`, else the host name.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+
+    /// A configuration with every default, listening on `listen` (tests use port 0).
+    pub fn local(listen: SocketAddr) -> Self {
+        Self::parse_from(["sync-elector", "--listen", &listen.to_string(), "--store", "memory"])
+    }
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration with its unit, such as 15s or 500ms"))?;
+    let max = Duration::from_secs(sync_protocol::MAX_TTL_SECONDS);
+    if ttl.subsec_nanos() != 0 {
+        return Err(format!("{text} is not whole seconds: a ttl is whole seconds, as in a Kubernetes Lease"));
+    }
+    if ttl < Duration::from_secs(1) || ttl > max {
+        return Err(format!("{text} is out of range: a ttl is 1s to {}", humantime::format_duration(max)));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::try_parse_from(["sync-elector"]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:13131".parse().unwrap());
+        assert_eq!(c.ttl, Duration::from_secs(15));
+        assert_eq!(c.legacy_ttl, Duration::from_secs(30));
+        assert_eq!(c.store, StoreKind::Memory);
+        assert_eq!(c.legacy_listen, None);
+    }
+
+    #[test]
+    fn durations_need_units_and_a_range() {
+        let err = Config::try_parse_from(["sync-elector", "--ttl", "15"]).unwrap_err();
+        assert!(err.to_string().contains("15s"), "{err}");
+        let err = Config::try_parse_from(["sync-elector", "--ttl", "2h"]).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let err = Config::try_parse_from(["sync-elector", "--ttl", "1500ms"]).unwrap_err();
+        assert!(err.to_string().contains("whole seconds"), "{err}");
+        let c = Config::try_parse_from(["sync-elector", "--ttl", "2m"]).unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,150 @@
+//! The sync-elector sidecar: distributed locks and leader election for the programs in its pod.
+//!
+//! Clients talk to it over HTTP on `127.0.0.1:13131` (`docs/protocol.md`); it does the heavy
+//! lifting against a store. The binary is a thin `main.rs` over this library, so tests can run the
+//! real server in-process.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`config`] | flags and environment |
+//! | [`api`] | the HTTP edge: routes, handlers, error mapping |
+//! | [`legacy`] | the original Metaparticle elector protocol |
+//! | [`manager`] | local wait queues, leases and their keepers |
+//! | [`lease`] | the timing rules of one lease, pure |
+//! | [`store`] | the store trait, its implementations and their conformance suite |
+//! | [`metrics`] | Prometheus series |
+//! | [`shutdown`] | SIGTERM and SIGINT |
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let server = sync_elector::Server::start(sync_elector::Config::local("127.0.0.1:0".parse()?)).await?;
+//! println!("elector at {}", server.url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod lease;
+pub mod legacy;
+pub mod manager;
+pub mod metrics;
+pub mod shutdown;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{Config, StoreKind};
+pub use manager::Manager;
+
+/// How long open connections get to finish once shutdown has released every lock.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// A running elector: its listeners, its manager, and the tasks serving them.
+pub struct Server {
+    addr: SocketAddr,
+    legacy_addr: Option<SocketAddr>,
+    manager: Manager,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Opens the store, binds the listeners and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let store: Arc<dyn store::Store> = match config.store {
+            StoreKind::Memory => Arc::new(store::MemoryStore::new()),
+            other => bail!(
+                "the {other:?} store is not built into this elector yet; use --store memory",
+                other = other
+            ),
+        };
+        let identity = config.identity();
+        let manager = Manager::new(store, identity.clone(), metrics::Metrics::new());
+        let app = api::App {
+            manager: manager.clone(),
+            default_ttl: config.ttl,
+            legacy_ttl: config.legacy_ttl,
+        };
+        let stop = CancellationToken::new();
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let mut tasks = vec![spawn_serve(listener, api::router(app.clone()), stop.clone())];
+        let legacy_addr = match config.legacy_listen {
+            Some(legacy) => {
+                let listener = TcpListener::bind(legacy)
+                    .await
+                    .with_context(|| format!("could not listen on {legacy} (--legacy-listen)"))?;
+                let addr = listener.local_addr()?;
+                tasks.push(spawn_serve(listener, api::legacy_router(app), stop.clone()));
+                Some(addr)
+            }
+            None => None,
+        };
+        info!(%identity, store = manager.store().kind(), ttl = %humantime::format_duration(config.ttl), "started");
+        info!("listening on http://{addr}");
+        if let Some(legacy) = legacy_addr {
+            info!("legacy protocol listening on http://{legacy}");
+        }
+        Ok(Self {
+            addr,
+            legacy_addr,
+            manager,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The address of the v1 API.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL of the v1 API, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address of the legacy-only listener, if one was asked for.
+    pub fn legacy_addr(&self) -> Option<SocketAddr> {
+        self.legacy_addr
+    }
+
+    /// The lock manager.
+    pub fn manager(&self) -> &Manager {
+        &self.manager
+    }
+
+    /// Releases every held lock, tells its holder, lets open connections finish, and stops.
+    pub async fn shutdown(self) {
+        self.manager.shutdown().await;
+        self.stop.cancel();
+        let drained = tokio::time::timeout(DRAIN, futures_util::future::join_all(self.tasks)).await;
+        if drained.is_err() {
+            warn!("connections still open after {DRAIN:?}; closing them");
+        }
+        info!("stopped");
+    }
+}
+
+fn spawn_serve(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    })
+}

@@ -1,0 +1,27 @@
+//! The sync-elector binary: flags, logs, serve until SIGTERM or SIGINT, then hand every lock over.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::Parser;
+use sync_elector::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let server = Server::start(config).await?;
+    let signal = sync_elector::shutdown::signalled()
+        .await
+        .context("could not listen for SIGTERM and SIGINT")?;
+    tracing::info!(signal, "shutting down");
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,590 @@
+//! The lock manager: everything the elector does between the HTTP edge and the store.
+//!
+//! - Waiters for the same lock in this elector queue first-come-first-served; only the head of the
+//!   queue contends in the store, so one elector is one contender per lock (no herd).
+//! - The head waits without polling: it sleeps until the store signals a change of the lock or the
+//!   current holding's observed expiry, whichever comes first.
+//! - Each granted lease gets a keeper task that drives its [`LeaseClock`]: renew the store every
+//!   `ttl/3`, declare the lease lost at the renew deadline, release it when the holder goes silent.
+//! - Ended leases leave a tombstone for a while, so a late renew learns *why* (410 lost) instead of
+//!   a bare "unknown lease".
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sync_protocol::LockName;
+use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::lease::{LeaseClock, Step};
+use crate::metrics::Metrics;
+use crate::store::{Attempt, Claim, Record, Store, StoreError, StoreLease};
+
+/// How many ended lease ids are remembered, to answer "lost" rather than "unknown".
+const TOMBSTONES: usize = 4096;
+
+/// How long a release on shutdown may take before the elector exits anyway.
+const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// The lock manager. Cheap to clone: clones share one state.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    identity: String,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<LockName, VecDeque<(u64, Arc<Notify>)>>,
+    leases: HashMap<String, Arc<Lease>>,
+    /// Legacy-protocol leases by lock name: the old bindings have no lease id, only the name.
+    legacy: HashMap<LockName, String>,
+    ended: Tombstones,
+    /// When a lease of each lock last ended here, for the handover-time histogram.
+    freed_at: HashMap<LockName, Instant>,
+    next_waiter: u64,
+}
+
+/// How a lease ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The holder released it.
+    Released,
+    /// It was lost; the reason is for people.
+    Lost(String),
+}
+
+/// One granted lease.
+pub struct Lease {
+    /// The secret that renews and releases it.
+    pub id: String,
+    /// The lock.
+    pub name: LockName,
+    /// The holder identity in the store.
+    pub holder: String,
+    /// The fencing token.
+    pub token: u64,
+    /// The lock's ttl.
+    pub ttl: Duration,
+    legacy: bool,
+    clock: Mutex<LeaseClock>,
+    store_lease: Mutex<StoreLease>,
+    end: watch::Sender<Option<Ending>>,
+    /// Stops the keeper once the lease has ended.
+    stop: CancellationToken,
+}
+
+impl Lease {
+    /// How long the lease stays valid from now, as reported to the holder.
+    pub fn valid_for(&self) -> Duration {
+        self.clock
+            .lock()
+            .expect("lease clock poisoned")
+            .valid_for(Instant::now())
+    }
+
+    /// A receiver that sees `Some(ending)` once the lease ends.
+    pub fn ending(&self) -> watch::Receiver<Option<Ending>> {
+        self.end.subscribe()
+    }
+}
+
+/// What an acquire asks for.
+#[derive(Debug, Clone)]
+pub struct AcquireOptions {
+    /// The lock's ttl.
+    pub ttl: Duration,
+    /// How long to wait: `None` forever, zero to try once.
+    pub wait: Option<Duration>,
+    /// The value shown to followers.
+    pub value: Option<String>,
+}
+
+/// Why an acquire did not grant the lock.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcquireError {
+    /// Someone else holds it and the wait ran out.
+    #[error("lock {} is held by another holder", .0.name)]
+    Busy(Record),
+    /// The elector is shutting down.
+    #[error("the elector is shutting down")]
+    ShuttingDown,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Why a lease operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// No such lease here: never granted, or already released.
+    #[error("no such lease: it was never granted here or was already released")]
+    Unknown,
+    /// The lease was lost.
+    #[error("the lease was lost: {0}")]
+    Lost(String),
+}
+
+#[derive(Default)]
+struct Tombstones {
+    order: VecDeque<String>,
+    lost: HashMap<String, String>,
+    released: HashSet<String>,
+}
+
+impl Tombstones {
+    fn bury(&mut self, id: &str, ending: &Ending) {
+        if self.order.len() >= TOMBSTONES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.lost.remove(&old);
+            self.released.remove(&old);
+        }
+        self.order.push_back(id.to_owned());
+        match ending {
+            Ending::Released => {
+                self.released.insert(id.to_owned());
+            }
+            Ending::Lost(reason) => {
+                self.lost.insert(id.to_owned(), reason.clone());
+            }
+        }
+    }
+
+    fn error(&self, id: &str) -> LeaseError {
+        match self.lost.get(id) {
+            Some(reason) => LeaseError::Lost(reason.clone()),
+            None => LeaseError::Unknown,
+        }
+    }
+}
+
+/// A waiter's place in a lock's local queue; leaving it (by drop) lets the next waiter move up.
+struct Place {
+    inner: Arc<Inner>,
+    name: LockName,
+    id: u64,
+    turn: Arc<Notify>,
+}
+
+impl Place {
+    fn is_head(&self) -> bool {
+        let state = self.inner.state.lock().expect("manager state poisoned");
+        state
+            .queues
+            .get(&self.name)
+            .and_then(|q| q.front())
+            .is_some_and(|(id, _)| *id == self.id)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.inner.metrics.waiters.dec();
+        let mut state = self.inner.state.lock().expect("manager state poisoned");
+        if let Some(queue) = state.queues.get_mut(&self.name) {
+            let was_head = queue.front().is_some_and(|(id, _)| *id == self.id);
+            queue.retain(|(id, _)| *id != self.id);
+            if was_head && let Some((_, next)) = queue.front() {
+                next.notify_one();
+            }
+            if queue.is_empty() {
+                state.queues.remove(&self.name);
+            }
+        }
+    }
+}
+
+impl Manager {
+    /// A manager over `store`, writing `identity` as the holder for the legacy protocol and as the
+    /// prefix of every v1 holder.
+    pub fn new(store: Arc<dyn Store>, identity: String, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                identity,
+                metrics,
+                shutdown: CancellationToken::new(),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The store this manager uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// This elector's identity.
+    pub fn identity(&self) -> &str {
+        &self.inner.identity
+    }
+
+    /// The metrics this manager keeps.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// A token cancelled when shutdown begins, for streams that should end then.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Waits for and takes `name`. Dropping the future leaves the queue.
+    pub async fn acquire(
+        &self,
+        name: LockName,
+        options: AcquireOptions,
+    ) -> Result<Arc<Lease>, AcquireError> {
+        let session = uuid::Uuid::new_v4().simple().to_string();
+        let holder = format!("{}/{}", self.inner.identity, &session[..8]);
+        self.acquire_as(name, holder, options, false).await
+    }
+
+    async fn acquire_as(
+        &self,
+        name: LockName,
+        holder: String,
+        options: AcquireOptions,
+        legacy: bool,
+    ) -> Result<Arc<Lease>, AcquireError> {
+        let deadline = options.wait.map(|wait| Instant::now() + wait);
+        let shutdown = self.inner.shutdown.clone();
+        let place = self.enqueue(&name);
+        let turn = place.turn.clone();
+        let store = &self.inner.store;
+        let claim = Claim {
+            holder,
+            ttl: options.ttl,
+            value: options.value,
+        };
+        let mut waited = false;
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(AcquireError::ShuttingDown);
+            }
+            let notified = turn.notified();
+            if !place.is_head() {
+                waited = true;
+                tokio::select! {
+                    () = notified => continue,
+                    () = sleep_until_opt(deadline) => {
+                        let current = store.get(&name).await.map_err(AcquireError::Store)?;
+                        return Err(AcquireError::Busy(current.unwrap_or(Record {
+                            name, holding: None, token: 0,
+                        })));
+                    }
+                    () = shutdown.cancelled() => return Err(AcquireError::ShuttingDown),
+                }
+            }
+            let mut changes = store.subscribe(&name);
+            let sent = Instant::now();
+            match store.try_acquire(&name, &claim).await {
+                Ok(Attempt::Acquired(store_lease)) => {
+                    drop(place);
+                    return Ok(self.install(name, store_lease, sent, legacy, waited));
+                }
+                Ok(Attempt::Busy { current, retry_at }) => {
+                    waited = true;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(AcquireError::Busy(current));
+                    }
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        () = sleep_until_opt(retry_at) => {}
+                        () = sleep_until_opt(deadline) => return Err(AcquireError::Busy(current)),
+                        () = shutdown.cancelled() => return Err(AcquireError::ShuttingDown),
+                    }
+                }
+                Err(err) => {
+                    warn!(lock = %name, error = %err, "store failed while acquiring");
+                    return Err(AcquireError::Store(err));
+                }
+            }
+        }
+    }
+
+    fn enqueue(&self, name: &LockName) -> Place {
+        let turn = Arc::new(Notify::new());
+        let mut state = self.inner.state.lock().expect("manager state poisoned");
+        state.next_waiter += 1;
+        let id = state.next_waiter;
+        state
+            .queues
+            .entry(name.clone())
+            .or_default()
+            .push_back((id, turn.clone()));
+        self.inner.metrics.waiters.inc();
+        Place {
+            inner: self.inner.clone(),
+            name: name.clone(),
+            id,
+            turn,
+        }
+    }
+
+    fn install(
+        &self,
+        name: LockName,
+        store_lease: StoreLease,
+        sent: Instant,
+        legacy: bool,
+        waited: bool,
+    ) -> Arc<Lease> {
+        let now = Instant::now();
+        let lease = Arc::new(Lease {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: name.clone(),
+            holder: store_lease.holder.clone(),
+            token: store_lease.token,
+            ttl: store_lease.ttl,
+            legacy,
+            clock: Mutex::new(LeaseClock::new(store_lease.ttl, sent, now)),
+            store_lease: Mutex::new(store_lease),
+            end: watch::channel(None).0,
+            stop: CancellationToken::new(),
+        });
+        {
+            let mut state = self.inner.state.lock().expect("manager state poisoned");
+            state.leases.insert(lease.id.clone(), lease.clone());
+            if legacy {
+                state.legacy.insert(name.clone(), lease.id.clone());
+            }
+            if let Some(freed) = state.freed_at.remove(&name)
+                && waited
+            {
+                self.inner
+                    .metrics
+                    .handover
+                    .observe(now.duration_since(freed).as_secs_f64());
+            }
+        }
+        self.inner.metrics.acquisitions.inc();
+        self.inner.metrics.held.inc();
+        info!(lock = %name, holder = %lease.holder, token = lease.token, "acquired");
+        tokio::spawn(keep(self.clone(), lease.clone()));
+        lease
+    }
+
+    /// The holder of `lease_id` is alive: push its silence deadline out by one ttl. Returns how
+    /// long the lease stays valid.
+    pub fn heartbeat(&self, lease_id: &str) -> Result<Duration, LeaseError> {
+        let lease = self.lease(lease_id)?;
+        let now = Instant::now();
+        let mut clock = lease.clock.lock().expect("lease clock poisoned");
+        clock.heard_from_holder(now);
+        Ok(clock.valid_for(now))
+    }
+
+    /// The live lease with this id.
+    pub fn lease(&self, lease_id: &str) -> Result<Arc<Lease>, LeaseError> {
+        let state = self.inner.state.lock().expect("manager state poisoned");
+        match state.leases.get(lease_id) {
+            Some(lease) => Ok(lease.clone()),
+            None => Err(state.ended.error(lease_id)),
+        }
+    }
+
+    /// Releases a lease: it ends at once here, and the store record is given up so the next
+    /// waiter anywhere can take it.
+    pub async fn release(&self, lease_id: &str, why: &str) -> Result<(), LeaseError> {
+        let lease = self.lease(lease_id)?;
+        if !self.end(&lease, Ending::Released) {
+            return Err(LeaseError::Unknown);
+        }
+        debug!(lock = %lease.name, why, "releasing");
+        self.release_in_store(&lease).await;
+        Ok(())
+    }
+
+    async fn release_in_store(&self, lease: &Lease) {
+        let store_lease = lease
+            .store_lease
+            .lock()
+            .expect("store lease poisoned")
+            .clone();
+        match timeout(lease.ttl, self.inner.store.release(&lease.name, &store_lease)).await {
+            Ok(Ok(())) | Ok(Err(StoreError::NotHolder)) => {}
+            Ok(Err(err)) => {
+                warn!(lock = %lease.name, error = %err, "release failed; the lock runs out after its ttl")
+            }
+            Err(_) => {
+                warn!(lock = %lease.name, "release timed out; the lock runs out after its ttl")
+            }
+        }
+    }
+
+    /// Ends a lease exactly once: forgets it, tells its listeners, stops its keeper. Returns false
+    /// when it had already ended.
+    fn end(&self, lease: &Lease, ending: Ending) -> bool {
+        {
+            let mut state = self.inner.state.lock().expect("manager state poisoned");
+            if state.leases.remove(&lease.id).is_none() {
+                return false;
+            }
+            if lease.legacy && state.legacy.get(&lease.name) == Some(&lease.id) {
+                state.legacy.remove(&lease.name);
+            }
+            state.ended.bury(&lease.id, &ending);
+            state.freed_at.insert(lease.name.clone(), Instant::now());
+        }
+        self.inner.metrics.held.dec();
+        if let Ending::Lost(reason) = &ending {
+            self.inner.metrics.losses.inc();
+            warn!(lock = %lease.name, holder = %lease.holder, token = lease.token, %reason, "lease lost");
+        } else {
+            info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "released");
+        }
+        lease.stop.cancel();
+        lease.end.send_replace(Some(ending));
+        true
+    }
+
+    /// Legacy `PUT /locks/{name}`: renews this elector's legacy holding of `name`, or takes the
+    /// lock once without waiting. The holder is the elector's identity, as in the original.
+    pub async fn legacy_put(&self, name: LockName, ttl: Duration) -> Result<Arc<Lease>, AcquireError> {
+        let existing = {
+            let state = self.inner.state.lock().expect("manager state poisoned");
+            state
+                .legacy
+                .get(&name)
+                .and_then(|id| state.leases.get(id))
+                .cloned()
+        };
+        if let Some(lease) = existing
+            && self.heartbeat(&lease.id).is_ok()
+        {
+            return Ok(lease);
+        }
+        let options = AcquireOptions {
+            ttl,
+            wait: Some(Duration::ZERO),
+            value: None,
+        };
+        self.acquire_as(name, self.inner.identity.clone(), options, true)
+            .await
+    }
+
+    /// Begins shutdown: waiters are turned away, every held lease is released in the store and
+    /// its holder told it is lost. Returns when that is done (or after a bounded wait).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let leases: Vec<_> = {
+            let state = self.inner.state.lock().expect("manager state poisoned");
+            state.leases.values().cloned().collect()
+        };
+        info!(held = leases.len(), "shutting down: releasing every held lock");
+        let releases = leases.into_iter().map(|lease| {
+            let manager = self.clone();
+            async move {
+                if manager.end(&lease, Ending::Lost("the elector is shutting down".into())) {
+                    manager.release_in_store(&lease).await;
+                }
+            }
+        });
+        if timeout(SHUTDOWN_RELEASE_WAIT, futures_util::future::join_all(releases))
+            .await
+            .is_err()
+        {
+            warn!("some releases did not finish in time; those locks run out after their ttl");
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The keeper of one lease: follows its clock until the lease ends.
+async fn keep(manager: Manager, lease: Arc<Lease>) {
+    let store = manager.inner.store.clone();
+    loop {
+        let step = lease
+            .clock
+            .lock()
+            .expect("lease clock poisoned")
+            .step(Instant::now());
+        match step {
+            Step::SleepUntil(at) => {
+                tokio::select! {
+                    () = sleep_until(at) => {}
+                    () = lease.stop.cancelled() => return,
+                }
+            }
+            Step::RenewStore => {
+                let current = lease
+                    .store_lease
+                    .lock()
+                    .expect("store lease poisoned")
+                    .clone();
+                let deadline = lease.clock.lock().expect("lease clock poisoned").valid_until();
+                let sent = Instant::now();
+                let result = tokio::select! {
+                    result = timeout_at(deadline, store.renew(&lease.name, &current)) => result,
+                    () = lease.stop.cancelled() => return,
+                };
+                match result {
+                    Ok(Ok(renewed)) => {
+                        *lease.store_lease.lock().expect("store lease poisoned") = renewed;
+                        lease
+                            .clock
+                            .lock()
+                            .expect("lease clock poisoned")
+                            .store_renewed(sent);
+                    }
+                    Ok(Err(StoreError::NotHolder)) => {
+                        manager.end(&lease, Ending::Lost("another holder took the lock".into()));
+                        return;
+                    }
+                    Ok(Err(err)) => {
+                        warn!(lock = %lease.name, error = %err, "renewal failed; retrying until the renew deadline");
+                        lease
+                            .clock
+                            .lock()
+                            .expect("lease clock poisoned")
+                            .store_failed(Instant::now());
+                    }
+                    Err(_) => {
+                        // The deadline passed while the store was silent; the next step says so.
+                    }
+                }
+            }
+            Step::HolderSilent => {
+                let reason = format!(
+                    "the holder sent no heartbeat for its ttl of {}",
+                    humantime::format_duration(lease.ttl)
+                );
+                if manager.end(&lease, Ending::Lost(reason)) {
+                    manager.release_in_store(&lease).await;
+                }
+                return;
+            }
+            Step::DeadlinePassed => {
+                let reason = format!(
+                    "the {} store could not be renewed before the renew deadline",
+                    store.kind()
+                );
+                manager.end(&lease, Ending::Lost(reason));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The store conformance suite: the behaviour every [`Store`] must show, written once and stamped
+//! out for each store with [`store_conformance!`](crate::store_conformance).
+//!
+//! Each check takes a fresh store and a lock ttl short enough for a test run but long enough for
+//! the store's round trips; expiry checks wait a little over one ttl. The checks use distinct lock
+//! names, so a store that persists between checks (a shared etcd or test API server) still passes.
+
+use std::time::Duration;
+
+use sync_protocol::LockName;
+use tokio::time::{Instant, sleep, timeout};
+
+use super::{Attempt, Claim, Store, StoreError, StoreLease};
+
+/// How long a check waits for a change signal before it fails.
+const SIGNAL_WAIT: Duration = Duration::from_secs(10);
+
+fn name(test: &str) -> LockName {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    LockName::new(format!("conf-{test}-{}", &unique[..8])).expect("valid test name")
+}
+
+fn claim(holder: &str, ttl: Duration) -> Claim {
+    Claim {
+        holder: holder.to_owned(),
+        ttl,
+        value: Some(format!("{holder}.addr")),
+    }
+}
+
+async fn acquire(store: &dyn Store, name: &LockName, claim: &Claim) -> StoreLease {
+    match store.try_acquire(name, claim).await.expect("store answers") {
+        Attempt::Acquired(lease) => lease,
+        Attempt::Busy { current, .. } => panic!("{name} should be free, is {current:?}"),
+    }
+}
+
+async fn busy(store: &dyn Store, name: &LockName, claim: &Claim) -> super::Record {
+    match store.try_acquire(name, claim).await.expect("store answers") {
+        Attempt::Busy { current, .. } => current,
+        Attempt::Acquired(lease) => panic!("{name} should be busy, was granted {lease:?}"),
+    }
+}
+
+/// A free lock is granted with a positive token, and the record shows the holder and value.
+pub async fn acquire_free_lock(store: &dyn Store, ttl: Duration) {
+    let name = name("free");
+    assert_eq!(store.get(&name).await.expect("get"), None, "unknown name");
+    let lease = acquire(store, &name, &claim("a", ttl)).await;
+    assert!(lease.token > 0);
+    assert_eq!(lease.holder, "a");
+    let record = store.get(&name).await.expect("get").expect("record");
+    let holding = record.holding.expect("held");
+    assert_eq!(record.token, lease.token);
+    assert_eq!(holding.holder, "a");
+    assert_eq!(holding.value.as_deref(), Some("a.addr"));
+    assert!(holding.expires_at > Instant::now());
+}
+
+/// A held lock is busy for everyone else, who sees who holds it.
+pub async fn held_lock_is_busy(store: &dyn Store, ttl: Duration) {
+    let name = name("busy");
+    let lease = acquire(store, &name, &claim("a", ttl)).await;
+    let current = busy(store, &name, &claim("b", ttl)).await;
+    assert_eq!(current.token, lease.token);
+    assert_eq!(current.holding.expect("held").holder, "a");
+}
+
+/// Release frees the lock at once, and the next holder's token is strictly greater.
+pub async fn release_hands_over_with_higher_token(store: &dyn Store, ttl: Duration) {
+    let name = name("release");
+    let mut last = 0;
+    for holder in ["a", "b", "c", "a"] {
+        let lease = acquire(store, &name, &claim(holder, ttl)).await;
+        assert!(lease.token > last, "token {} after {last}", lease.token);
+        last = lease.token;
+        store.release(&name, &lease).await.expect("release");
+        let record = store.get(&name).await.expect("get").expect("record kept");
+        assert_eq!(record.holding, None, "released");
+    }
+}
+
+/// Renewal keeps a lock past its ttl; a stale or foreign lease can neither renew nor release.
+pub async fn renewal_keeps_and_strangers_cannot(store: &dyn Store, ttl: Duration) {
+    let name = name("renew");
+    let mut lease = acquire(store, &name, &claim("a", ttl)).await;
+    let end = Instant::now() + ttl + ttl / 2;
+    while Instant::now() < end {
+        sleep(ttl / 4).await;
+        lease = store.renew(&name, &lease).await.expect("renew");
+        busy(store, &name, &claim("b", ttl)).await;
+    }
+    let stranger = StoreLease {
+        holder: "b".into(),
+        ..lease.clone()
+    };
+    assert_eq!(
+        store.renew(&name, &stranger).await,
+        Err(StoreError::NotHolder)
+    );
+    assert_eq!(
+        store.release(&name, &stranger).await,
+        Err(StoreError::NotHolder)
+    );
+    busy(store, &name, &claim("b", ttl)).await;
+    store.release(&name, &lease).await.expect("release");
+    assert_eq!(
+        store.release(&name, &lease).await,
+        Err(StoreError::NotHolder),
+        "second release"
+    );
+}
+
+/// A holding nobody renews runs out after its ttl (as observed here); the next holder gets a higher
+/// token and the old lease is dead.
+pub async fn unrenewed_lock_expires(store: &dyn Store, ttl: Duration) {
+    let name = name("expire");
+    let old = acquire(store, &name, &claim("a", ttl)).await;
+    let started = Instant::now();
+    let retry_at = match store.try_acquire(&name, &claim("b", ttl)).await.expect("store") {
+        Attempt::Busy { retry_at, .. } => retry_at,
+        Attempt::Acquired(_) => panic!("granted while held"),
+    };
+    if let Some(at) = retry_at {
+        assert!(at > Instant::now(), "retry_at in the future");
+    }
+    let mut changes = store.subscribe(&name);
+    let new = loop {
+        assert!(
+            started.elapsed() < ttl * 3 + Duration::from_secs(10),
+            "lock never expired"
+        );
+        match store.try_acquire(&name, &claim("b", ttl)).await.expect("store") {
+            Attempt::Acquired(lease) => break lease,
+            Attempt::Busy { retry_at, .. } => {
+                let wake = retry_at.unwrap_or_else(|| Instant::now() + ttl);
+                let _ = timeout(wake.saturating_duration_since(Instant::now()), changes.changed()).await;
+            }
+        }
+    };
+    assert!(
+        started.elapsed() >= ttl - ttl / 10,
+        "expired after {:?}, before its ttl {ttl:?}",
+        started.elapsed()
+    );
+    assert!(new.token > old.token);
+    assert_eq!(store.renew(&name, &old).await, Err(StoreError::NotHolder));
+}
+
+/// Subscribers hear of acquisitions and releases.
+pub async fn changes_are_signalled(store: &dyn Store, ttl: Duration) {
+    let name = name("watch");
+    let mut changes = store.subscribe(&name);
+    let lease = acquire(store, &name, &claim("a", ttl)).await;
+    timeout(SIGNAL_WAIT, changes.changed())
+        .await
+        .expect("signal after acquire")
+        .expect("store alive");
+    store.release(&name, &lease).await.expect("release");
+    timeout(SIGNAL_WAIT, changes.changed())
+        .await
+        .expect("signal after release")
+        .expect("store alive");
+}
+
+/// `list` shows every lock the store has touched, sorted by name.
+pub async fn list_shows_locks(store: &dyn Store, ttl: Duration) {
+    let first = name("list-a");
+    let second = LockName::new(format!("{first}-b")).expect("valid");
+    acquire(store, &first, &claim("a", ttl)).await;
+    let lease = acquire(store, &second, &claim("b", ttl)).await;
+    store.release(&second, &lease).await.expect("release");
+    let all = store.list().await.expect("list");
+    let names: Vec<_> = all.iter().map(|r| r.name.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "sorted by name");
+    let a = all.iter().find(|r| r.name == first).expect("first listed");
+    assert_eq!(a.holding.as_ref().expect("held").holder, "a");
+    let b = all.iter().find(|r| r.name == second).expect("second listed");
+    assert_eq!(b.holding, None);
+}
+
+/// Stamps out the conformance suite as `#[tokio::test]`s for a store.
+///
+/// `$store` is an expression that makes a fresh store (it may `.await`); the optional `ttl` is the
+/// lock ttl used by the checks (default 1 s).
+///
+/// ```no_run
+/// mod memory_store {
+///     sync_elector::store_conformance!(sync_elector::store::MemoryStore::new());
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! store_conformance {
+    ($store:expr) => {
+        $crate::store_conformance!($store, ttl = ::std::time::Duration::from_secs(1));
+    };
+    ($store:expr, ttl = $ttl:expr) => {
+        $crate::store_conformance!(@tests $store, $ttl;
+            acquire_free_lock, held_lock_is_busy, release_hands_over_with_higher_token,
+            renewal_keeps_and_strangers_cannot, unrenewed_lock_expires, changes_are_signalled,
+            list_shows_locks);
+    };
+    (@tests $store:expr, $ttl:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let store = $store;
+                $crate::store::conformance::$check(&store, $ttl).await;
+            }
+        )*
+    };
+}

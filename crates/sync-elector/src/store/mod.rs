@@ -1,0 +1,145 @@
+//! Stores: where lock records live, behind one trait that every backend implements.
+//!
+//! The contract is small on purpose, so that Kubernetes Leases, etcd keys and the in-memory map can
+//! all keep it:
+//!
+//! - [`Store::try_acquire`] is one compare-and-set: it takes a free (or expired) lock for a claimant
+//!   or reports who holds it and when the holding runs out *as this elector observes it* (rule 1 of
+//!   the timing model: expiry is judged on the observer's monotonic clock, never by comparing wall
+//!   clocks).
+//! - The fencing token strictly increases with every new holder of a name, for as long as the
+//!   backend object lives.
+//! - [`Store::subscribe`] signals every change of a lock, so waiting never polls: a waiter sleeps
+//!   until a change or until the observed expiry, whichever comes first.
+//!
+//! [`conformance`] holds the suite every store must pass.
+
+pub mod conformance;
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sync_protocol::LockName;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use memory::MemoryStore;
+
+/// A claim on a lock: who wants it, for how long, and what they show to followers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The holder identity written to the store (elector identity plus session).
+    pub holder: String,
+    /// The lock's ttl: the store keeps the holding this long after the last renewal.
+    pub ttl: Duration,
+    /// A short value followers read, such as the holder's address.
+    pub value: Option<String>,
+}
+
+/// Proof of a holding, returned by acquire and renew and needed to renew or release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLease {
+    /// The holder identity in the store.
+    pub holder: String,
+    /// The fencing token of this holding.
+    pub token: u64,
+    /// The lock's ttl.
+    pub ttl: Duration,
+    /// The value shown to followers.
+    pub value: Option<String>,
+    /// The store's version of the record, for compare-and-set (a resourceVersion, an etcd lease id,
+    /// a counter): opaque outside the store that made it.
+    pub revision: String,
+}
+
+/// A lock as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The lock's name.
+    pub name: LockName,
+    /// The current holding, or `None` when free, released or observed expired.
+    pub holding: Option<Holding>,
+    /// The token of the current or last holder; 0 when never held.
+    pub token: u64,
+}
+
+/// A live holding of a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The holder identity.
+    pub holder: String,
+    /// The value shown to followers.
+    pub value: Option<String>,
+    /// The lock's ttl.
+    pub ttl: Duration,
+    /// When this elector will consider the holding expired unless it sees a renewal first.
+    pub expires_at: Instant,
+}
+
+/// The outcome of one [`Store::try_acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The claimant now holds the lock.
+    Acquired(StoreLease),
+    /// Someone else holds it.
+    Busy {
+        /// The lock as it is now.
+        current: Record,
+        /// When the current holding runs out as observed here, if nobody renews it; `None` when the
+        /// store itself expires holdings and says so through [`Store::subscribe`].
+        retry_at: Option<Instant>,
+    },
+}
+
+/// What can go wrong talking to a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The holding is no longer ours: another holder took the lock, or the record is gone.
+    #[error("the lock is no longer held by this holder")]
+    NotHolder,
+    /// The store did not answer or refused; the message says which and why.
+    #[error("the {store} store is unavailable: {message}")]
+    Unavailable {
+        /// Which store.
+        store: &'static str,
+        /// What happened, for the log and the waiting client.
+        message: String,
+    },
+}
+
+/// A signal that fires on every change of one lock. Read the lock again after it fires; the value
+/// inside only counts changes.
+pub type Changes = watch::Receiver<u64>;
+
+/// A place where lock records live. See the module documentation for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and errors: `memory`, `kubernetes`, `etcd`.
+    fn kind(&self) -> &'static str;
+
+    /// Takes the lock for `claim` if it is free or observed expired; never waits.
+    async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError>;
+
+    /// Extends a holding by its ttl. [`StoreError::NotHolder`] when it is no longer ours.
+    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError>;
+
+    /// Gives a holding up, so the next claimant can take it at once. Releasing a holding that is no
+    /// longer ours changes nothing and answers [`StoreError::NotHolder`].
+    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError>;
+
+    /// The lock's record, or `None` when the store has never seen the name.
+    async fn get(&self, name: &LockName) -> Result<Option<Record>, StoreError>;
+
+    /// Every record the store has, sorted by name.
+    async fn list(&self) -> Result<Vec<Record>, StoreError>;
+
+    /// A signal for every change of `name`. Subscribe *before* reading, so no change is missed.
+    fn subscribe(&self, name: &LockName) -> Changes;
+
+    /// Whether the store can serve now (for `/readyz`).
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

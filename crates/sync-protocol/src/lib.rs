@@ -1,0 +1,232 @@
+//! The wire protocol between `sync-client` and `sync-elector`: paths, request and response bodies,
+//! event payloads, error codes, and the rule for lock names.
+//!
+//! This crate is the protocol's one home. `docs/protocol.md` describes the same contract in prose for
+//! people writing clients in other languages; a change here is a change there.
+//!
+//! ```
+//! use sync_protocol::{AcquireRequest, LockName};
+//!
+//! let name = LockName::new("test")?;
+//! let body = AcquireRequest { ttl_seconds: Some(10), wait_seconds: Some(0.0), value: None };
+//! assert_eq!(name.as_str(), "test");
+//! assert_eq!(serde_json::to_string(&body)?, r#"{"ttl_seconds":10,"wait_seconds":0.0}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod name;
+
+pub use name::{InvalidName, LockName};
+
+use serde::{Deserialize, Serialize};
+
+/// The port the elector listens on, on loopback, unless told otherwise.
+pub const DEFAULT_PORT: u16 = 13131;
+
+/// The elector address a client uses when nothing else is configured.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:13131";
+
+/// The environment variable a client reads for the elector address.
+pub const URL_ENV: &str = "SYNC_ELECTOR_URL";
+
+/// Longest lock ttl the elector accepts, in seconds (one hour).
+pub const MAX_TTL_SECONDS: u64 = 3600;
+
+/// Longest single wait the elector accepts, in seconds (one day). Longer waits are a loop of waits.
+pub const MAX_WAIT_SECONDS: f64 = 86_400.0;
+
+/// Longest `value` a holder may attach, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+/// Largest request body the elector reads, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Body of `POST /v1/locks/{name}/acquire`. Every field is optional; an empty body means
+/// "wait forever, default ttl, no value".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// The lock's ttl: how long the store keeps the lock for a holder that stopped renewing, and the
+    /// window within which the holder must heartbeat. 1 to [`MAX_TTL_SECONDS`]; default: the elector's
+    /// `--ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// How long to wait for the lock. Absent: wait until acquired. `0`: try once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<f64>,
+    /// A short value followers read to find the holder, such as its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The answer to a successful acquire: the lease the holder now owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The lock's name.
+    pub name: String,
+    /// The secret that renews and releases this lease; only the holder knows it.
+    pub lease_id: String,
+    /// The fencing token: strictly greater than the token of every earlier holder of this lock.
+    pub token: u64,
+    /// The holder as others see it: the elector's identity and a session.
+    pub holder: String,
+    /// The lock's ttl in seconds.
+    pub ttl_seconds: u64,
+    /// How long the lease stays valid from the moment the request was sent, unless renewed.
+    pub valid_for_ms: u64,
+}
+
+/// The answer to `POST /v1/leases/{lease_id}/renew`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    /// How long the lease stays valid from the moment the renew was sent, unless renewed again.
+    pub valid_for_ms: u64,
+}
+
+/// What `GET /v1/locks/{name}` and the watch stream say about one lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// The lock's name.
+    pub name: String,
+    /// Who holds it, or `None` when free.
+    pub holder: Option<String>,
+    /// The value the holder attached, if any.
+    pub value: Option<String>,
+    /// The fencing token of the current (or last) holder; 0 when the lock was never held.
+    pub token: u64,
+    /// How long the current holding has left before it runs out unless renewed, as this elector
+    /// observes it; `None` when free.
+    pub expires_in_ms: Option<u64>,
+}
+
+/// The answer to `GET /v1/locks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockList {
+    /// Every lock the store knows, sorted by name.
+    pub locks: Vec<LockState>,
+}
+
+/// Event names on `GET /v1/leases/{lease_id}/events`.
+pub mod lease_event {
+    /// The first event: the lease is held. Data: [`super::Renewal`].
+    pub const HELD: &str = "held";
+    /// The lease is lost; the stream ends. Data: [`super::LostEvent`].
+    pub const LOST: &str = "lost";
+    /// The holder released the lease; the stream ends. No data.
+    pub const RELEASED: &str = "released";
+}
+
+/// Event name on `GET /v1/locks/{name}/watch`: data is a [`LockState`].
+pub const WATCH_EVENT: &str = "state";
+
+/// Data of the `lost` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostEvent {
+    /// Why the lease was lost, for people: the store could not be renewed, the holder stopped
+    /// heartbeating, the elector is shutting down, or another holder took the lock.
+    pub reason: String,
+}
+
+/// The body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code; see [`codes`].
+    pub error: String,
+    /// What went wrong and what to fix, for people.
+    pub message: String,
+    /// For `lock_busy`: who holds the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// For `lock_busy`: the current holder's fencing token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+}
+
+/// The error codes of [`ErrorBody::error`], with the HTTP status each comes with.
+pub mod codes {
+    /// 400: the lock name breaks the naming rule.
+    pub const INVALID_NAME: &str = "invalid_name";
+    /// 400: the body is not JSON of the expected shape.
+    pub const INVALID_BODY: &str = "invalid_body";
+    /// 400: a number or string is out of its range.
+    pub const OUT_OF_RANGE: &str = "out_of_range";
+    /// 413: the body is larger than the elector reads.
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// 404: no such lease (never existed, or released).
+    pub const UNKNOWN_LEASE: &str = "unknown_lease";
+    /// 410: the lease was lost.
+    pub const LEASE_LOST: &str = "lease_lost";
+    /// 409: another holder has the lock and the wait ran out.
+    pub const LOCK_BUSY: &str = "lock_busy";
+    /// 404: no such path.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 405: the path exists, the method does not.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 503: the elector is shutting down.
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    /// 503: the store did not answer.
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+    /// 401: a bearer token is required and was missing or wrong.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+}
+
+/// The paths of the v1 API.
+pub mod paths {
+    /// `POST`: wait for and take the lock.
+    pub fn acquire(name: &str) -> String {
+        format!("/v1/locks/{name}/acquire")
+    }
+    /// `GET`: the lock's state.
+    pub fn lock(name: &str) -> String {
+        format!("/v1/locks/{name}")
+    }
+    /// `GET`: server-sent events on every change of holder.
+    pub fn watch(name: &str) -> String {
+        format!("/v1/locks/{name}/watch")
+    }
+    /// `GET`: every lock.
+    pub const LOCKS: &str = "/v1/locks";
+    /// `POST`: heartbeat a lease.
+    pub fn renew(lease_id: &str) -> String {
+        format!("/v1/leases/{lease_id}/renew")
+    }
+    /// `DELETE`: release a lease.
+    pub fn lease(lease_id: &str) -> String {
+        format!("/v1/leases/{lease_id}")
+    }
+    /// `GET`: server-sent events about a lease; closing it releases the lease.
+    pub fn lease_events(lease_id: &str) -> String {
+        format!("/v1/leases/{lease_id}/events")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_acquire_body_is_all_defaults() {
+        let body: AcquireRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(body, AcquireRequest::default());
+    }
+
+    #[test]
+    fn unknown_acquire_fields_are_refused() {
+        let err = serde_json::from_str::<AcquireRequest>(r#"{"ttl": 5}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `ttl`"), "{err}");
+    }
+
+    #[test]
+    fn error_body_omits_absent_holder() {
+        let body = ErrorBody {
+            error: codes::NOT_FOUND.into(),
+            message: "no such path".into(),
+            holder: None,
+            token: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":"not_found","message":"no such path"}"#
+        );
+    }
+}
