@@ -7,10 +7,11 @@
 //! time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
 //! before any other elector can take the lock, so a holder is told before anyone else acquires.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use sync_protocol::{LostEvent, lease_event, paths};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -32,7 +33,7 @@ pub(crate) enum OnLost {
 /// A signal that fires when a lease is lost. Cheap to clone.
 ///
 /// ```no_run
-/// # async fn run(guard: sync_client::LockGuard) {
+/// # async fn example(guard: sync_client::LockGuard) {
 /// let signal = guard.loss_signal();
 /// tokio::spawn(async move {
 ///     signal.lost().await;
@@ -63,6 +64,16 @@ impl LossSignal {
     }
 }
 
+type Events = Pin<Box<dyn Stream<Item = Result<(String, String), Error>> + Send>>;
+
+/// The lease a keeper keeps.
+struct Kept {
+    client: Client,
+    name: String,
+    lease_id: String,
+    ttl: Duration,
+}
+
 /// A running keeper. Stopping it (or dropping it) ends the heartbeats without firing "lost".
 pub(crate) struct Keeper {
     signal: LossSignal,
@@ -76,30 +87,38 @@ impl Drop for Keeper {
 }
 
 impl Keeper {
-    /// Starts keeping a lease. `valid_until` comes from the grant; the first heartbeat goes out
-    /// at once, so the validity is soon measured from a request this keeper timed itself.
-    pub(crate) fn start(
+    /// Starts keeping a lease: opens its event stream (so the elector hears at once if this
+    /// process dies, and this keeper hears at once of a loss), then heartbeats in a task.
+    /// `valid_until` comes from the grant; the first heartbeat goes out at once, so the validity
+    /// is soon measured from a request this keeper timed itself.
+    pub(crate) async fn start(
         client: Client,
         name: String,
         lease_id: String,
         ttl: Duration,
         valid_until: Instant,
         on_lost: OnLost,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        let events = match client.events(&paths::lease_events(&lease_id)).await {
+            Ok(stream) => Some(Box::pin(stream) as Events),
+            Err(Error::Lost { reason, .. }) => return Err(Error::Lost { name, reason }),
+            Err(err) => {
+                debug!(lock = %name, error = %err, "no event stream; relying on heartbeats");
+                None
+            }
+        };
         let signal = LossSignal {
             token: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
         };
-        let task = tokio::spawn(run(
+        let kept = Kept {
             client,
             name,
             lease_id,
             ttl,
-            valid_until,
-            on_lost,
-            signal.clone(),
-        ));
-        Self { signal, task }
+        };
+        let task = tokio::spawn(run(kept, valid_until, events, on_lost, signal.clone()));
+        Ok(Self { signal, task })
     }
 
     pub(crate) fn signal(&self) -> &LossSignal {
@@ -115,20 +134,22 @@ impl Keeper {
 /// How often to heartbeat, given the ttl and the validity the elector just reported: at least
 /// twice per validity window, at most every third of the ttl.
 fn beat_interval(ttl: Duration, valid_for: Duration) -> Duration {
-    (ttl / 3)
-        .min(valid_for / 2)
-        .max(Duration::from_millis(20))
+    (ttl / 3).min(valid_for / 2).max(Duration::from_millis(20))
 }
 
 async fn run(
-    client: Client,
-    name: String,
-    lease_id: String,
-    ttl: Duration,
+    kept: Kept,
     mut valid_until: Instant,
+    mut events: Option<Events>,
     on_lost: OnLost,
     signal: LossSignal,
 ) {
+    let Kept {
+        client,
+        name,
+        lease_id,
+        ttl,
+    } = kept;
     let lose = |reason: String| {
         warn!(lock = %name, %reason, "lock lost");
         *signal.reason.lock().expect("loss reason poisoned") = Some(reason.clone());
@@ -143,14 +164,6 @@ async fn run(
                 );
                 std::process::exit(1);
             }
-        }
-    };
-    let mut events = match client.events(&paths::lease_events(&lease_id)).await {
-        Ok(stream) => Some(Box::pin(stream)),
-        Err(Error::Lost { reason, .. }) => return lose(reason),
-        Err(err) => {
-            debug!(lock = %name, error = %err, "no event stream; relying on heartbeats");
-            None
         }
     };
     let mut next_beat = Instant::now();

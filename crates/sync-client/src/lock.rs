@@ -153,7 +153,8 @@ impl Lock {
             Duration::from_secs(grant.ttl_seconds),
             valid_until,
             on_lost,
-        );
+        )
+        .await?;
         if let Some(callback) = &self.on_acquired {
             callback();
         }
