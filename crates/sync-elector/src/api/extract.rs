@@ -65,8 +65,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
                 ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_BODY, format!("the body could not be read: {e}"))
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Ok(Self(T::default())),
+            Some(b'{') => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::INVALID_BODY,
+                    "the body must be a JSON object, such as {\"ttl_seconds\": 15}, or empty",
+                ));
+            }
         }
         serde_json::from_slice(&bytes).map(Self).map_err(|e| {
             ApiError::new(

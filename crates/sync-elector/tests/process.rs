@@ -1,0 +1,239 @@
+//! The elector as a real process, with clients in this process and in processes of their own:
+//! contention, a holder's process killed, the elector killed or stopped, SIGTERM, and the
+//! legacy protocol driven the way the original bindings drove it.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{ClientProc, ElectorProc, critical_section, event, register, temp_dir};
+use sync_client::Client;
+
+/// The child role: runs only when a test starts this binary as a client process.
+#[test]
+#[ignore = "a client role for child processes; the process tests start it themselves"]
+fn child_process() {
+    let role = std::env::var("SYNC_TEST_ROLE").expect("started by a process test");
+    let lock_name = std::env::var("SYNC_TEST_LOCK").unwrap_or_else(|_| "test".into());
+    let ttl = std::env::var("SYNC_TEST_TTL").map_or(5, |t| t.parse().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let lock = Client::new()
+            .lock(lock_name)
+            .ttl(Duration::from_secs(ttl))
+            .on_lost(move || {
+                event(format!("lost after {:?}", started.elapsed()));
+                std::process::exit(0);
+            });
+        match role.as_str() {
+            "hold" => {
+                let guard = lock.acquire().await.unwrap();
+                event(format!("acquired {}", guard.fencing_token()));
+                std::future::pending::<()>().await;
+            }
+            "contend" => {
+                let rounds: u32 = std::env::var("SYNC_TEST_ROUNDS").unwrap().parse().unwrap();
+                let dir = std::path::PathBuf::from(std::env::var("SYNC_TEST_DIR").unwrap());
+                for _ in 0..rounds {
+                    let guard = lock.acquire().await.unwrap();
+                    critical_section(&dir, guard.fencing_token(), Duration::from_millis(5));
+                    guard.release().await.unwrap();
+                }
+                event("done");
+            }
+            other => panic!("unknown role {other}"),
+        }
+    });
+}
+
+fn client(url: &str) -> Client {
+    Client::builder().url(url).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_way_contention_keeps_mutual_exclusion_with_increasing_tokens() {
+    let elector = ElectorProc::start(&["--ttl", "5s"]);
+    let dir = temp_dir("contention");
+    let rounds = 5;
+    let env = |dir: &std::path::Path| {
+        vec![
+            ("SYNC_TEST_LOCK", "contended".to_owned()),
+            ("SYNC_TEST_ROUNDS", rounds.to_string()),
+            ("SYNC_TEST_DIR", dir.display().to_string()),
+        ]
+    };
+    let children: Vec<_> = (0..4)
+        .map(|_| ClientProc::spawn("contend", &elector.url, &env(&dir)))
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (lock, dir) = (client(&elector.url).lock("contended").on_lost(|| {}), dir.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..rounds {
+                let guard = lock.acquire().await.unwrap();
+                let token = guard.fencing_token();
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || critical_section(&d, token, Duration::from_millis(5)))
+                    .await
+                    .unwrap();
+                guard.release().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap();
+    }
+    for child in &children {
+        child.expect("done", Duration::from_secs(60));
+    }
+    let (tokens, violations) = register(&dir);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(tokens.len(), 8 * rounds as usize);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens not strictly increasing: {tokens:?}");
+}
+
+#[tokio::test]
+async fn killing_the_holders_process_frees_the_lock_at_once() {
+    let elector = ElectorProc::start(&["--ttl", "15s"]);
+    let holder = ClientProc::spawn("hold", &elector.url, &[("SYNC_TEST_LOCK", "crash".into())]);
+    holder.expect("acquired", Duration::from_secs(20));
+    let lock = client(&elector.url).lock("crash").on_lost(|| {});
+    let waiter = tokio::spawn(async move { lock.acquire().await.map(|g| g.fencing_token()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    support::signal_pid(holder.pid(), "KILL");
+    let token = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the lock moved")
+        .unwrap()
+        .unwrap();
+    assert_eq!(token, 2);
+    eprintln!("holder killed: lock moved after {:?}", killed.elapsed());
+    // Well inside the 15 s ttl: the closed connection released it, not expiry.
+    assert!(killed.elapsed() < Duration::from_secs(10), "{:?}", killed.elapsed());
+}
+
+fn holder_reports_lost_before_the_ttl(signal: &str) {
+    let ttl = 6;
+    let mut elector = ElectorProc::start(&["--ttl", "6s"]);
+    let holder = ClientProc::spawn(
+        "hold",
+        &elector.url,
+        &[("SYNC_TEST_LOCK", "orphan".into()), ("SYNC_TEST_TTL", ttl.to_string())],
+    );
+    holder.expect("acquired", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let hit = Instant::now();
+    elector.signal(signal);
+    holder.expect("lost", Duration::from_secs(ttl + 5));
+    let told = hit.elapsed();
+    eprintln!("SIG{signal} to the elector: holder told lost after {told:?} (ttl {ttl}s)");
+    assert!(told < Duration::from_secs(ttl), "told after {told:?}, ttl is {ttl}s");
+    elector.signal("CONT");
+    elector.signal("KILL");
+    elector.wait_exit(Duration::from_secs(5));
+}
+
+#[test]
+fn a_killed_elector_leaves_its_holder_told_lost_before_the_ttl() {
+    holder_reports_lost_before_the_ttl("KILL");
+}
+
+#[test]
+fn a_stopped_elector_leaves_its_holder_told_lost_before_the_ttl() {
+    holder_reports_lost_before_the_ttl("STOP");
+}
+
+#[tokio::test]
+async fn sigterm_releases_tells_holders_and_exits_zero() {
+    let mut elector = ElectorProc::start(&["--ttl", "15s"]);
+    let holder = ClientProc::spawn("hold", &elector.url, &[("SYNC_TEST_LOCK", "rolling".into())]);
+    holder.expect("acquired", Duration::from_secs(20));
+    let waiter = {
+        let lock = client(&elector.url).lock("rolling").on_lost(|| {});
+        tokio::spawn(async move { lock.acquire().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    elector.signal("TERM");
+    let lost = holder.expect("lost", Duration::from_secs(10));
+    // The validity left was about 10 s: being told in far less means the elector said so.
+    assert!(term.elapsed() < Duration::from_secs(5), "told after {:?} ({lost})", term.elapsed());
+    let status = elector.wait_exit(Duration::from_secs(10)).expect("the elector exits");
+    assert!(status.success(), "{status:?}");
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+    assert!(
+        matches!(&waited, Err(sync_client::Error::Rejected { status: 503, .. }) | Err(sync_client::Error::Unreachable { .. })),
+        "a waiter is turned away, not granted: {waited:?}"
+    );
+    assert!(elector.log().iter().any(|l| l.contains("releasing every held lock held=1")));
+}
+
+#[tokio::test]
+async fn the_legacy_protocol_holds_with_puts_and_runs_out_when_left_alone() {
+    let elector = ElectorProc::start(&["--legacy-listen", "127.0.0.1:0"]);
+    let legacy = elector.legacy_url.clone().unwrap();
+    let http = reqwest::Client::new();
+    let lock_url = format!("{legacy}/locks/legacy-test");
+    let get = || async { http.get(&lock_url).send().await.unwrap().status().as_u16() };
+    let put = || async { http.put(&lock_url).send().await.unwrap() };
+    let v1 = client(&elector.url).lock("legacy-test").on_lost(|| {});
+
+    // The original clients: GET (404 or 200), then PUT; then every 10 s, GET and PUT to hold.
+    assert_eq!(get().await, 404);
+    let started = Instant::now();
+    let first = put().await;
+    assert_eq!(first.status().as_u16(), 200);
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(body["spec"]["owner"], "proc-elector");
+    assert_eq!(body["metadata"]["name"], "legacy-test");
+    let mut last_put = Instant::now();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(get().await, 200);
+        assert_eq!(put().await.status().as_u16(), 200);
+        last_put = Instant::now();
+        assert!(v1.try_acquire().await.unwrap().is_none(), "held through the legacy protocol");
+    }
+    assert!(started.elapsed() > Duration::from_secs(35), "held past the 30 s ttl by renewals");
+    // The main port speaks the legacy protocol too (the .NET, Java, JS and Python bindings).
+    let main = http.get(format!("{}/locks/legacy-test", elector.url)).send().await.unwrap();
+    assert_eq!(main.status().as_u16(), 200);
+
+    // Left alone, it runs out after the legacy ttl of 30 s.
+    loop {
+        assert!(last_put.elapsed() < Duration::from_secs(40), "the lock never ran out");
+        if get().await == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ran_out = last_put.elapsed();
+    assert!(ran_out >= Duration::from_secs(29), "ran out after {ran_out:?}, before the 30 s ttl");
+
+    // Now a v1 client takes it, and a legacy PUT gets 409.
+    let guard = v1.try_acquire().await.unwrap().expect("free after running out");
+    assert_eq!(put().await.status().as_u16(), 409);
+    guard.release().await.unwrap();
+    assert_eq!(put().await.status().as_u16(), 200);
+}
+
+#[test]
+fn an_unbuilt_store_is_refused_with_a_clear_message() {
+    for store in ["kubernetes", "etcd"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sync-elector"))
+            .args(["--listen", "127.0.0.1:0", "--store", store])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not built into this elector yet"), "{stderr}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sync-elector"))
+        .args(["--ttl", "15"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("15s"));
+}

@@ -1,0 +1,223 @@
+//! Test support: the real elector binary as a child process, client child processes, and a
+//! protected "register" on disk that detects overlapping critical sections.
+
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The elector binary, started for real.
+pub struct ElectorProc {
+    child: Child,
+    /// Base URL of the v1 API.
+    pub url: String,
+    /// Base URL of the legacy-only listener, when `--legacy-listen` was given.
+    pub legacy_url: Option<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ElectorProc {
+    /// Starts `sync-elector --listen 127.0.0.1:0 --identity proc-elector ARGS` and waits until it
+    /// says where it listens.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sync-elector"))
+            .args(["--listen", "127.0.0.1:0", "--identity", "proc-elector"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the elector binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for (marker, kind) in [("legacy protocol listening on ", "legacy"), ("listening on ", "v1")] {
+                    if let Some(at) = line.find(marker) {
+                        let _ = tx.send((kind, line[at + marker.len()..].trim().to_owned()));
+                        break;
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let wants_legacy = args.contains(&"--legacy-listen");
+        let (mut url, mut legacy_url) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while url.is_none() || (wants_legacy && legacy_url.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(("v1", u)) => url = Some(u),
+                Ok((_, u)) => legacy_url = Some(u),
+                Err(_) => panic!("the elector did not start: {:?}", log.lock().unwrap()),
+            }
+        }
+        Self {
+            child,
+            url: url.unwrap(),
+            legacy_url,
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, signal: &str) {
+        signal_pid(self.pid(), signal);
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, within)
+    }
+
+    /// What the elector has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ElectorProc {
+    fn drop(&mut self) {
+        signal_pid(self.pid(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .expect("kill runs");
+    assert!(status.success() || signal == "CONT", "kill -{signal} {pid} failed");
+}
+
+fn wait_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A client in a process of its own: this test binary run again in a child role (see
+/// `child_process` in the test files), speaking in lines that start with `EVENT `.
+pub struct ClientProc {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl ClientProc {
+    /// Starts the child role `role` against the elector at `url`, with extra environment.
+    pub fn spawn(role: &str, url: &str, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["child_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("SYNC_TEST_ROLE", role)
+            .env("SYNC_ELECTOR_URL", url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the child client starts");
+        let (tx, rx) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // libtest may print "test child_process ... " before the first event on a line.
+                if let Some(at) = line.find("EVENT ") {
+                    let _ = tx.send(line[at + "EVENT ".len()..].to_owned());
+                }
+            }
+        });
+        Self { child, lines: rx }
+    }
+
+    /// The next event line starting with `prefix`, or a panic after `within`.
+    pub fn expect(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no {prefix:?} event from the child within {within:?}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, within)
+    }
+}
+
+impl Drop for ClientProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prints one event line for the parent.
+pub fn event(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "EVENT {line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// A critical section over a register on disk: entering creates `inside` exclusively (failing
+/// means two holders overlap: recorded in `violations`), appends the token to `tokens`, holds
+/// a moment, and leaves.
+pub fn critical_section(dir: &Path, token: u64, hold: Duration) {
+    let inside = dir.join("inside");
+    let entered = OpenOptions::new().write(true).create_new(true).open(&inside);
+    let append = |file: &str, text: String| {
+        let mut f = OpenOptions::new().append(true).create(true).open(dir.join(file)).unwrap();
+        writeln!(f, "{text}").unwrap();
+    };
+    if entered.is_err() {
+        append("violations", format!("token {token} entered while another holder was inside"));
+        return;
+    }
+    append("tokens", token.to_string());
+    std::thread::sleep(hold);
+    std::fs::remove_file(inside).unwrap();
+}
+
+/// The tokens written to the register, in order, and any violations.
+pub fn register(dir: &Path) -> (Vec<u64>, Vec<String>) {
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let tokens = read("tokens").lines().map(|l| l.parse().unwrap()).collect();
+    let violations = read("violations").lines().map(str::to_owned).collect();
+    (tokens, violations)
+}
+
+/// A fresh temporary folder.
+pub fn temp_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sync-test-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
