@@ -148,7 +148,9 @@ impl Client {
 
     /// Every lock the elector's store knows.
     pub async fn locks(&self) -> Result<Vec<LockState>> {
-        let list: LockList = self.call(Method::GET, paths::LOCKS, None::<&()>, None).await?;
+        let list: LockList = self
+            .call(Method::GET, paths::LOCKS, None::<&()>, None)
+            .await?;
         Ok(list.locks)
     }
 

@@ -175,7 +175,9 @@ impl Election {
 
     /// The current leader, if any.
     pub async fn leader(&self) -> Result<Option<Leader>> {
-        Ok(Leader::from_state(self.client.lock_state(self.name()).await?))
+        Ok(Leader::from_state(
+            self.client.lock_state(self.name()).await?,
+        ))
     }
 
     /// Follows the leader: the leader now, then after every change.

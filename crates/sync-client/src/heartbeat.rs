@@ -220,8 +220,17 @@ mod tests {
     #[test]
     fn beats_at_least_twice_per_validity() {
         let ttl = Duration::from_secs(15);
-        assert_eq!(beat_interval(ttl, Duration::from_secs(10)), Duration::from_secs(5));
-        assert_eq!(beat_interval(ttl, Duration::from_secs(6)), Duration::from_secs(3));
-        assert_eq!(beat_interval(ttl, Duration::ZERO), Duration::from_millis(20));
+        assert_eq!(
+            beat_interval(ttl, Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            beat_interval(ttl, Duration::from_secs(6)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            beat_interval(ttl, Duration::ZERO),
+            Duration::from_millis(20)
+        );
     }
 }

@@ -122,18 +122,22 @@ impl Lock {
 
     /// Waits at most `wait` for the lock; [`Error::Timeout`] when it stays held.
     pub async fn acquire_timeout(&self, wait: Duration) -> Result<LockGuard> {
-        self.request(Some(wait)).await?.map_err(|holder| Error::Timeout {
-            name: self.name.clone(),
-            waited: wait,
-            holder,
-        })
+        self.request(Some(wait))
+            .await?
+            .map_err(|holder| Error::Timeout {
+                name: self.name.clone(),
+                waited: wait,
+                holder,
+            })
     }
 
     /// One acquire request: the guard, or who held the lock when the wait ran out.
     async fn request(&self, wait: Option<Duration>) -> Result<Result<LockGuard, Option<String>>> {
         let name = LockName::new(self.name.as_str())?;
         let body = AcquireRequest {
-            ttl_seconds: self.ttl.map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0)),
+            ttl_seconds: self
+                .ttl
+                .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0)),
             wait_seconds: wait.map(|w| w.as_secs_f64()),
             value: self.value.clone(),
         };

@@ -74,16 +74,34 @@ async fn one_leader_and_a_new_one_when_it_resigns() {
     sleep(Duration::from_millis(300)).await;
     assert_eq!(leaders(&replicas), 1, "exactly one leader");
 
-    let first = replicas.iter().position(|r| r.election.is_leader()).unwrap();
-    let leader = replicas[0].election.leader().await.unwrap().expect("a leader");
-    assert_eq!(leader.value.as_deref(), Some(format!("replica-{first}").as_str()));
+    let first = replicas
+        .iter()
+        .position(|r| r.election.is_leader())
+        .unwrap();
+    let leader = replicas[0]
+        .election
+        .leader()
+        .await
+        .unwrap()
+        .expect("a leader");
+    assert_eq!(
+        leader.value.as_deref(),
+        Some(format!("replica-{first}").as_str())
+    );
 
     let mut follow = replicas[0].election.observe().await.unwrap();
-    let now = timeout(PROMPT, follow.next()).await.unwrap().unwrap().unwrap();
+    let now = timeout(PROMPT, follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(now.as_ref().map(|l| l.token), Some(leader.token));
 
     replicas[first].election.shutdown();
-    wait_for("the resigned replica's run returned", || replicas[first].task.is_finished()).await;
+    wait_for("the resigned replica's run returned", || {
+        replicas[first].task.is_finished()
+    })
+    .await;
     wait_for("the resigned replica ran on_lost", || {
         replicas[first].lost.load(Ordering::SeqCst) == 1
     })
@@ -110,7 +128,10 @@ async fn one_leader_and_a_new_one_when_it_resigns() {
     })
     .await
     .expect("the follower saw the new leader");
-    assert_ne!(changed.value.as_deref(), Some(format!("replica-{first}").as_str()));
+    assert_ne!(
+        changed.value.as_deref(),
+        Some(format!("replica-{first}").as_str())
+    );
     assert_eq!(replicas[first].elected.load(Ordering::SeqCst), 1);
     for r in &replicas {
         r.election.shutdown();
@@ -130,13 +151,19 @@ async fn a_leader_that_loses_its_elector_campaigns_again_on_the_next() {
     assert!(!r.election.is_leader());
     let mut config = Config::local(addr);
     config.ttl = Duration::from_secs(5);
-    let _again = Server::start(config).await.expect("elector restarts on the same port");
+    let _again = Server::start(config)
+        .await
+        .expect("elector restarts on the same port");
     wait_for("it leads again", || r.elected.load(Ordering::SeqCst) == 2).await;
     assert!(r.election.is_leader());
     r.election.shutdown();
     let result = timeout(PROMPT, r.task).await.expect("run returns").unwrap();
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(r.lost.load(Ordering::SeqCst), 2, "on_lost also runs on shutdown");
+    assert_eq!(
+        r.lost.load(Ordering::SeqCst),
+        2,
+        "on_lost also runs on shutdown"
+    );
 }
 
 #[test]
@@ -146,12 +173,23 @@ fn blocking_lock_mirrors_the_seed() {
     let url = server.url();
     let lock = sync_client::blocking::Lock::from_async(client.lock("seed").on_lost(|| {}));
     let other = sync_client::blocking::Lock::from_async(
-        Client::builder().url(&url).build().unwrap().lock("seed").on_lost(|| {}),
+        Client::builder()
+            .url(&url)
+            .build()
+            .unwrap()
+            .lock("seed")
+            .on_lost(|| {}),
     );
-    assert!(matches!(lock.release(), Err(sync_client::Error::NotHeld { .. })));
+    assert!(matches!(
+        lock.release(),
+        Err(sync_client::Error::NotHeld { .. })
+    ));
     lock.wait_one().unwrap();
     assert!(lock.is_held());
-    assert!(matches!(lock.wait_one(), Err(sync_client::Error::AlreadyHeld { .. })));
+    assert!(matches!(
+        lock.wait_one(),
+        Err(sync_client::Error::AlreadyHeld { .. })
+    ));
     assert!(!other.try_wait().unwrap());
     assert!(!other.wait_timeout(Duration::from_millis(200)).unwrap());
     let token = lock.fencing_token().unwrap();
@@ -160,11 +198,9 @@ fn blocking_lock_mirrors_the_seed() {
     assert!(other.fencing_token().unwrap() > token);
     other.release().unwrap();
 
-    let election = Arc::new(sync_client::blocking::Election::from_async(client.election(
-        "seed-election",
-        || {},
-        || {},
-    )));
+    let election = Arc::new(sync_client::blocking::Election::from_async(
+        client.election("seed-election", || {}, || {}),
+    ));
     let runner = election.clone();
     let thread = std::thread::spawn(move || runner.run());
     for _ in 0..100 {

@@ -29,7 +29,11 @@ async fn acquire_release_and_tokens_strictly_increase() {
         let guard = lock.acquire().await.expect("acquire");
         assert!(guard.fencing_token() > last);
         assert!(guard.is_held());
-        assert!(guard.holder().starts_with("test-elector/"), "{}", guard.holder());
+        assert!(
+            guard.holder().starts_with("test-elector/"),
+            "{}",
+            guard.holder()
+        );
         last = guard.fencing_token();
         guard.release().await.expect("release");
     }
@@ -62,7 +66,12 @@ async fn try_acquire_and_timeout_report_contention_as_values() {
 #[tokio::test]
 async fn release_hands_over_to_a_waiter_at_once() {
     let (_server, client) = elector(15).await;
-    let guard = client.lock("handover").on_lost(|| {}).acquire().await.unwrap();
+    let guard = client
+        .lock("handover")
+        .on_lost(|| {})
+        .acquire()
+        .await
+        .unwrap();
     let waiter = {
         let lock = client.lock("handover").on_lost(|| {});
         tokio::spawn(async move {
@@ -106,13 +115,27 @@ async fn waiters_are_served_first_come_first_served() {
 #[tokio::test]
 async fn dropping_an_acquire_future_leaves_the_queue() {
     let (server, client) = elector(15).await;
-    let guard = client.lock("cancel").on_lost(|| {}).acquire().await.unwrap();
+    let guard = client
+        .lock("cancel")
+        .on_lost(|| {})
+        .acquire()
+        .await
+        .unwrap();
     let impatient = client.lock("cancel").on_lost(|| {});
-    assert!(timeout(Duration::from_millis(300), impatient.acquire()).await.is_err());
+    assert!(
+        timeout(Duration::from_millis(300), impatient.acquire())
+            .await
+            .is_err()
+    );
     // The abandoned request must not sit at the head of the queue: a later waiter gets the lock.
     let mut left = false;
     for _ in 0..50 {
-        if server.manager().metrics().render().contains("sync_elector_waiters 0") {
+        if server
+            .manager()
+            .metrics()
+            .render()
+            .contains("sync_elector_waiters 0")
+        {
             left = true;
             break;
         }
@@ -131,7 +154,10 @@ async fn dropping_the_guard_releases_the_lock() {
     let (_server, client) = elector(15).await;
     let lock = client.lock("drop").on_lost(|| {});
     drop(lock.acquire().await.unwrap());
-    let again = timeout(PROMPT, lock.acquire()).await.expect("released by drop").unwrap();
+    let again = timeout(PROMPT, lock.acquire())
+        .await
+        .expect("released by drop")
+        .unwrap();
     assert_eq!(again.fencing_token(), 2);
 }
 
@@ -141,7 +167,15 @@ async fn heartbeats_keep_a_lock_past_its_ttl() {
     let guard = client.lock("keep").on_lost(|| {}).acquire().await.unwrap();
     sleep(Duration::from_secs(3)).await;
     assert!(guard.is_held(), "lost: {:?}", guard.loss_signal().reason());
-    assert!(client.lock("keep").on_lost(|| {}).try_acquire().await.unwrap().is_none());
+    assert!(
+        client
+            .lock("keep")
+            .on_lost(|| {})
+            .try_acquire()
+            .await
+            .unwrap()
+            .is_none()
+    );
     guard.release().await.unwrap();
 }
 
@@ -165,10 +199,16 @@ async fn callbacks_fire_on_acquire_and_on_loss() {
     assert_eq!(acquired.load(Ordering::SeqCst), 1);
     let signal = guard.loss_signal();
     server.shutdown().await;
-    timeout(PROMPT, guard.lost()).await.expect("told of the loss");
+    timeout(PROMPT, guard.lost())
+        .await
+        .expect("told of the loss");
     assert!(!guard.is_held());
     assert_eq!(lost.load(Ordering::SeqCst), 1);
-    assert!(signal.reason().unwrap().contains("shutting down"), "{:?}", signal.reason());
+    assert!(
+        signal.reason().unwrap().contains("shutting down"),
+        "{:?}",
+        signal.reason()
+    );
     assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
 }
 
@@ -191,7 +231,10 @@ async fn bad_names_and_urls_fail_before_any_request() {
     let err = client.lock("Not_Valid").try_acquire().await.unwrap_err();
     assert!(matches!(err, Error::InvalidName(_)), "{err:?}");
     assert!(err.to_string().contains("lower-case"));
-    let err = Client::builder().url("https://127.0.0.1:13131").build().unwrap_err();
+    let err = Client::builder()
+        .url("https://127.0.0.1:13131")
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("http://"), "{err}");
     let err = Client::builder().url("not a url").build().unwrap_err();
     assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");

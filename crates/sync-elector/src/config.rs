@@ -59,7 +59,13 @@ impl Config {
 
     /// A configuration with every default, listening on `listen` (tests use port 0).
     pub fn local(listen: SocketAddr) -> Self {
-        Self::parse_from(["sync-elector", "--listen", &listen.to_string(), "--store", "memory"])
+        Self::parse_from([
+            "sync-elector",
+            "--listen",
+            &listen.to_string(),
+            "--store",
+            "memory",
+        ])
     }
 }
 
@@ -68,10 +74,15 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; write a duration with its unit, such as 15s or 500ms"))?;
     let max = Duration::from_secs(sync_protocol::MAX_TTL_SECONDS);
     if ttl.subsec_nanos() != 0 {
-        return Err(format!("{text} is not whole seconds: a ttl is whole seconds, as in a Kubernetes Lease"));
+        return Err(format!(
+            "{text} is not whole seconds: a ttl is whole seconds, as in a Kubernetes Lease"
+        ));
     }
     if ttl < Duration::from_secs(1) || ttl > max {
-        return Err(format!("{text} is out of range: a ttl is 1s to {}", humantime::format_duration(max)));
+        return Err(format!(
+            "{text} is out of range: a ttl is 1s to {}",
+            humantime::format_duration(max)
+        ));
     }
     Ok(ttl)
 }

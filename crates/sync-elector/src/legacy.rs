@@ -34,7 +34,10 @@ fn lock_body(name: &LockName, owner: &str, expires_in: std::time::Duration) -> V
     })
 }
 
-async fn get_lock(State(app): State<App>, LockPath(name): LockPath) -> Result<Json<Value>, ApiError> {
+async fn get_lock(
+    State(app): State<App>,
+    LockPath(name): LockPath,
+) -> Result<Json<Value>, ApiError> {
     let record = app.manager.store().get(&name).await?;
     match record.and_then(|r| r.holding) {
         Some(h) => Ok(Json(lock_body(
@@ -50,7 +53,10 @@ async fn get_lock(State(app): State<App>, LockPath(name): LockPath) -> Result<Js
     }
 }
 
-async fn put_lock(State(app): State<App>, LockPath(name): LockPath) -> Result<Json<Value>, ApiError> {
+async fn put_lock(
+    State(app): State<App>,
+    LockPath(name): LockPath,
+) -> Result<Json<Value>, ApiError> {
     let lease = app.manager.legacy_put(name.clone(), app.legacy_ttl).await?;
     Ok(Json(lock_body(&name, &lease.holder, lease.ttl)))
 }

@@ -79,7 +79,11 @@ impl Server {
             .await
             .with_context(|| format!("could not listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let mut tasks = vec![spawn_serve(listener, api::router(app.clone()), stop.clone())];
+        let mut tasks = vec![spawn_serve(
+            listener,
+            api::router(app.clone()),
+            stop.clone(),
+        )];
         let legacy_addr = match config.legacy_listen {
             Some(legacy) => {
                 let listener = TcpListener::bind(legacy)

@@ -418,7 +418,12 @@ impl Manager {
             .lock()
             .expect("store lease poisoned")
             .clone();
-        match timeout(lease.ttl, self.inner.store.release(&lease.name, &store_lease)).await {
+        match timeout(
+            lease.ttl,
+            self.inner.store.release(&lease.name, &store_lease),
+        )
+        .await
+        {
             Ok(Ok(())) | Ok(Err(StoreError::NotHolder)) => {}
             Ok(Err(err)) => {
                 warn!(lock = %lease.name, error = %err, "release failed; the lock runs out after its ttl")
@@ -457,7 +462,11 @@ impl Manager {
 
     /// Legacy `PUT /locks/{name}`: renews this elector's legacy holding of `name`, or takes the
     /// lock once without waiting. The holder is the elector's identity, as in the original.
-    pub async fn legacy_put(&self, name: LockName, ttl: Duration) -> Result<Arc<Lease>, AcquireError> {
+    pub async fn legacy_put(
+        &self,
+        name: LockName,
+        ttl: Duration,
+    ) -> Result<Arc<Lease>, AcquireError> {
         let existing = {
             let state = self.inner.state.lock().expect("manager state poisoned");
             state
@@ -488,7 +497,10 @@ impl Manager {
             let state = self.inner.state.lock().expect("manager state poisoned");
             state.leases.values().cloned().collect()
         };
-        info!(held = leases.len(), "shutting down: releasing every held lock");
+        info!(
+            held = leases.len(),
+            "shutting down: releasing every held lock"
+        );
         let releases = leases.into_iter().map(|lease| {
             let manager = self.clone();
             async move {
@@ -497,9 +509,12 @@ impl Manager {
                 }
             }
         });
-        if timeout(SHUTDOWN_RELEASE_WAIT, futures_util::future::join_all(releases))
-            .await
-            .is_err()
+        if timeout(
+            SHUTDOWN_RELEASE_WAIT,
+            futures_util::future::join_all(releases),
+        )
+        .await
+        .is_err()
         {
             warn!("some releases did not finish in time; those locks run out after their ttl");
         }
@@ -535,7 +550,11 @@ async fn keep(manager: Manager, lease: Arc<Lease>) {
                     .lock()
                     .expect("store lease poisoned")
                     .clone();
-                let deadline = lease.clock.lock().expect("lease clock poisoned").valid_until();
+                let deadline = lease
+                    .clock
+                    .lock()
+                    .expect("lease clock poisoned")
+                    .valid_until();
                 let sent = Instant::now();
                 let result = tokio::select! {
                     result = timeout_at(deadline, store.renew(&lease.name, &current)) => result,

@@ -38,10 +38,14 @@ impl Metrics {
         let acquisitions = Counter::default();
         let losses = Counter::default();
         // 100 us to about 26 s, doubling.
-        let handover = Histogram::new(
-            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 19),
+        let handover = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.0001, 2.0, 19,
+        ));
+        registry.register(
+            "locks_held",
+            "Leases held through this elector",
+            held.clone(),
         );
-        registry.register("locks_held", "Leases held through this elector", held.clone());
         registry.register("waiters", "Requests waiting for a lock", waiters.clone());
         registry.register("acquisitions", "Leases granted", acquisitions.clone());
         registry.register("losses", "Leases lost rather than released", losses.clone());

@@ -19,34 +19,178 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
     let huge = format!(r#"{{"value":"{}"}}"#, "v".repeat(20_000));
     let lease = "0123456789abcdef0123456789abcdef";
     let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
-        ("POST", "/v1/locks/Bad/acquire".into(), None, 400, "invalid_name"),
-        ("POST", format!("/v1/locks/{long}/acquire"), None, 400, "invalid_name"),
-        ("POST", "/v1/locks/a_b/acquire".into(), None, 400, "invalid_name"),
-        ("POST", "/v1/locks/%FF/acquire".into(), None, 400, "invalid_name"),
-        ("GET", "/v1/locks/..%2Fetc".into(), None, 400, "invalid_name"),
-        ("GET", "/v1/locks/-x-/watch".into(), None, 400, "invalid_name"),
+        (
+            "POST",
+            "/v1/locks/Bad/acquire".into(),
+            None,
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            format!("/v1/locks/{long}/acquire"),
+            None,
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            "/v1/locks/a_b/acquire".into(),
+            None,
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            "/v1/locks/%FF/acquire".into(),
+            None,
+            400,
+            "invalid_name",
+        ),
+        (
+            "GET",
+            "/v1/locks/..%2Fetc".into(),
+            None,
+            400,
+            "invalid_name",
+        ),
+        (
+            "GET",
+            "/v1/locks/-x-/watch".into(),
+            None,
+            400,
+            "invalid_name",
+        ),
         ("PUT", "/locks/Bad".into(), None, 400, "invalid_name"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some("{".into()), 400, "invalid_body"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some("[]".into()), 400, "invalid_body"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"ttl_seconds":"5"}"#.into()), 400, "invalid_body"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"ttl_seconds":-1}"#.into()), 400, "invalid_body"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"ttl_seconds":1e30}"#.into()), 400, "invalid_body"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"ttl":5}"#.into()), 400, "invalid_body"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"ttl_seconds":0}"#.into()), 400, "out_of_range"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"ttl_seconds":3601}"#.into()), 400, "out_of_range"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"wait_seconds":-1}"#.into()), 400, "out_of_range"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(r#"{"wait_seconds":1e12}"#.into()), 400, "out_of_range"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(big_value), 400, "out_of_range"),
-        ("POST", "/v1/locks/ok/acquire".into(), Some(huge), 413, "body_too_large"),
-        ("POST", format!("/v1/leases/{lease}/renew"), None, 404, "unknown_lease"),
-        ("DELETE", format!("/v1/leases/{lease}"), None, 404, "unknown_lease"),
-        ("GET", format!("/v1/leases/{lease}/events"), None, 404, "unknown_lease"),
-        ("POST", "/v1/leases/not-a-lease/renew".into(), None, 404, "unknown_lease"),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some("{".into()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some("[]".into()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"ttl_seconds":"5"}"#.into()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"ttl_seconds":-1}"#.into()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"ttl_seconds":1e30}"#.into()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"ttl":5}"#.into()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"ttl_seconds":0}"#.into()),
+            400,
+            "out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"ttl_seconds":3601}"#.into()),
+            400,
+            "out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"wait_seconds":-1}"#.into()),
+            400,
+            "out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(r#"{"wait_seconds":1e12}"#.into()),
+            400,
+            "out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(big_value),
+            400,
+            "out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/locks/ok/acquire".into(),
+            Some(huge),
+            413,
+            "body_too_large",
+        ),
+        (
+            "POST",
+            format!("/v1/leases/{lease}/renew"),
+            None,
+            404,
+            "unknown_lease",
+        ),
+        (
+            "DELETE",
+            format!("/v1/leases/{lease}"),
+            None,
+            404,
+            "unknown_lease",
+        ),
+        (
+            "GET",
+            format!("/v1/leases/{lease}/events"),
+            None,
+            404,
+            "unknown_lease",
+        ),
+        (
+            "POST",
+            "/v1/leases/not-a-lease/renew".into(),
+            None,
+            404,
+            "unknown_lease",
+        ),
         ("GET", "/nope".into(), None, 404, "not_found"),
         ("GET", "/v1/locks/a/b/c".into(), None, 404, "not_found"),
         ("PUT", "/v1/locks".into(), None, 405, "method_not_allowed"),
-        ("DELETE", "/v1/locks/x".into(), None, 405, "method_not_allowed"),
-        ("GET", "/v1/locks/x/acquire".into(), None, 405, "method_not_allowed"),
+        (
+            "DELETE",
+            "/v1/locks/x".into(),
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/v1/locks/x/acquire".into(),
+            None,
+            405,
+            "method_not_allowed",
+        ),
         ("POST", "/healthz".into(), None, 405, "method_not_allowed"),
         ("DELETE", "/locks/x".into(), None, 405, "method_not_allowed"),
     ];
@@ -57,14 +201,31 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{method} {path}");
-        let body: serde_json::Value = response.json().await.unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
         assert_eq!(body["error"], code, "{method} {path}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
-        assert!(message.len() > 10, "{method} {path}: a message that says what to fix: {body}");
+        assert!(
+            message.len() > 10,
+            "{method} {path}: a message that says what to fix: {body}"
+        );
     }
-    let locks: serde_json::Value = http.get(format!("{}/v1/locks", server.url())).send().await.unwrap().json().await.unwrap();
+    let locks: serde_json::Value = http
+        .get(format!("{}/v1/locks", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(locks["locks"], serde_json::json!([]), "nothing changed");
-    let health = http.get(format!("{}/healthz", server.url())).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200, "still serving");
 }
 
@@ -83,14 +244,42 @@ async fn a_silent_holder_loses_its_lease_and_a_late_renew_hears_why() {
         .unwrap();
     let lease = grant["lease_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    let renew = http.post(format!("{}/v1/leases/{lease}/renew", server.url())).send().await.unwrap();
+    let renew = http
+        .post(format!("{}/v1/leases/{lease}/renew", server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(renew.status().as_u16(), 410);
     let body: serde_json::Value = renew.json().await.unwrap();
     assert_eq!(body["error"], "lease_lost");
-    assert!(body["message"].as_str().unwrap().contains("heartbeat"), "{body}");
-    let state: serde_json::Value = http.get(format!("{}/v1/locks/silent", server.url())).send().await.unwrap().json().await.unwrap();
-    assert_eq!(state["holder"], serde_json::Value::Null, "released for the next holder");
-    let metrics = http.get(format!("{}/metrics", server.url())).send().await.unwrap().text().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("heartbeat"),
+        "{body}"
+    );
+    let state: serde_json::Value = http
+        .get(format!("{}/v1/locks/silent", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        state["holder"],
+        serde_json::Value::Null,
+        "released for the next holder"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sync_elector_losses_total 1"), "{metrics}");
-    assert!(metrics.contains("sync_elector_acquisitions_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("sync_elector_acquisitions_total 1"),
+        "{metrics}"
+    );
 }

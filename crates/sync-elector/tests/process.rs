@@ -68,21 +68,29 @@ async fn eight_way_contention_keeps_mutual_exclusion_with_increasing_tokens() {
         .collect();
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (lock, dir) = (client(&elector.url).lock("contended").on_lost(|| {}), dir.clone());
+        let (lock, dir) = (
+            client(&elector.url).lock("contended").on_lost(|| {}),
+            dir.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for _ in 0..rounds {
                 let guard = lock.acquire().await.unwrap();
                 let token = guard.fencing_token();
                 let d = dir.clone();
-                tokio::task::spawn_blocking(move || critical_section(&d, token, Duration::from_millis(5)))
-                    .await
-                    .unwrap();
+                tokio::task::spawn_blocking(move || {
+                    critical_section(&d, token, Duration::from_millis(5))
+                })
+                .await
+                .unwrap();
                 guard.release().await.unwrap();
             }
         }));
     }
     for task in tasks {
-        tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
     for child in &children {
         child.expect("done", Duration::from_secs(60));
@@ -90,7 +98,10 @@ async fn eight_way_contention_keeps_mutual_exclusion_with_increasing_tokens() {
     let (tokens, violations) = register(&dir);
     assert!(violations.is_empty(), "{violations:?}");
     assert_eq!(tokens.len(), 8 * rounds as usize);
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens not strictly increasing: {tokens:?}");
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens not strictly increasing: {tokens:?}"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +122,11 @@ async fn killing_the_holders_process_frees_the_lock_at_once() {
     assert_eq!(token, 2);
     eprintln!("holder killed: lock moved after {:?}", killed.elapsed());
     // Well inside the 15 s ttl: the closed connection released it, not expiry.
-    assert!(killed.elapsed() < Duration::from_secs(10), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
 }
 
 fn holder_reports_lost_before_the_ttl(signal: &str) {
@@ -120,7 +135,10 @@ fn holder_reports_lost_before_the_ttl(signal: &str) {
     let holder = ClientProc::spawn(
         "hold",
         &elector.url,
-        &[("SYNC_TEST_LOCK", "orphan".into()), ("SYNC_TEST_TTL", ttl.to_string())],
+        &[
+            ("SYNC_TEST_LOCK", "orphan".into()),
+            ("SYNC_TEST_TTL", ttl.to_string()),
+        ],
     );
     holder.expect("acquired", Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
@@ -129,7 +147,10 @@ fn holder_reports_lost_before_the_ttl(signal: &str) {
     holder.expect("lost", Duration::from_secs(ttl + 5));
     let told = hit.elapsed();
     eprintln!("SIG{signal} to the elector: holder told lost after {told:?} (ttl {ttl}s)");
-    assert!(told < Duration::from_secs(ttl), "told after {told:?}, ttl is {ttl}s");
+    assert!(
+        told < Duration::from_secs(ttl),
+        "told after {told:?}, ttl is {ttl}s"
+    );
     elector.signal("CONT");
     elector.signal("KILL");
     elector.wait_exit(Duration::from_secs(5));
@@ -148,7 +169,11 @@ fn a_stopped_elector_leaves_its_holder_told_lost_before_the_ttl() {
 #[tokio::test]
 async fn sigterm_releases_tells_holders_and_exits_zero() {
     let mut elector = ElectorProc::start(&["--ttl", "15s"]);
-    let holder = ClientProc::spawn("hold", &elector.url, &[("SYNC_TEST_LOCK", "rolling".into())]);
+    let holder = ClientProc::spawn(
+        "hold",
+        &elector.url,
+        &[("SYNC_TEST_LOCK", "rolling".into())],
+    );
     holder.expect("acquired", Duration::from_secs(20));
     let waiter = {
         let lock = client(&elector.url).lock("rolling").on_lost(|| {});
@@ -159,15 +184,33 @@ async fn sigterm_releases_tells_holders_and_exits_zero() {
     elector.signal("TERM");
     let lost = holder.expect("lost", Duration::from_secs(10));
     // The validity left was about 10 s: being told in far less means the elector said so.
-    assert!(term.elapsed() < Duration::from_secs(5), "told after {:?} ({lost})", term.elapsed());
-    let status = elector.wait_exit(Duration::from_secs(10)).expect("the elector exits");
-    assert!(status.success(), "{status:?}");
-    let waited = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
     assert!(
-        matches!(&waited, Err(sync_client::Error::Rejected { status: 503, .. }) | Err(sync_client::Error::Unreachable { .. })),
+        term.elapsed() < Duration::from_secs(5),
+        "told after {:?} ({lost})",
+        term.elapsed()
+    );
+    let status = elector
+        .wait_exit(Duration::from_secs(10))
+        .expect("the elector exits");
+    assert!(status.success(), "{status:?}");
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            &waited,
+            Err(sync_client::Error::Rejected { status: 503, .. })
+                | Err(sync_client::Error::Unreachable { .. })
+        ),
         "a waiter is turned away, not granted: {waited:?}"
     );
-    assert!(elector.log().iter().any(|l| l.contains("releasing every held lock held=1")));
+    assert!(
+        elector
+            .log()
+            .iter()
+            .any(|l| l.contains("releasing every held lock held=1"))
+    );
 }
 
 #[tokio::test]
@@ -194,26 +237,46 @@ async fn the_legacy_protocol_holds_with_puts_and_runs_out_when_left_alone() {
         assert_eq!(get().await, 200);
         assert_eq!(put().await.status().as_u16(), 200);
         last_put = Instant::now();
-        assert!(v1.try_acquire().await.unwrap().is_none(), "held through the legacy protocol");
+        assert!(
+            v1.try_acquire().await.unwrap().is_none(),
+            "held through the legacy protocol"
+        );
     }
-    assert!(started.elapsed() > Duration::from_secs(35), "held past the 30 s ttl by renewals");
+    assert!(
+        started.elapsed() > Duration::from_secs(35),
+        "held past the 30 s ttl by renewals"
+    );
     // The main port speaks the legacy protocol too (the .NET, Java, JS and Python bindings).
-    let main = http.get(format!("{}/locks/legacy-test", elector.url)).send().await.unwrap();
+    let main = http
+        .get(format!("{}/locks/legacy-test", elector.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(main.status().as_u16(), 200);
 
     // Left alone, it runs out after the legacy ttl of 30 s.
     loop {
-        assert!(last_put.elapsed() < Duration::from_secs(40), "the lock never ran out");
+        assert!(
+            last_put.elapsed() < Duration::from_secs(40),
+            "the lock never ran out"
+        );
         if get().await == 404 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let ran_out = last_put.elapsed();
-    assert!(ran_out >= Duration::from_secs(29), "ran out after {ran_out:?}, before the 30 s ttl");
+    assert!(
+        ran_out >= Duration::from_secs(29),
+        "ran out after {ran_out:?}, before the 30 s ttl"
+    );
 
     // Now a v1 client takes it, and a legacy PUT gets 409.
-    let guard = v1.try_acquire().await.unwrap().expect("free after running out");
+    let guard = v1
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free after running out");
     assert_eq!(put().await.status().as_u16(), 409);
     guard.release().await.unwrap();
     assert_eq!(put().await.status().as_u16(), 200);
@@ -228,7 +291,10 @@ fn an_unbuilt_store_is_refused_with_a_clear_message() {
             .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("not built into this elector yet"), "{stderr}");
+        assert!(
+            stderr.contains("not built into this elector yet"),
+            "{stderr}"
+        );
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sync-elector"))
         .args(["--ttl", "15"])

@@ -116,7 +116,15 @@ mod tests {
 
     #[test]
     fn accepts_kubernetes_names() {
-        for ok in ["a", "test", "shard-7", "a.b.c", "0", "x".repeat(253).as_str(), "a-b.c-d"] {
+        for ok in [
+            "a",
+            "test",
+            "shard-7",
+            "a.b.c",
+            "0",
+            "x".repeat(253).as_str(),
+            "a-b.c-d",
+        ] {
             assert!(LockName::new(ok).is_ok(), "{ok}");
         }
     }

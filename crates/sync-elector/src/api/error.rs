@@ -48,7 +48,9 @@ impl ApiError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             codes::METHOD_NOT_ALLOWED,
-            format!("{method} is not served on {path:?}; see docs/protocol.md for the methods of each path"),
+            format!(
+                "{method} is not served on {path:?}; see docs/protocol.md for the methods of each path"
+            ),
         )
     }
 
@@ -60,7 +62,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, codes::STORE_UNAVAILABLE, err.to_string())
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::STORE_UNAVAILABLE,
+            err.to_string(),
+        )
     }
 }
 
@@ -90,8 +96,13 @@ impl From<AcquireError> for ApiError {
                     StatusCode::CONFLICT,
                     codes::LOCK_BUSY,
                     match &holder {
-                        Some(h) => format!("lock {} is held by {h} and the wait ran out", record.name),
-                        None => format!("lock {} was not free in time and the wait ran out", record.name),
+                        Some(h) => {
+                            format!("lock {} is held by {h} and the wait ran out", record.name)
+                        }
+                        None => format!(
+                            "lock {} was not free in time and the wait ran out",
+                            record.name
+                        ),
                     },
                 );
                 error.body.holder = holder;

@@ -19,7 +19,13 @@ impl<S: Send + Sync> FromRequestParts<S> for LockPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_NAME, format!("the lock name in the path is unreadable: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::INVALID_NAME,
+                    format!("the lock name in the path is unreadable: {e}"),
+                )
+            })?;
         LockName::new(name)
             .map(Self)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_NAME, e.to_string()))
@@ -38,7 +44,11 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| unknown())?;
-        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(id))
         } else {
             Err(unknown())
@@ -62,7 +72,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
                     format!("the body is larger than {MAX_BODY_BYTES} bytes; send a smaller body"),
                 )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_BODY, format!("the body could not be read: {e}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::INVALID_BODY,
+                    format!("the body could not be read: {e}"),
+                )
             }
         })?;
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {

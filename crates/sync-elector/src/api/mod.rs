@@ -81,12 +81,17 @@ async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiEr
         ));
     }
     app.manager.store().ready().await?;
-    Ok(Json(serde_json::json!({ "status": "ready", "store": app.manager.store().kind() })))
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "store": app.manager.store().kind() }),
+    ))
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.manager.metrics().render(),
     )
 }

@@ -100,7 +100,10 @@ pub async fn acquire(
 }
 
 /// `POST /v1/leases/{lease_id}/renew`
-pub async fn renew(State(app): State<App>, LeasePath(id): LeasePath) -> Result<Json<Renewal>, ApiError> {
+pub async fn renew(
+    State(app): State<App>,
+    LeasePath(id): LeasePath,
+) -> Result<Json<Renewal>, ApiError> {
     let valid_for = app.manager.heartbeat(&id)?;
     Ok(Json(Renewal {
         valid_for_ms: millis(valid_for),
@@ -108,7 +111,10 @@ pub async fn renew(State(app): State<App>, LeasePath(id): LeasePath) -> Result<J
 }
 
 /// `DELETE /v1/leases/{lease_id}`
-pub async fn release(State(app): State<App>, LeasePath(id): LeasePath) -> Result<StatusCode, ApiError> {
+pub async fn release(
+    State(app): State<App>,
+    LeasePath(id): LeasePath,
+) -> Result<StatusCode, ApiError> {
     app.manager.release(&id, "released by its holder").await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -128,7 +134,9 @@ impl Drop for ReleaseOnClose {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = manager.release(&id, "the holder's event stream closed").await;
+                let _ = manager
+                    .release(&id, "the holder's event stream closed")
+                    .await;
             });
         }
     }
@@ -151,34 +159,38 @@ pub async fn lease_events(
         manager: app.manager.clone(),
         id,
     };
-    let stream = futures_util::stream::unfold(Some((Some(held), ending, guard)), |state| async move {
-        let (first, mut ending, guard) = state?;
-        if let Some(event) = first {
-            return Some((Ok(event), Some((None, ending, guard))));
-        }
-        let end = loop {
-            if let Some(end) = ending.borrow_and_update().clone() {
-                break end;
+    let stream =
+        futures_util::stream::unfold(Some((Some(held), ending, guard)), |state| async move {
+            let (first, mut ending, guard) = state?;
+            if let Some(event) = first {
+                return Some((Ok(event), Some((None, ending, guard))));
             }
-            if ending.changed().await.is_err() {
-                break Ending::Lost("the elector dropped the lease".into());
-            }
-        };
-        let event = match end {
-            Ending::Released => Event::default().event(lease_event::RELEASED).data(""),
-            Ending::Lost(reason) => Event::default()
-                .event(lease_event::LOST)
-                .json_data(LostEvent { reason })
-                .expect("a LostEvent serializes"),
-        };
-        drop(guard);
-        Some((Ok(event), None))
-    });
+            let end = loop {
+                if let Some(end) = ending.borrow_and_update().clone() {
+                    break end;
+                }
+                if ending.changed().await.is_err() {
+                    break Ending::Lost("the elector dropped the lease".into());
+                }
+            };
+            let event = match end {
+                Ending::Released => Event::default().event(lease_event::RELEASED).data(""),
+                Ending::Lost(reason) => Event::default()
+                    .event(lease_event::LOST)
+                    .json_data(LostEvent { reason })
+                    .expect("a LostEvent serializes"),
+            };
+            drop(guard);
+            Some((Ok(event), None))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(EVENTS_KEEPALIVE)))
 }
 
 /// `GET /v1/locks/{name}`
-pub async fn lock_state(State(app): State<App>, LockPath(name): LockPath) -> Result<Json<LockState>, ApiError> {
+pub async fn lock_state(
+    State(app): State<App>,
+    LockPath(name): LockPath,
+) -> Result<Json<LockState>, ApiError> {
     let record = app.manager.store().get(&name).await?;
     Ok(Json(state_of(&name, record)))
 }
@@ -203,7 +215,12 @@ pub async fn watch(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = app.manager.store().subscribe(&name);
     let shutdown = app.manager.shutdown_token();
-    let start = (app, name, changes, None::<(Option<String>, u64, Option<String>)>);
+    let start = (
+        app,
+        name,
+        changes,
+        None::<(Option<String>, u64, Option<String>)>,
+    );
     let stream = futures_util::stream::unfold(start, move |(app, name, mut changes, last)| {
         let shutdown = shutdown.clone();
         async move {
@@ -219,7 +236,10 @@ pub async fn watch(
                         continue;
                     }
                 };
-                let expires_at = record.as_ref().and_then(|r| r.holding.as_ref()).map(|h| h.expires_at);
+                let expires_at = record
+                    .as_ref()
+                    .and_then(|r| r.holding.as_ref())
+                    .map(|h| h.expires_at);
                 let state = state_of(&name, record);
                 let key = (state.holder.clone(), state.token, state.value.clone());
                 if last.as_ref() != Some(&key) {

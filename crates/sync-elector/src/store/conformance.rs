@@ -117,7 +117,11 @@ pub async fn unrenewed_lock_expires(store: &dyn Store, ttl: Duration) {
     let name = name("expire");
     let old = acquire(store, &name, &claim("a", ttl)).await;
     let started = Instant::now();
-    let retry_at = match store.try_acquire(&name, &claim("b", ttl)).await.expect("store") {
+    let retry_at = match store
+        .try_acquire(&name, &claim("b", ttl))
+        .await
+        .expect("store")
+    {
         Attempt::Busy { retry_at, .. } => retry_at,
         Attempt::Acquired(_) => panic!("granted while held"),
     };
@@ -130,11 +134,19 @@ pub async fn unrenewed_lock_expires(store: &dyn Store, ttl: Duration) {
             started.elapsed() < ttl * 3 + Duration::from_secs(10),
             "lock never expired"
         );
-        match store.try_acquire(&name, &claim("b", ttl)).await.expect("store") {
+        match store
+            .try_acquire(&name, &claim("b", ttl))
+            .await
+            .expect("store")
+        {
             Attempt::Acquired(lease) => break lease,
             Attempt::Busy { retry_at, .. } => {
                 let wake = retry_at.unwrap_or_else(|| Instant::now() + ttl);
-                let _ = timeout(wake.saturating_duration_since(Instant::now()), changes.changed()).await;
+                let _ = timeout(
+                    wake.saturating_duration_since(Instant::now()),
+                    changes.changed(),
+                )
+                .await;
             }
         }
     };
@@ -177,7 +189,10 @@ pub async fn list_shows_locks(store: &dyn Store, ttl: Duration) {
     assert_eq!(names, sorted, "sorted by name");
     let a = all.iter().find(|r| r.name == first).expect("first listed");
     assert_eq!(a.holding.as_ref().expect("held").holder, "a");
-    let b = all.iter().find(|r| r.name == second).expect("second listed");
+    let b = all
+        .iter()
+        .find(|r| r.name == second)
+        .expect("second listed");
     assert_eq!(b.holding, None);
 }
 

@@ -92,12 +92,16 @@ impl State {
     fn record(name: &LockName, entry: &Entry, now: Instant) -> Record {
         Record {
             name: name.clone(),
-            holding: entry.holding.as_ref().filter(|h| h.live(now)).map(|h| Holding {
-                holder: h.holder.clone(),
-                value: h.value.clone(),
-                ttl: h.ttl,
-                expires_at: h.expires_at(),
-            }),
+            holding: entry
+                .holding
+                .as_ref()
+                .filter(|h| h.live(now))
+                .map(|h| Holding {
+                    holder: h.holder.clone(),
+                    value: h.value.clone(),
+                    ttl: h.ttl,
+                    expires_at: h.expires_at(),
+                }),
             token: entry.token,
         }
     }

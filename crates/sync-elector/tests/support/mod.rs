@@ -39,7 +39,10 @@ impl ElectorProc {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for (marker, kind) in [("legacy protocol listening on ", "legacy"), ("listening on ", "v1")] {
+                for (marker, kind) in [
+                    ("legacy protocol listening on ", "legacy"),
+                    ("listening on ", "v1"),
+                ] {
                     if let Some(at) = line.find(marker) {
                         let _ = tx.send((kind, line[at + marker.len()..].trim().to_owned()));
                         break;
@@ -103,7 +106,10 @@ pub fn signal_pid(pid: u32, signal: &str) {
         .stderr(Stdio::null())
         .status()
         .expect("kill runs");
-    assert!(status.success() || signal == "CONT", "kill -{signal} {pid} failed");
+    assert!(
+        status.success() || signal == "CONT",
+        "kill -{signal} {pid} failed"
+    );
 }
 
 fn wait_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
@@ -129,7 +135,13 @@ impl ClientProc {
     pub fn spawn(role: &str, url: &str, env: &[(&str, String)]) -> Self {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args(["child_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("SYNC_TEST_ROLE", role)
             .env("SYNC_ELECTOR_URL", url)
             .stdout(Stdio::piped())
@@ -192,13 +204,23 @@ pub fn event(line: impl std::fmt::Display) {
 /// a moment, and leaves.
 pub fn critical_section(dir: &Path, token: u64, hold: Duration) {
     let inside = dir.join("inside");
-    let entered = OpenOptions::new().write(true).create_new(true).open(&inside);
+    let entered = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&inside);
     let append = |file: &str, text: String| {
-        let mut f = OpenOptions::new().append(true).create(true).open(dir.join(file)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join(file))
+            .unwrap();
         writeln!(f, "{text}").unwrap();
     };
     if entered.is_err() {
-        append("violations", format!("token {token} entered while another holder was inside"));
+        append(
+            "violations",
+            format!("token {token} entered while another holder was inside"),
+        );
         return;
     }
     append("tokens", token.to_string());
