@@ -32,6 +32,12 @@ fn child_process() {
                 event(format!("acquired {}", guard.fencing_token()));
                 std::future::pending::<()>().await;
             }
+            "hold-without-callback" => {
+                let bare = Client::new().lock("bare").ttl(Duration::from_secs(ttl));
+                let guard = bare.acquire().await.unwrap();
+                event(format!("acquired {}", guard.fencing_token()));
+                std::future::pending::<()>().await;
+            }
             "contend" => {
                 let rounds: u32 = std::env::var("SYNC_TEST_ROUNDS").unwrap().parse().unwrap();
                 let dir = std::path::PathBuf::from(std::env::var("SYNC_TEST_DIR").unwrap());
@@ -211,6 +217,35 @@ async fn sigterm_releases_tells_holders_and_exits_zero() {
             .iter()
             .any(|l| l.contains("releasing every held lock held=1"))
     );
+}
+
+#[test]
+fn without_a_lost_callback_a_holder_exits_with_a_clear_message() {
+    let elector = ElectorProc::start(&["--ttl", "15s"]);
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    let child = command
+        .args([
+            "child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SYNC_TEST_ROLE", "hold-without-callback")
+        .env("SYNC_ELECTOR_URL", &elector.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    elector.signal("TERM");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("EVENT acquired"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lock \"bare\" was lost"), "{stderr}");
+    assert!(stderr.contains("no lost callback was set"), "{stderr}");
 }
 
 #[tokio::test]
