@@ -222,18 +222,7 @@ async fn sigterm_releases_tells_holders_and_exits_zero() {
 #[test]
 fn without_a_lost_callback_a_holder_exits_with_a_clear_message() {
     let elector = ElectorProc::start(&["--ttl", "15s"]);
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    let child = command
-        .args([
-            "child_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SYNC_TEST_ROLE", "hold-without-callback")
-        .env("SYNC_ELECTOR_URL", &elector.url)
-        .stdout(std::process::Stdio::piped())
+    let child = support::child_command("hold-without-callback", &elector.url)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

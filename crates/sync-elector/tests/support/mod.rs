@@ -130,22 +130,29 @@ pub struct ClientProc {
     lines: Receiver<String>,
 }
 
+/// The command that runs this test binary in the child role `role` against the elector at `url`,
+/// its stdout piped.
+pub fn child_command(role: &str, url: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SYNC_TEST_ROLE", role)
+        .env("SYNC_ELECTOR_URL", url)
+        .stdout(Stdio::piped());
+    command
+}
+
 impl ClientProc {
     /// Starts the child role `role` against the elector at `url`, with extra environment.
     pub fn spawn(role: &str, url: &str, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command
-            .args([
-                "child_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SYNC_TEST_ROLE", role)
-            .env("SYNC_ELECTOR_URL", url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut command = child_command(role, url);
+        command.stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
