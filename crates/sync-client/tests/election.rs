@@ -54,7 +54,7 @@ fn replica(client: &Client, name: &str, value: &str) -> Replica {
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if done() {
             return;
         }

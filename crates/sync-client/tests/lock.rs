@@ -163,9 +163,9 @@ async fn dropping_the_guard_releases_the_lock() {
 
 #[tokio::test]
 async fn heartbeats_keep_a_lock_past_its_ttl() {
-    let (_server, client) = elector(1).await;
+    let (_server, client) = elector(2).await;
     let guard = client.lock("keep").on_lost(|| {}).acquire().await.unwrap();
-    sleep(Duration::from_secs(3)).await;
+    sleep(Duration::from_secs(5)).await;
     assert!(guard.is_held(), "lost: {:?}", guard.loss_signal().reason());
     assert!(
         client
