@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 pub enum StoreKind {
     /// In this process's memory: one machine, the embedded default.
     Memory,
-    /// Kubernetes Lease objects (not built yet).
+    /// Kubernetes Lease objects.
     Kubernetes,
     /// etcd v3 (not built yet).
     Etcd,
@@ -30,9 +30,15 @@ pub struct Config {
     #[arg(long, env = "SYNC_LEGACY_LISTEN")]
     pub legacy_listen: Option<SocketAddr>,
 
-    /// Where locks live.
-    #[arg(long, env = "SYNC_STORE", value_enum, default_value = "memory")]
-    pub store: StoreKind,
+    /// Where locks live [default: kubernetes in a pod (KUBERNETES_SERVICE_HOST is set), else
+    /// memory].
+    #[arg(long, env = "SYNC_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+
+    /// Namespace of the Lease objects [default: the pod's service-account namespace, else the
+    /// kubeconfig context's, else default].
+    #[arg(long, env = "SYNC_NAMESPACE")]
+    pub namespace: Option<String>,
 
     /// This elector's identity as holders show it [default: $POD_NAME, else the host name].
     #[arg(long, env = "SYNC_IDENTITY")]
@@ -55,6 +61,17 @@ impl Config {
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+
+    /// The store to use: the flag, else Kubernetes when running in a pod, else memory.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store.unwrap_or_else(|| {
+            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                StoreKind::Kubernetes
+            } else {
+                StoreKind::Memory
+            }
+        })
     }
 
     /// A configuration with every default, listening on `listen` (tests use port 0).
@@ -97,7 +114,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:13131".parse().unwrap());
         assert_eq!(c.ttl, Duration::from_secs(15));
         assert_eq!(c.legacy_ttl, Duration::from_secs(30));
-        assert_eq!(c.store, StoreKind::Memory);
+        assert_eq!(c.store, None);
+        assert_eq!(c.namespace, None);
         assert_eq!(c.legacy_listen, None);
     }
 

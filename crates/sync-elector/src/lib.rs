@@ -60,13 +60,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds the listeners and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let store: Arc<dyn store::Store> = match config.store {
-            StoreKind::Memory => Arc::new(store::MemoryStore::new()),
-            other => bail!(
-                "the {other:?} store is not built into this elector yet; use --store memory",
-                other = other
-            ),
-        };
+        let store = open_store(&config).await?;
         let identity = config.identity();
         let manager = Manager::new(store, identity.clone(), metrics::Metrics::new());
         let app = api::App {
@@ -139,6 +133,29 @@ impl Server {
         }
         info!("stopped");
     }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
+    Ok(match config.store_kind() {
+        StoreKind::Memory => Arc::new(store::MemoryStore::new()),
+        #[cfg(feature = "kubernetes")]
+        StoreKind::Kubernetes => Arc::new(
+            store::KubernetesStore::connect(config.namespace.clone())
+                .await
+                .context("could not open the kubernetes store")?,
+        ),
+        #[cfg(not(feature = "kubernetes"))]
+        StoreKind::Kubernetes => {
+            bail!(
+                "this elector was built without the kubernetes feature; rebuild with default features"
+            )
+        }
+        StoreKind::Etcd => {
+            bail!(
+                "the etcd store is not built into this elector yet; use --store memory or kubernetes"
+            )
+        }
+    })
 }
 
 fn spawn_serve(

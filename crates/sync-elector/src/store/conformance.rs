@@ -196,6 +196,50 @@ pub async fn list_shows_locks(store: &dyn Store, ttl: Duration) {
     assert_eq!(b.holding, None);
 }
 
+/// A store together with what must outlive it in a test (a test server, a child process).
+pub struct Guarded<S> {
+    store: S,
+    _keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl<S: Store> Guarded<S> {
+    /// `store`, keeping `keep` alive as long as it.
+    pub fn new(store: S, keep: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            store,
+            _keep: Box::new(keep),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Store> Store for Guarded<S> {
+    fn kind(&self) -> &'static str {
+        self.store.kind()
+    }
+    async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        self.store.try_acquire(name, claim).await
+    }
+    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+        self.store.renew(name, lease).await
+    }
+    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
+        self.store.release(name, lease).await
+    }
+    async fn get(&self, name: &LockName) -> Result<Option<super::Record>, StoreError> {
+        self.store.get(name).await
+    }
+    async fn list(&self) -> Result<Vec<super::Record>, StoreError> {
+        self.store.list().await
+    }
+    fn subscribe(&self, name: &LockName) -> super::Changes {
+        self.store.subscribe(name)
+    }
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.store.ready().await
+    }
+}
+
 /// Stamps out the conformance suite as `#[tokio::test]`s for a store.
 ///
 /// `$store` is an expression that makes a fresh store (it may `.await`); the optional `ttl` is the

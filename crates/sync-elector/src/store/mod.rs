@@ -15,6 +15,8 @@
 //! [`conformance`] holds the suite every store must pass.
 
 pub mod conformance;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod memory;
 
 use std::time::Duration;
@@ -24,6 +26,8 @@ use sync_protocol::LockName;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::KubernetesStore;
 pub use memory::MemoryStore;
 
 /// A claim on a lock: who wants it, for how long, and what they show to followers.

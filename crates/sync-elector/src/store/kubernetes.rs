@@ -1,0 +1,704 @@
+//! The Kubernetes store: one `coordination.k8s.io/v1` Lease per lock, in client-go's LeaseLock
+//! record format, so `kubectl get leases` shows who holds what and client-go leader election on
+//! the same Lease respects ours (and ours respects it).
+//!
+//! - A reflector keeps a cache of the namespace's Leases: one list, then one watch, re-established
+//!   when it ends and re-listed after `410 Gone`. Decisions read the cache, so a waiting elector
+//!   sends no request but its watch; a holder sends one write per renewal.
+//! - Every write is a compare-and-set on `resourceVersion`: a `409` means re-read, never
+//!   overwrite.
+//! - Expiry follows client-go's observed-time rule: a holding is expired once this elector has
+//!   seen its record unchanged for `leaseDurationSeconds` *on its own monotonic clock*; `renewTime`
+//!   is written for people and for client-go, never compared with the local wall clock.
+//! - The fencing token is `leaseTransitions + 1`; every acquisition adds one to
+//!   `leaseTransitions`. Release clears the holder (as client-go's `ReleaseOnCancel` does); a
+//!   Lease is never deleted, because the token lives in it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use sync_protocol::LockName;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+use tracing::{debug, info, warn};
+
+use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
+
+/// The label on every Lease this store creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sync-elector");
+
+/// The annotation holding the holder's value (what followers read).
+pub const VALUE_ANNOTATION: &str = "sync.metaparticle.io/value";
+
+/// How long one API request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many compare-and-set conflicts one operation re-reads through before giving up.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Locks as Lease objects in one namespace.
+pub struct KubernetesStore {
+    api: Api<Lease>,
+    namespace: String,
+    cache: Arc<Mutex<Cache>>,
+    reflector: JoinHandle<()>,
+}
+
+impl Drop for KubernetesStore {
+    fn drop(&mut self) {
+        self.reflector.abort();
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    leases: BTreeMap<String, Seen>,
+    watchers: HashMap<String, watch::Sender<u64>>,
+    /// Whether the first list has completed, so the cache can answer alone.
+    synced: bool,
+    /// The last failure to list or watch, cleared by the next success.
+    trouble: Option<String>,
+}
+
+/// A Lease and when this elector saw its current resourceVersion first.
+struct Seen {
+    lease: Lease,
+    observed_at: Instant,
+}
+
+fn rv(lease: &Lease) -> Option<&str> {
+    lease.metadata.resource_version.as_deref()
+}
+
+fn holder(lease: &Lease) -> Option<&str> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())
+}
+
+fn duration(lease: &Lease) -> Duration {
+    let secs = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(0);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+fn transitions(lease: &Lease) -> u64 {
+    let t = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_transitions)
+        .unwrap_or(0);
+    u64::try_from(t).unwrap_or(0)
+}
+
+fn value(lease: &Lease) -> Option<String> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(VALUE_ANNOTATION).cloned())
+}
+
+impl Seen {
+    fn expires_at(&self) -> Instant {
+        self.observed_at + duration(&self.lease)
+    }
+
+    /// The live holder, judged by observed time.
+    fn live_holder(&self, now: Instant) -> Option<&str> {
+        holder(&self.lease).filter(|_| now < self.expires_at())
+    }
+
+    fn record(&self, name: &LockName, now: Instant) -> Record {
+        Record {
+            name: name.clone(),
+            holding: self.live_holder(now).map(|h| Holding {
+                holder: h.to_owned(),
+                value: value(&self.lease),
+                ttl: duration(&self.lease),
+                expires_at: self.expires_at(),
+            }),
+            token: if holder(&self.lease).is_some() || transitions(&self.lease) > 0 {
+                transitions(&self.lease) + 1
+            } else {
+                0
+            },
+        }
+    }
+}
+
+impl Cache {
+    /// Stores what the API said about a Lease; a new resourceVersion restarts its observed clock.
+    fn upsert(&mut self, lease: Lease) {
+        let Some(name) = lease.metadata.name.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let newer = self
+            .leases
+            .get(&name)
+            .is_none_or(|seen| rv(&seen.lease) != rv(&lease));
+        if newer {
+            self.leases.insert(
+                name.clone(),
+                Seen {
+                    lease,
+                    observed_at: now,
+                },
+            );
+            self.notify(&name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if self.leases.remove(name).is_some() {
+            self.notify(name);
+        }
+    }
+
+    fn notify(&mut self, name: &str) {
+        if let Some(tx) = self.watchers.get(name) {
+            tx.send_modify(|n| *n += 1);
+            if tx.receiver_count() == 0 {
+                self.watchers.remove(name);
+            }
+        }
+    }
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Turns a kube error into a store error whose message says what to fix.
+fn unavailable(step: &str, err: kube::Error) -> StoreError {
+    let message = match &err {
+        kube::Error::Api(status) => {
+            let hint = match status.code {
+                403 => {
+                    "; give the elector's service account the Role in deploy/rbac.yaml (get, list, watch, create, update, patch on leases)"
+                }
+                404 => "; check the namespace (--namespace)",
+                _ => "",
+            };
+            format!(
+                "{step}: the Kubernetes API answered {} {}: {}{hint}",
+                status.code, status.reason, status.message
+            )
+        }
+        other => format!("{step}: could not reach the Kubernetes API: {other}"),
+    };
+    StoreError::Unavailable {
+        store: "kubernetes",
+        message,
+    }
+}
+
+fn timed_out(step: &str) -> StoreError {
+    StoreError::Unavailable {
+        store: "kubernetes",
+        message: format!("{step}: the Kubernetes API did not answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+impl KubernetesStore {
+    /// Connects with the in-cluster configuration, else `KUBECONFIG` (or `~/.kube/config`), in
+    /// `namespace`, else the pod's service-account namespace (or the kubeconfig context's), else
+    /// `default`.
+    pub async fn connect(namespace: Option<String>) -> Result<Self, StoreError> {
+        let config = kube::Config::infer().await.map_err(|e| StoreError::Unavailable {
+            store: "kubernetes",
+            message: format!(
+                "no Kubernetes configuration: {e}; run in a pod with a service account, or set KUBECONFIG"
+            ),
+        })?;
+        let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+        let url = config.cluster_url.to_string();
+        let client =
+            kube::Client::try_from(config).map_err(|e| unavailable("creating the client", e))?;
+        info!(%url, %namespace, "using Kubernetes Leases");
+        Ok(Self::new(client, &namespace))
+    }
+
+    /// A store over `client` in `namespace`; starts its reflector at once.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let reflector = tokio::spawn(reflect(api.clone(), cache.clone()));
+        Self {
+            api,
+            namespace: namespace.to_owned(),
+            cache,
+            reflector,
+        }
+    }
+
+    /// The namespace of the Leases.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().expect("kubernetes cache poisoned")
+    }
+
+    /// The freshest Lease known: the cache once synced, else the API. `None` when absent.
+    async fn current(&self, name: &str, refresh: bool) -> Result<Option<Lease>, StoreError> {
+        if !refresh {
+            let cache = self.cache();
+            if cache.synced {
+                return Ok(cache.leases.get(name).map(|s| s.lease.clone()));
+            }
+        }
+        let lease = timeout(REQUEST_TIMEOUT, self.api.get_opt(name))
+            .await
+            .map_err(|_| timed_out("reading the Lease"))?
+            .map_err(|e| unavailable("reading the Lease", e))?;
+        let mut cache = self.cache();
+        match lease {
+            Some(lease) => {
+                cache.upsert(lease);
+                Ok(cache.leases.get(name).map(|s| s.lease.clone()))
+            }
+            None => {
+                cache.remove(name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes `lease` (create when `create`, else replace with its resourceVersion) and caches
+    /// the answer. `Ok(None)` on a compare-and-set conflict.
+    async fn write(
+        &self,
+        lease: Lease,
+        create: bool,
+        step: &str,
+    ) -> Result<Option<Lease>, StoreError> {
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let params = PostParams::default();
+        let request = async {
+            if create {
+                self.api.create(&params, &lease).await
+            } else {
+                self.api.replace(&name, &params, &lease).await
+            }
+        };
+        match timeout(REQUEST_TIMEOUT, request).await {
+            Err(_) => Err(timed_out(step)),
+            Ok(Ok(written)) => {
+                self.cache().upsert(written.clone());
+                Ok(Some(written))
+            }
+            Ok(Err(err)) if status_code(&err) == Some(409) => {
+                debug!(lock = %name, "conflict; re-reading");
+                Ok(None)
+            }
+            Ok(Err(err)) if !create && status_code(&err) == Some(404) => Err(StoreError::NotHolder),
+            Ok(Err(err)) => Err(unavailable(step, err)),
+        }
+    }
+
+    fn lease_for(name: &LockName, old: Option<&Lease>, claim: &Claim) -> Lease {
+        let now = now_micro();
+        let mut metadata = old
+            .map(|l| l.metadata.clone())
+            .unwrap_or_else(|| ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+                ..ObjectMeta::default()
+            });
+        let annotations = metadata.annotations.get_or_insert_with(Default::default);
+        match &claim.value {
+            Some(v) => annotations.insert(VALUE_ANNOTATION.to_owned(), v.clone()),
+            None => annotations.remove(VALUE_ANNOTATION),
+        };
+        let transitions = old.map_or(0, |l| transitions(l) + 1);
+        Lease {
+            metadata,
+            spec: Some(LeaseSpec {
+                holder_identity: Some(claim.holder.clone()),
+                lease_duration_seconds: Some(
+                    i32::try_from(claim.ttl.as_secs()).unwrap_or(i32::MAX),
+                ),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(i32::try_from(transitions).unwrap_or(i32::MAX)),
+                ..old.and_then(|l| l.spec.clone()).unwrap_or_default()
+            }),
+        }
+    }
+
+    fn store_lease(lease: &Lease) -> StoreLease {
+        StoreLease {
+            holder: holder(lease).unwrap_or_default().to_owned(),
+            token: transitions(lease) + 1,
+            ttl: duration(lease),
+            value: value(lease),
+            revision: rv(lease).unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// The cached Lease if `lease` still holds it; `NotHolder` otherwise.
+    async fn owned(
+        &self,
+        name: &LockName,
+        lease: &StoreLease,
+        refresh: bool,
+    ) -> Result<Lease, StoreError> {
+        match self.current(name.as_str(), refresh).await? {
+            Some(current)
+                if holder(&current) == Some(lease.holder.as_str())
+                    && transitions(&current) + 1 == lease.token =>
+            {
+                Ok(current)
+            }
+            _ => Err(StoreError::NotHolder),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for KubernetesStore {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        let mut refresh = false;
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.current(name.as_str(), refresh).await?;
+            refresh = true;
+            if current.is_some() {
+                let cache = self.cache();
+                if let Some(seen) = cache.leases.get(name.as_str())
+                    && seen.live_holder(Instant::now()).is_some()
+                {
+                    return Ok(Attempt::Busy {
+                        current: seen.record(name, Instant::now()),
+                        retry_at: Some(seen.expires_at()),
+                    });
+                }
+            }
+            let create = current.is_none();
+            let lease = Self::lease_for(name, current.as_ref(), claim);
+            if let Some(written) = self.write(lease, create, "taking the Lease").await? {
+                return Ok(Attempt::Acquired(Self::store_lease(&written)));
+            }
+        }
+        let now = Instant::now();
+        let cache = self.cache();
+        let current = cache.leases.get(name.as_str()).map_or(
+            Record {
+                name: name.clone(),
+                holding: None,
+                token: 0,
+            },
+            |seen| seen.record(name, now),
+        );
+        Ok(Attempt::Busy {
+            current,
+            retry_at: None,
+        })
+    }
+
+    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+        let mut refresh = false;
+        for _ in 0..CONFLICT_RETRIES {
+            let mut current = self.owned(name, lease, refresh).await?;
+            refresh = true;
+            if let Some(spec) = current.spec.as_mut() {
+                spec.renew_time = Some(now_micro());
+            }
+            if let Some(written) = self.write(current, false, "renewing the Lease").await? {
+                return Ok(Self::store_lease(&written));
+            }
+        }
+        Err(StoreError::Unavailable {
+            store: "kubernetes",
+            message: format!("renewing the Lease {name}: it kept changing under us"),
+        })
+    }
+
+    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
+        let mut refresh = false;
+        for _ in 0..CONFLICT_RETRIES {
+            let mut current = self.owned(name, lease, refresh).await?;
+            refresh = true;
+            if let Some(spec) = current.spec.as_mut() {
+                // As client-go's ReleaseOnCancel: no holder, a 1 s duration, the same transitions.
+                spec.holder_identity = None;
+                spec.lease_duration_seconds = Some(1);
+                spec.renew_time = Some(now_micro());
+            }
+            if let Some(annotations) = current.metadata.annotations.as_mut() {
+                annotations.remove(VALUE_ANNOTATION);
+            }
+            if self
+                .write(current, false, "releasing the Lease")
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable {
+            store: "kubernetes",
+            message: format!("releasing the Lease {name}: it kept changing under us"),
+        })
+    }
+
+    async fn get(&self, name: &LockName) -> Result<Option<Record>, StoreError> {
+        self.current(name.as_str(), false).await?;
+        let cache = self.cache();
+        Ok(cache
+            .leases
+            .get(name.as_str())
+            .map(|seen| seen.record(name, Instant::now())))
+    }
+
+    async fn list(&self) -> Result<Vec<Record>, StoreError> {
+        if !self.cache().synced {
+            let list = timeout(REQUEST_TIMEOUT, self.api.list(&ListParams::default()))
+                .await
+                .map_err(|_| timed_out("listing Leases"))?
+                .map_err(|e| unavailable("listing Leases", e))?;
+            let mut cache = self.cache();
+            for lease in list.items {
+                cache.upsert(lease);
+            }
+        }
+        let now = Instant::now();
+        let cache = self.cache();
+        Ok(cache
+            .leases
+            .iter()
+            .filter_map(|(name, seen)| {
+                LockName::new(name.as_str())
+                    .ok()
+                    .map(|n| seen.record(&n, now))
+            })
+            .collect())
+    }
+
+    fn subscribe(&self, name: &LockName) -> Changes {
+        let mut cache = self.cache();
+        if cache.watchers.len() >= 1024 {
+            cache.watchers.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        cache
+            .watchers
+            .entry(name.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let cache = self.cache();
+        match (&cache.trouble, cache.synced) {
+            (Some(trouble), _) => Err(StoreError::Unavailable {
+                store: "kubernetes",
+                message: trouble.clone(),
+            }),
+            (None, false) => Err(StoreError::Unavailable {
+                store: "kubernetes",
+                message: "the first list of Leases has not completed yet".into(),
+            }),
+            (None, true) => Ok(()),
+        }
+    }
+}
+
+/// Keeps the cache in step with the API server: list, then watch from the list's
+/// resourceVersion; re-watch when a watch ends, re-list after 410 Gone, back off on errors.
+async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>) {
+    let mut backoff = Duration::from_millis(200);
+    let trouble = |message: String| {
+        let mut c = cache.lock().expect("kubernetes cache poisoned");
+        if c.trouble.as_ref() != Some(&message) {
+            warn!(%message, "Kubernetes store");
+        }
+        c.trouble = Some(message);
+    };
+    loop {
+        let list = match timeout(REQUEST_TIMEOUT, api.list(&ListParams::default())).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(err)) => {
+                trouble(unavailable("listing Leases", err).to_string());
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(_) => {
+                trouble(timed_out("listing Leases").to_string());
+                continue;
+            }
+        };
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        {
+            let mut c = cache.lock().expect("kubernetes cache poisoned");
+            let names: Vec<String> = c.leases.keys().cloned().collect();
+            for name in names {
+                if !list
+                    .items
+                    .iter()
+                    .any(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+                {
+                    c.remove(&name);
+                }
+            }
+            for lease in list.items {
+                c.upsert(lease);
+            }
+            c.synced = true;
+            c.trouble = None;
+        }
+        backoff = Duration::from_millis(200);
+        'watch: loop {
+            let params = WatchParams::default().timeout(290);
+            let stream = match api.watch(&params, &version).await {
+                Ok(stream) => stream,
+                Err(err) => {
+                    trouble(unavailable("watching Leases", err).to_string());
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let mut stream = std::pin::pin!(stream);
+            let mut events = 0usize;
+            while let Some(event) = stream.next().await {
+                events += 1;
+                let mut c = cache.lock().expect("kubernetes cache poisoned");
+                c.trouble = None;
+                match event {
+                    Ok(WatchEvent::Added(lease) | WatchEvent::Modified(lease)) => {
+                        version = rv(&lease).unwrap_or(&version).to_owned();
+                        c.upsert(lease);
+                    }
+                    Ok(WatchEvent::Deleted(lease)) => {
+                        version = rv(&lease).unwrap_or(&version).to_owned();
+                        if let Some(name) = &lease.metadata.name {
+                            c.remove(name);
+                        }
+                    }
+                    Ok(WatchEvent::Bookmark(mark)) => version = mark.metadata.resource_version,
+                    Ok(WatchEvent::Error(status)) if status.code == 410 => break 'watch,
+                    Ok(WatchEvent::Error(status)) => {
+                        drop(c);
+                        trouble(format!(
+                            "watching Leases: {} {}",
+                            status.code, status.message
+                        ));
+                        break;
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 410 => break 'watch,
+                    Err(err) => {
+                        drop(c);
+                        trouble(unavailable("watching Leases", err).to_string());
+                        break;
+                    }
+                }
+            }
+            if events == 0 {
+                // A watch that ends at once, again and again, must not spin.
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                backoff = Duration::from_millis(200);
+            }
+        }
+        debug!("watch history expired; listing again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, transitions: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("x".into()),
+                resource_version: Some("5".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                lease_duration_seconds: Some(10),
+                lease_transitions: Some(transitions),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn expiry_counts_from_when_this_elector_saw_the_record() {
+        let name = LockName::new("x").unwrap();
+        let t0 = Instant::now();
+        let seen = Seen {
+            lease: lease(Some("a"), 3),
+            observed_at: t0,
+        };
+        assert_eq!(seen.live_holder(t0 + Duration::from_secs(9)), Some("a"));
+        assert_eq!(seen.live_holder(t0 + Duration::from_secs(10)), None);
+        let record = seen.record(&name, t0);
+        assert_eq!(record.token, 4, "token is leaseTransitions + 1");
+        let released = Seen {
+            lease: lease(Some(""), 3),
+            observed_at: t0,
+        };
+        assert_eq!(released.live_holder(t0), None, "an empty holder is free");
+    }
+
+    #[test]
+    fn every_acquisition_adds_a_transition() {
+        let name = LockName::new("x").unwrap();
+        let claim = Claim {
+            holder: "b/1".into(),
+            ttl: Duration::from_secs(15),
+            value: Some("addr".into()),
+        };
+        let fresh = KubernetesStore::lease_for(&name, None, &claim);
+        assert_eq!(fresh.spec.as_ref().unwrap().lease_transitions, Some(0));
+        assert_eq!(
+            fresh
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .get(MANAGED_BY.0)
+                .map(String::as_str),
+            Some(MANAGED_BY.1)
+        );
+        let next = KubernetesStore::lease_for(&name, Some(&lease(Some("a"), 3)), &claim);
+        let spec = next.spec.unwrap();
+        assert_eq!(spec.lease_transitions, Some(4));
+        assert_eq!(spec.lease_duration_seconds, Some(15));
+        assert_eq!(spec.holder_identity.as_deref(), Some("b/1"));
+        assert_eq!(
+            next.metadata.resource_version.as_deref(),
+            Some("5"),
+            "compare-and-set"
+        );
+    }
+}
