@@ -75,6 +75,13 @@ impl LeaseClock {
         self.valid_until().saturating_duration_since(now)
     }
 
+    /// Whether at least one renew interval of validity is left at `now`. A grant whose store
+    /// write took longer than that (a slow or retried request) must be renewed before it is
+    /// handed out, or its holder would be told "lost" at once.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.valid_for(now) >= self.renew_interval()
+    }
+
     /// The holder heartbeated at `now`.
     pub fn heard_from_holder(&mut self, now: Instant) {
         self.heard_from_holder = now;
@@ -177,6 +184,14 @@ mod tests {
             }
         }
         assert_eq!(now, t0 + TTL);
+    }
+
+    #[test]
+    fn a_grant_that_took_too_long_is_not_fresh() {
+        let (c, t0) = clock();
+        assert!(c.is_fresh(t0));
+        assert!(c.is_fresh(t0 + TTL / 3));
+        assert!(!c.is_fresh(t0 + TTL / 3 + Duration::from_millis(1)));
     }
 
     #[test]

@@ -296,6 +296,7 @@ impl Manager {
             let sent = Instant::now();
             match store.try_acquire(&name, &claim).await {
                 Ok(Attempt::Acquired(store_lease)) => {
+                    let (store_lease, sent) = self.confirm(&name, store_lease, sent).await?;
                     drop(place);
                     return Ok(self.install(name, store_lease, sent, legacy, waited));
                 }
@@ -315,6 +316,37 @@ impl Manager {
                     warn!(lock = %name, error = %err, "store failed while acquiring");
                     return Err(AcquireError::Store(err));
                 }
+            }
+        }
+    }
+
+    /// Makes sure a fresh grant carries real validity: when the acquiring write took so long
+    /// that less than one renew interval is left, renew once before handing it out; if that
+    /// fails, give the lock back and report the store's trouble.
+    async fn confirm(
+        &self,
+        name: &LockName,
+        store_lease: StoreLease,
+        sent: Instant,
+    ) -> Result<(StoreLease, Instant), AcquireError> {
+        let clock = LeaseClock::new(store_lease.ttl, sent, Instant::now());
+        if clock.is_fresh(Instant::now()) {
+            return Ok((store_lease, sent));
+        }
+        let store = &self.inner.store;
+        let resent = Instant::now();
+        match timeout(clock.renew_interval(), store.renew(name, &store_lease)).await {
+            Ok(Ok(renewed)) => Ok((renewed, resent)),
+            failed => {
+                warn!(lock = %name, "the acquiring write took too long and could not be confirmed; giving the lock back");
+                let _ = timeout(clock.renew_interval(), store.release(name, &store_lease)).await;
+                Err(AcquireError::Store(match failed {
+                    Ok(Err(err)) => err,
+                    _ => StoreError::Unavailable {
+                        store: store.kind(),
+                        message: "the store answered too slowly to grant the lock safely".into(),
+                    },
+                }))
             }
         }
     }

@@ -6,51 +6,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{ClientProc, ElectorProc, critical_section, event, register, temp_dir};
+use support::{ClientProc, ElectorProc, critical_section, register, temp_dir};
 use sync_client::Client;
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
 #[ignore = "a client role for child processes; the process tests start it themselves"]
 fn child_process() {
-    let role = std::env::var("SYNC_TEST_ROLE").expect("started by a process test");
-    let lock_name = std::env::var("SYNC_TEST_LOCK").unwrap_or_else(|_| "test".into());
-    let ttl = std::env::var("SYNC_TEST_TTL").map_or(5, |t| t.parse().unwrap());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let started = Instant::now();
-        let lock = Client::new()
-            .lock(lock_name)
-            .ttl(Duration::from_secs(ttl))
-            .on_lost(move || {
-                event(format!("lost after {:?}", started.elapsed()));
-                std::process::exit(0);
-            });
-        match role.as_str() {
-            "hold" => {
-                let guard = lock.acquire().await.unwrap();
-                event(format!("acquired {}", guard.fencing_token()));
-                std::future::pending::<()>().await;
-            }
-            "hold-without-callback" => {
-                let bare = Client::new().lock("bare").ttl(Duration::from_secs(ttl));
-                let guard = bare.acquire().await.unwrap();
-                event(format!("acquired {}", guard.fencing_token()));
-                std::future::pending::<()>().await;
-            }
-            "contend" => {
-                let rounds: u32 = std::env::var("SYNC_TEST_ROUNDS").unwrap().parse().unwrap();
-                let dir = std::path::PathBuf::from(std::env::var("SYNC_TEST_DIR").unwrap());
-                for _ in 0..rounds {
-                    let guard = lock.acquire().await.unwrap();
-                    critical_section(&dir, guard.fencing_token(), Duration::from_millis(5));
-                    guard.release().await.unwrap();
-                }
-                event("done");
-            }
-            other => panic!("unknown role {other}"),
-        }
-    });
+    support::child_main();
 }
 
 fn client(url: &str) -> Client {

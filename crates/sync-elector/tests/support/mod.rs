@@ -25,9 +25,16 @@ impl ElectorProc {
     /// Starts `sync-elector --listen 127.0.0.1:0 --identity proc-elector ARGS` and waits until it
     /// says where it listens.
     pub fn start(args: &[&str]) -> Self {
+        Self::spawn("proc-elector", args, &[])
+    }
+
+    /// Starts an elector named `identity` with `args` and extra environment.
+    pub fn spawn(identity: &str, args: &[&str], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sync-elector"))
-            .args(["--listen", "127.0.0.1:0", "--identity", "proc-elector"])
+            .args(["--listen", "127.0.0.1:0", "--identity", identity])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -170,6 +177,19 @@ impl ClientProc {
         Self { child, lines: rx }
     }
 
+    /// The next event line starting with `prefix` within `within`, if any.
+    pub fn next(&self, prefix: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next event line starting with `prefix`, or a panic after `within`.
     pub fn expect(&self, prefix: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
@@ -249,4 +269,68 @@ pub fn temp_dir(test: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The client roles a child process plays, chosen by `SYNC_TEST_ROLE`, against the elector at
+/// `SYNC_ELECTOR_URL`, on lock `SYNC_TEST_LOCK` (default `test`) with ttl `SYNC_TEST_TTL` seconds
+/// (default 5). With a lost callback that reports and exits 0, except `hold-without-callback`.
+pub fn child_main() {
+    let role = std::env::var("SYNC_TEST_ROLE").expect("started by a process test");
+    let lock_name = std::env::var("SYNC_TEST_LOCK").unwrap_or_else(|_| "test".into());
+    let ttl = std::env::var("SYNC_TEST_TTL").map_or(5, |t| t.parse().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let lock = sync_client::Client::new()
+            .lock(lock_name)
+            .ttl(Duration::from_secs(ttl))
+            .on_lost(move || {
+                event(format!("lost after {:?}", started.elapsed()));
+                std::process::exit(0);
+            });
+        match role.as_str() {
+            "hold" => {
+                // As an application would: a store outage is reported, then waited out.
+                let guard = loop {
+                    match lock.acquire().await {
+                        Ok(guard) => break guard,
+                        Err(err) => {
+                            event(format!("error {err}"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
+                event(format!("acquired {}", guard.fencing_token()));
+                std::future::pending::<()>().await;
+            }
+            "hold-then-release" => {
+                let hold: u64 = std::env::var("SYNC_TEST_HOLD_MS").unwrap().parse().unwrap();
+                let guard = lock.acquire().await.unwrap();
+                event(format!("acquired {}", guard.fencing_token()));
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                guard.release().await.unwrap();
+                event("released");
+                std::future::pending::<()>().await;
+            }
+            "hold-without-callback" => {
+                let bare = sync_client::Client::new()
+                    .lock("bare")
+                    .ttl(Duration::from_secs(ttl));
+                let guard = bare.acquire().await.unwrap();
+                event(format!("acquired {}", guard.fencing_token()));
+                std::future::pending::<()>().await;
+            }
+            "contend" => {
+                let rounds: u32 = std::env::var("SYNC_TEST_ROUNDS").unwrap().parse().unwrap();
+                let dir = std::path::PathBuf::from(std::env::var("SYNC_TEST_DIR").unwrap());
+                for _ in 0..rounds {
+                    let guard = lock.acquire().await.unwrap();
+                    critical_section(&dir, guard.fencing_token(), Duration::from_millis(5));
+                    guard.release().await.unwrap();
+                }
+                event("done");
+            }
+            other => panic!("unknown role {other}"),
+        }
+    });
 }

@@ -1,0 +1,364 @@
+//! Several electors as separate processes, each with its own identity and kubeconfig, sharing
+//! one Kubernetes API: the Kubernetes API test server, with faults injected; and the same
+//! fault-free scenarios against a real cluster when `SYNC_TEST_KUBECONFIG` names one.
+
+#![cfg(feature = "kubernetes")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube_test_server::TestServer;
+use support::{ClientProc, ElectorProc, register, temp_dir};
+
+/// The child role: runs only when a test starts this binary as a client process.
+#[test]
+#[ignore = "a client role for child processes; the cluster tests start it themselves"]
+fn child_process() {
+    support::child_main();
+}
+
+/// Where the electors find their Kubernetes API.
+enum Cluster {
+    /// The test server, on a runtime thread of its own so tests may block.
+    TestServer {
+        server: TestServer,
+        _runtime: tokio::runtime::Runtime,
+        dir: PathBuf,
+    },
+    /// A real cluster, through the kubeconfig `SYNC_TEST_KUBECONFIG` names.
+    Real { kubeconfig: PathBuf },
+}
+
+impl Cluster {
+    fn test_server(test: &str) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime.block_on(TestServer::start()).unwrap();
+        Cluster::TestServer {
+            server,
+            _runtime: runtime,
+            dir: temp_dir(test),
+        }
+    }
+
+    fn server(&self) -> &TestServer {
+        match self {
+            Cluster::TestServer { server, .. } => server,
+            Cluster::Real { .. } => panic!("fault injection needs the test server"),
+        }
+    }
+
+    /// An elector named `identity` with `ttl`, on this cluster.
+    fn elector(&self, identity: &str, ttl: u64) -> ElectorProc {
+        let kubeconfig = match self {
+            Cluster::TestServer { server, dir, .. } => {
+                server.write_kubeconfig(dir, identity).unwrap()
+            }
+            Cluster::Real { kubeconfig } => kubeconfig.clone(),
+        };
+        ElectorProc::spawn(
+            identity,
+            &["--store", "kubernetes", "--ttl", &format!("{ttl}s")],
+            &[("KUBECONFIG", kubeconfig.display().to_string())],
+        )
+    }
+}
+
+/// A lock name no earlier run used (a real cluster keeps its Leases).
+fn lock_name(scenario: &str) -> String {
+    let unique = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    format!("{scenario}-{unique}")
+}
+
+fn holder(elector: &ElectorProc, lock: &str, ttl: u64) -> ClientProc {
+    ClientProc::spawn(
+        "hold",
+        &elector.url,
+        &[
+            ("SYNC_TEST_LOCK", lock.to_owned()),
+            ("SYNC_TEST_TTL", ttl.to_string()),
+        ],
+    )
+}
+
+fn token(event: &str) -> u64 {
+    event.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn mutual_exclusion_with_increasing_tokens(cluster: &Cluster) {
+    let electors: Vec<_> = (0..3)
+        .map(|i| cluster.elector(&format!("e{i}"), 5))
+        .collect();
+    let lock = lock_name("exclusive");
+    let dir = temp_dir(&lock);
+    let rounds = 4;
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            ClientProc::spawn(
+                "contend",
+                &electors[i % 3].url,
+                &[
+                    ("SYNC_TEST_LOCK", lock.clone()),
+                    ("SYNC_TEST_ROUNDS", rounds.to_string()),
+                    ("SYNC_TEST_DIR", dir.display().to_string()),
+                ],
+            )
+        })
+        .collect();
+    for child in &children {
+        child.expect("done", Duration::from_secs(90));
+    }
+    let (tokens, violations) = register(&dir);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(tokens.len(), 6 * rounds);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
+
+fn release_hands_over_between_electors(cluster: &Cluster) {
+    let (a, b) = (cluster.elector("a", 15), cluster.elector("b", 15));
+    let lock = lock_name("handover");
+    let first = ClientProc::spawn(
+        "hold-then-release",
+        &a.url,
+        &[
+            ("SYNC_TEST_LOCK", lock.clone()),
+            ("SYNC_TEST_HOLD_MS", "2000".into()),
+        ],
+    );
+    let acquired = first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, &lock, 15);
+    first.expect("released", Duration::from_secs(20));
+    let released = Instant::now();
+    let next = waiter.expect("acquired", Duration::from_secs(10));
+    eprintln!(
+        "handover between electors: {:?} after release",
+        released.elapsed()
+    );
+    assert!(
+        released.elapsed() < Duration::from_secs(5),
+        "far below the 15 s ttl: woken by the watch"
+    );
+    assert!(token(&next) > token(&acquired));
+}
+
+fn failover_after_an_elector_is_killed(cluster: &Cluster) {
+    let ttl = 4;
+    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
+    let lock = lock_name("failover");
+    let first = holder(&a, &lock, ttl);
+    let acquired = first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, &lock, ttl);
+    std::thread::sleep(Duration::from_secs(1));
+    a.signal("KILL");
+    let killed = Instant::now();
+    let lost = first.next("lost", Duration::from_secs(ttl + 5));
+    let lost_at = killed.elapsed();
+    let next = waiter.expect("acquired", Duration::from_secs(ttl + 10));
+    let moved = killed.elapsed();
+    eprintln!(
+        "elector killed: holder told lost after {lost_at:?}, lock moved after {moved:?} (ttl {ttl}s)"
+    );
+    assert!(lost.is_some(), "the orphaned holder was told");
+    assert!(lost_at < moved, "told before anyone else acquired");
+    assert!(
+        moved >= Duration::from_secs(ttl) / 2,
+        "not before the holding could have expired: {moved:?}"
+    );
+    assert!(
+        moved < Duration::from_secs(ttl + 5),
+        "about one ttl: {moved:?}"
+    );
+    assert!(token(&next) > token(&acquired));
+}
+
+fn sigterm_hands_over_at_once(cluster: &Cluster) {
+    let (mut a, b) = (cluster.elector("a", 15), cluster.elector("b", 15));
+    let lock = lock_name("rolling");
+    let first = holder(&a, &lock, 15);
+    first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, &lock, 15);
+    std::thread::sleep(Duration::from_millis(500));
+    a.signal("TERM");
+    let term = Instant::now();
+    first.expect("lost", Duration::from_secs(10));
+    waiter.expect("acquired", Duration::from_secs(10));
+    eprintln!("SIGTERM: lock moved after {:?}", term.elapsed());
+    assert!(
+        term.elapsed() < Duration::from_secs(5),
+        "at once, not after the 15 s ttl"
+    );
+    assert!(
+        a.wait_exit(Duration::from_secs(10))
+            .expect("exits")
+            .success()
+    );
+}
+
+#[test]
+fn mutual_exclusion_with_strictly_increasing_tokens() {
+    mutual_exclusion_with_increasing_tokens(&Cluster::test_server("k8s-exclusive"));
+}
+
+#[test]
+fn release_hands_over_to_another_elector() {
+    release_hands_over_between_electors(&Cluster::test_server("k8s-handover"));
+}
+
+#[test]
+fn a_killed_electors_lock_moves_after_about_a_ttl() {
+    failover_after_an_elector_is_killed(&Cluster::test_server("k8s-failover"));
+}
+
+#[test]
+fn sigterm_hands_the_lock_over_at_once() {
+    sigterm_hands_over_at_once(&Cluster::test_server("k8s-sigterm"));
+}
+
+#[test]
+fn during_an_api_outage_the_holder_is_told_and_nobody_else_acquires() {
+    let ttl = 3;
+    let cluster = Cluster::test_server("k8s-outage");
+    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
+    let first = holder(&a, "outage", ttl);
+    let acquired = first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, "outage", ttl);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server().set_failing(Some(503));
+    let outage = Instant::now();
+    first.expect("lost", Duration::from_secs(ttl + 5));
+    let told = outage.elapsed();
+    eprintln!(
+        "API outage: holder told lost after {told:?} (renew deadline {}s)",
+        ttl * 2 / 3
+    );
+    assert!(
+        told < Duration::from_secs(ttl),
+        "by the renew deadline, before the ttl: {told:?}"
+    );
+    assert!(
+        waiter
+            .next("acquired", Duration::from_secs(2 * ttl))
+            .is_none(),
+        "nobody acquires while the API is down"
+    );
+    cluster.server().set_failing(None);
+    let next = waiter.expect("acquired", Duration::from_secs(ttl + 15));
+    assert!(token(&next) > token(&acquired));
+    let lease = cluster.server().lease("default", "outage").unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .starts_with("b/"),
+        "{lease}"
+    );
+}
+
+#[test]
+fn after_a_partition_heals_there_is_exactly_one_holder() {
+    let ttl = 3;
+    let cluster = Cluster::test_server("k8s-partition");
+    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
+    let first = holder(&a, "partition", ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, "partition", ttl);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server().set_partitioned("a", true);
+    let cut = Instant::now();
+    first.expect("lost", Duration::from_secs(ttl + 5));
+    let lost_at = cut.elapsed();
+    waiter.expect("acquired", Duration::from_secs(ttl + 10));
+    let moved = cut.elapsed();
+    eprintln!("partition: holder told lost after {lost_at:?}, lock moved after {moved:?}");
+    assert!(
+        lost_at < moved,
+        "the cut-off holder was told before the other took over"
+    );
+    cluster.server().set_partitioned("a", false);
+    std::thread::sleep(Duration::from_secs(2 * ttl));
+    let lease = cluster.server().lease("default", "partition").unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .starts_with("b/"),
+        "{lease}"
+    );
+    // Both electors, each from its own view, agree on the one holder.
+    for elector in [&a, &b] {
+        let state: serde_json::Value =
+            reqwest::blocking_get(&format!("{}/v1/locks/partition", elector.url));
+        assert!(
+            state["holder"].as_str().unwrap().starts_with("b/"),
+            "{state}"
+        );
+    }
+}
+
+#[test]
+fn an_idle_waiter_sends_nothing_and_a_holder_one_write_per_renewal() {
+    let ttl = 3;
+    let cluster = Cluster::test_server("k8s-load");
+    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
+    let first = holder(&a, "load", ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    let _waiter = holder(&b, "load", ttl);
+    std::thread::sleep(Duration::from_secs(1));
+    let server = cluster.server();
+    let (a0, b0) = (server.counts("a"), server.counts("b"));
+    let window = Duration::from_secs(9);
+    std::thread::sleep(window);
+    let (a1, b1) = (server.counts("a"), server.counts("b"));
+    eprintln!(
+        "in {window:?}: holder's elector {a0:?} -> {a1:?}; waiter's elector {b0:?} -> {b1:?}"
+    );
+    assert_eq!(
+        b1.requests(),
+        b0.requests(),
+        "the waiting elector sent nothing but its watch"
+    );
+    assert_eq!(b1.watch, b0.watch, "and kept one watch open");
+    let writes = a1.writes() - a0.writes();
+    let expected = window.as_secs() / (ttl / 3).max(1);
+    assert!(
+        writes + 2 >= expected && writes <= expected + 2,
+        "one write per ttl/3: {writes} writes in {window:?}, expected about {expected}"
+    );
+    assert_eq!(
+        a1.requests() - a0.requests(),
+        writes,
+        "no reads besides the watch"
+    );
+}
+
+#[test]
+#[ignore = "needs a real cluster: set SYNC_TEST_KUBECONFIG to its kubeconfig and run with --ignored"]
+fn real_cluster_scenarios() {
+    let kubeconfig = std::env::var("SYNC_TEST_KUBECONFIG")
+        .expect("SYNC_TEST_KUBECONFIG must name the kubeconfig of the cluster to test against");
+    let cluster = Cluster::Real {
+        kubeconfig: PathBuf::from(kubeconfig),
+    };
+    mutual_exclusion_with_increasing_tokens(&cluster);
+    release_hands_over_between_electors(&cluster);
+    failover_after_an_elector_is_killed(&cluster);
+    sigterm_hands_over_at_once(&cluster);
+}
+
+mod reqwest {
+    /// A GET of JSON from blocking test code, on a short-lived runtime.
+    pub fn blocking_get(url: &str) -> serde_json::Value {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
+    }
+}
