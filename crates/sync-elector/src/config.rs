@@ -30,6 +30,11 @@ pub struct Config {
     #[arg(long, env = "SYNC_LEGACY_LISTEN")]
     pub legacy_listen: Option<SocketAddr>,
 
+    /// Extra address serving only /healthz, /readyz and /metrics, for kubelet probes and
+    /// Prometheus, which reach the pod's address rather than its loopback (e.g. 0.0.0.0:13132).
+    #[arg(long, env = "SYNC_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Where locks live [default: kubernetes in a pod (KUBERNETES_SERVICE_HOST is set), else
     /// memory].
     #[arg(long, env = "SYNC_STORE", value_enum)]

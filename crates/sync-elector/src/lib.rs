@@ -52,6 +52,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Server {
     addr: SocketAddr,
     legacy_addr: Option<SocketAddr>,
+    health_addr: Option<SocketAddr>,
     manager: Manager,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
@@ -78,25 +79,34 @@ impl Server {
             api::router(app.clone()),
             stop.clone(),
         )];
-        let legacy_addr = match config.legacy_listen {
-            Some(legacy) => {
-                let listener = TcpListener::bind(legacy)
-                    .await
-                    .with_context(|| format!("could not listen on {legacy} (--legacy-listen)"))?;
-                let addr = listener.local_addr()?;
-                tasks.push(spawn_serve(listener, api::legacy_router(app), stop.clone()));
-                Some(addr)
-            }
-            None => None,
-        };
+        let legacy_addr = serve_extra(
+            config.legacy_listen,
+            "--legacy-listen",
+            api::legacy_router(app.clone()),
+            &stop,
+            &mut tasks,
+        )
+        .await?;
+        let health_addr = serve_extra(
+            config.health_listen,
+            "--health-listen",
+            api::health_router(app),
+            &stop,
+            &mut tasks,
+        )
+        .await?;
         info!(%identity, store = manager.store().kind(), ttl = %humantime::format_duration(config.ttl), "started");
         info!("listening on http://{addr}");
         if let Some(legacy) = legacy_addr {
             info!("legacy protocol listening on http://{legacy}");
         }
+        if let Some(health) = health_addr {
+            info!("health and metrics listening on http://{health}");
+        }
         Ok(Self {
             addr,
             legacy_addr,
+            health_addr,
             manager,
             stop,
             tasks,
@@ -116,6 +126,11 @@ impl Server {
     /// The address of the legacy-only listener, if one was asked for.
     pub fn legacy_addr(&self) -> Option<SocketAddr> {
         self.legacy_addr
+    }
+
+    /// The address of the health-only listener, if one was asked for.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     /// The lock manager.
@@ -156,6 +171,25 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
             )
         }
     })
+}
+
+/// Binds and serves an optional extra listener; its address when there is one.
+async fn serve_extra(
+    listen: Option<SocketAddr>,
+    flag: &str,
+    router: axum::Router,
+    stop: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<std::io::Result<()>>>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen} ({flag})"))?;
+    let addr = listener.local_addr()?;
+    tasks.push(spawn_serve(listener, router, stop.clone()));
+    Ok(Some(addr))
 }
 
 fn spawn_serve(

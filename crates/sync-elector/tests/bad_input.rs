@@ -283,3 +283,33 @@ async fn a_silent_holder_loses_its_lease_and_a_late_renew_hears_why() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_health_listener_serves_health_and_metrics_only() {
+    let mut config = Config::local("127.0.0.1:0".parse().unwrap());
+    config.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(config).await.unwrap();
+    let health = format!("http://{}", server.health_addr().unwrap());
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let status = http
+            .get(format!("{health}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200, "{path}");
+    }
+    let locks = http
+        .post(format!("{health}/v1/locks/x/acquire"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        locks.status().as_u16(),
+        404,
+        "no lock API on the health listener"
+    );
+    let body: serde_json::Value = locks.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+}

@@ -60,6 +60,17 @@ pub fn legacy_router(app: App) -> Router {
         .with_state(app)
 }
 
+/// Only health and metrics, for `--health-listen`.
+pub fn health_router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(app)
+}
+
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::no_route(uri.path())
 }
