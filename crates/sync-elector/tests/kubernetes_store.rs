@@ -307,6 +307,25 @@ async fn api_errors_are_clear_and_other_clients_carry_on() {
 }
 
 #[tokio::test]
+async fn a_missing_namespace_is_named_in_the_error() {
+    let server = TestServer::start().await.unwrap();
+    let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig("lost")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), "nowhere");
+    let err = store
+        .try_acquire(&name("x"), &claim("a", 5))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("namespaces \"nowhere\" not found") && text.contains("--namespace"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn the_cache_recovers_from_dropped_watches_and_expired_history() {
     let server = TestServer::start().await.unwrap();
     let a = store_on(&server, "a").await;
