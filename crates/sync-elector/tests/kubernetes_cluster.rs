@@ -92,6 +92,40 @@ fn token(event: &str) -> u64 {
     event.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// Two electors, `a` and `b`: a holder of the lock through `a`, and a waiter for it through `b`,
+/// already queued.
+struct Contest {
+    a: ElectorProc,
+    b: ElectorProc,
+    first: ClientProc,
+    first_token: u64,
+    waiter: ClientProc,
+}
+
+fn contest(cluster: &Cluster, lock: &str, ttl: u64) -> Contest {
+    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
+    let first = holder(&a, lock, ttl);
+    let first_token = token(&first.expect("acquired", Duration::from_secs(20)));
+    let waiter = holder(&b, lock, ttl);
+    std::thread::sleep(Duration::from_millis(500));
+    Contest {
+        a,
+        b,
+        first,
+        first_token,
+        waiter,
+    }
+}
+
+/// The holder of `lock` as the test server stores it.
+fn holder_identity(cluster: &Cluster, lock: &str) -> String {
+    let lease = cluster.server().lease("default", lock).unwrap();
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn mutual_exclusion_with_increasing_tokens(cluster: &Cluster) {
     let electors: Vec<_> = (0..3)
         .map(|i| cluster.elector(&format!("e{i}"), 5))
@@ -150,17 +184,12 @@ fn release_hands_over_between_electors(cluster: &Cluster) {
 
 fn failover_after_an_elector_is_killed(cluster: &Cluster) {
     let ttl = 4;
-    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
-    let lock = lock_name("failover");
-    let first = holder(&a, &lock, ttl);
-    let acquired = first.expect("acquired", Duration::from_secs(20));
-    let waiter = holder(&b, &lock, ttl);
-    std::thread::sleep(Duration::from_secs(1));
-    a.signal("KILL");
+    let c = contest(cluster, &lock_name("failover"), ttl);
+    c.a.signal("KILL");
     let killed = Instant::now();
-    let lost = first.next("lost", Duration::from_secs(ttl + 5));
+    let lost = c.first.next("lost", Duration::from_secs(ttl + 5));
     let lost_at = killed.elapsed();
-    let next = waiter.expect("acquired", Duration::from_secs(ttl + 10));
+    let next = c.waiter.expect("acquired", Duration::from_secs(ttl + 10));
     let moved = killed.elapsed();
     eprintln!(
         "elector killed: holder told lost after {lost_at:?}, lock moved after {moved:?} (ttl {ttl}s)"
@@ -175,27 +204,22 @@ fn failover_after_an_elector_is_killed(cluster: &Cluster) {
         moved < Duration::from_secs(ttl + 5),
         "about one ttl: {moved:?}"
     );
-    assert!(token(&next) > token(&acquired));
+    assert!(token(&next) > c.first_token);
 }
 
 fn sigterm_hands_over_at_once(cluster: &Cluster) {
-    let (mut a, b) = (cluster.elector("a", 15), cluster.elector("b", 15));
-    let lock = lock_name("rolling");
-    let first = holder(&a, &lock, 15);
-    first.expect("acquired", Duration::from_secs(20));
-    let waiter = holder(&b, &lock, 15);
-    std::thread::sleep(Duration::from_millis(500));
-    a.signal("TERM");
+    let mut c = contest(cluster, &lock_name("rolling"), 15);
+    c.a.signal("TERM");
     let term = Instant::now();
-    first.expect("lost", Duration::from_secs(10));
-    waiter.expect("acquired", Duration::from_secs(10));
+    c.first.expect("lost", Duration::from_secs(10));
+    c.waiter.expect("acquired", Duration::from_secs(10));
     eprintln!("SIGTERM: lock moved after {:?}", term.elapsed());
     assert!(
         term.elapsed() < Duration::from_secs(5),
         "at once, not after the 15 s ttl"
     );
     assert!(
-        a.wait_exit(Duration::from_secs(10))
+        c.a.wait_exit(Duration::from_secs(10))
             .expect("exits")
             .success()
     );
@@ -225,14 +249,10 @@ fn sigterm_hands_the_lock_over_at_once() {
 fn during_an_api_outage_the_holder_is_told_and_nobody_else_acquires() {
     let ttl = 3;
     let cluster = Cluster::test_server("k8s-outage");
-    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
-    let first = holder(&a, "outage", ttl);
-    let acquired = first.expect("acquired", Duration::from_secs(20));
-    let waiter = holder(&b, "outage", ttl);
-    std::thread::sleep(Duration::from_millis(500));
+    let c = contest(&cluster, "outage", ttl);
     cluster.server().set_failing(Some(503));
     let outage = Instant::now();
-    first.expect("lost", Duration::from_secs(ttl + 5));
+    c.first.expect("lost", Duration::from_secs(ttl + 5));
     let told = outage.elapsed();
     eprintln!(
         "API outage: holder told lost after {told:?} (renew deadline {}s)",
@@ -243,38 +263,27 @@ fn during_an_api_outage_the_holder_is_told_and_nobody_else_acquires() {
         "by the renew deadline, before the ttl: {told:?}"
     );
     assert!(
-        waiter
+        c.waiter
             .next("acquired", Duration::from_secs(2 * ttl))
             .is_none(),
         "nobody acquires while the API is down"
     );
     cluster.server().set_failing(None);
-    let next = waiter.expect("acquired", Duration::from_secs(ttl + 15));
-    assert!(token(&next) > token(&acquired));
-    let lease = cluster.server().lease("default", "outage").unwrap();
-    assert!(
-        lease["spec"]["holderIdentity"]
-            .as_str()
-            .unwrap()
-            .starts_with("b/"),
-        "{lease}"
-    );
+    let next = c.waiter.expect("acquired", Duration::from_secs(ttl + 15));
+    assert!(token(&next) > c.first_token);
+    assert!(holder_identity(&cluster, "outage").starts_with("b/"));
 }
 
 #[test]
 fn after_a_partition_heals_there_is_exactly_one_holder() {
     let ttl = 3;
     let cluster = Cluster::test_server("k8s-partition");
-    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
-    let first = holder(&a, "partition", ttl);
-    first.expect("acquired", Duration::from_secs(20));
-    let waiter = holder(&b, "partition", ttl);
-    std::thread::sleep(Duration::from_millis(500));
+    let c = contest(&cluster, "partition", ttl);
     cluster.server().set_partitioned("a", true);
     let cut = Instant::now();
-    first.expect("lost", Duration::from_secs(ttl + 5));
+    c.first.expect("lost", Duration::from_secs(ttl + 5));
     let lost_at = cut.elapsed();
-    waiter.expect("acquired", Duration::from_secs(ttl + 10));
+    c.waiter.expect("acquired", Duration::from_secs(ttl + 10));
     let moved = cut.elapsed();
     eprintln!("partition: holder told lost after {lost_at:?}, lock moved after {moved:?}");
     assert!(
@@ -283,18 +292,10 @@ fn after_a_partition_heals_there_is_exactly_one_holder() {
     );
     cluster.server().set_partitioned("a", false);
     std::thread::sleep(Duration::from_secs(2 * ttl));
-    let lease = cluster.server().lease("default", "partition").unwrap();
-    assert!(
-        lease["spec"]["holderIdentity"]
-            .as_str()
-            .unwrap()
-            .starts_with("b/"),
-        "{lease}"
-    );
+    assert!(holder_identity(&cluster, "partition").starts_with("b/"));
     // Both electors, each from its own view, agree on the one holder.
-    for elector in [&a, &b] {
-        let state: serde_json::Value =
-            reqwest::blocking_get(&format!("{}/v1/locks/partition", elector.url));
+    for elector in [&c.a, &c.b] {
+        let state = reqwest::blocking_get(&format!("{}/v1/locks/partition", elector.url));
         assert!(
             state["holder"].as_str().unwrap().starts_with("b/"),
             "{state}"
@@ -306,11 +307,8 @@ fn after_a_partition_heals_there_is_exactly_one_holder() {
 fn an_idle_waiter_sends_nothing_and_a_holder_one_write_per_renewal() {
     let ttl = 3;
     let cluster = Cluster::test_server("k8s-load");
-    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
-    let first = holder(&a, "load", ttl);
-    first.expect("acquired", Duration::from_secs(20));
-    let _waiter = holder(&b, "load", ttl);
-    std::thread::sleep(Duration::from_secs(1));
+    let _c = contest(&cluster, "load", ttl);
+    std::thread::sleep(Duration::from_millis(500));
     let server = cluster.server();
     let (a0, b0) = (server.counts("a"), server.counts("b"));
     let window = Duration::from_secs(9);

@@ -14,7 +14,7 @@
 //!   `leaseTransitions`. Release clears the holder (as client-go's `ReleaseOnCancel` does); a
 //!   Lease is never deleted, because the token lives in it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,12 +24,11 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use sync_protocol::LockName;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info, warn};
 
-use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
+use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, StoreLease};
 
 /// The label on every Lease this store creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sync-elector");
@@ -60,7 +59,7 @@ impl Drop for KubernetesStore {
 #[derive(Default)]
 struct Cache {
     leases: BTreeMap<String, Seen>,
-    watchers: HashMap<String, watch::Sender<u64>>,
+    signals: Signals,
     /// Whether the first list has completed, so the cache can answer alone.
     synced: bool,
     /// The last failure to list or watch, cleared by the next success.
@@ -158,22 +157,13 @@ impl Cache {
                     observed_at: now,
                 },
             );
-            self.notify(&name);
+            self.signals.notify(&name);
         }
     }
 
     fn remove(&mut self, name: &str) {
         if self.leases.remove(name).is_some() {
-            self.notify(name);
-        }
-    }
-
-    fn notify(&mut self, name: &str) {
-        if let Some(tx) = self.watchers.get(name) {
-            tx.send_modify(|n| *n += 1);
-            if tx.receiver_count() == 0 {
-                self.watchers.remove(name);
-            }
+            self.signals.notify(name);
         }
     }
 }
@@ -501,15 +491,7 @@ impl Store for KubernetesStore {
     }
 
     fn subscribe(&self, name: &LockName) -> Changes {
-        let mut cache = self.cache();
-        if cache.watchers.len() >= 1024 {
-            cache.watchers.retain(|_, tx| tx.receiver_count() > 0);
-        }
-        cache
-            .watchers
-            .entry(name.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.cache().signals.subscribe(name.as_str())
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

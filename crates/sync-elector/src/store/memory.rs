@@ -4,16 +4,15 @@
 //! tokio's monotonic clock, so tests can run it with paused time. Records are kept after release so
 //! that fencing tokens keep increasing for the life of the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sync_protocol::LockName;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
+use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, StoreLease};
 
 /// Locks in this process's memory. Cheap to create; share it behind an `Arc`.
 ///
@@ -41,7 +40,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct State {
     records: BTreeMap<LockName, Entry>,
-    watchers: HashMap<LockName, watch::Sender<u64>>,
+    signals: Signals,
     /// Counts every write, to make revisions unique across names.
     writes: u64,
 }
@@ -80,15 +79,6 @@ impl MemoryStore {
 }
 
 impl State {
-    fn notify(&mut self, name: &LockName) {
-        if let Some(tx) = self.watchers.get(name) {
-            tx.send_modify(|n| *n += 1);
-            if tx.receiver_count() == 0 {
-                self.watchers.remove(name);
-            }
-        }
-    }
-
     fn record(name: &LockName, entry: &Entry, now: Instant) -> Record {
         Record {
             name: name.clone(),
@@ -159,7 +149,7 @@ impl Store for MemoryStore {
         entry.token += 1;
         let lease = lease_of(&held, entry.token);
         entry.holding = Some(held);
-        state.notify(name);
+        state.signals.notify(name.as_str());
         Ok(Attempt::Acquired(lease))
     }
 
@@ -179,7 +169,7 @@ impl Store for MemoryStore {
         let mut state = self.state.lock().expect("memory store lock poisoned");
         state.owned(name, lease)?.holding = None;
         state.writes += 1;
-        state.notify(name);
+        state.signals.notify(name.as_str());
         Ok(())
     }
 
@@ -204,15 +194,7 @@ impl Store for MemoryStore {
 
     fn subscribe(&self, name: &LockName) -> Changes {
         let mut state = self.state.lock().expect("memory store lock poisoned");
-        if state.watchers.len() >= 1024 {
-            // Names whose subscribers all went away without a change since: forget them.
-            state.watchers.retain(|_, tx| tx.receiver_count() > 0);
-        }
-        state
-            .watchers
-            .entry(name.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        state.signals.subscribe(name.as_str())
     }
 }
 

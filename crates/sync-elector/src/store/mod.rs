@@ -18,6 +18,7 @@ pub mod conformance;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod memory;
+mod signals;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::KubernetesStore;
 pub use memory::MemoryStore;
+pub use signals::Signals;
 
 /// A claim on a lock: who wants it, for how long, and what they show to followers.
 #[derive(Debug, Clone, PartialEq, Eq)]
