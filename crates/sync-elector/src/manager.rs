@@ -169,6 +169,27 @@ impl Tombstones {
     }
 }
 
+/// A claim being pressed in the store; unless it succeeds, the store is told to drop the
+/// claimant's place in line when this is dropped (the wait ran out or its caller went away).
+struct Contention {
+    store: Arc<dyn Store>,
+    name: LockName,
+    claim: Claim,
+    pressed: bool,
+}
+
+impl Drop for Contention {
+    fn drop(&mut self) {
+        if !self.pressed {
+            return;
+        }
+        let (store, name, claim) = (self.store.clone(), self.name.clone(), self.claim.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { store.abandon(&name, &claim).await });
+        }
+    }
+}
+
 /// A waiter's place in a lock's local queue; leaving it (by drop) lets the next waiter move up.
 struct Place {
     inner: Arc<Inner>,
@@ -273,6 +294,12 @@ impl Manager {
             ttl: options.ttl,
             value: options.value,
         };
+        let mut contention = Contention {
+            store: store.clone(),
+            name: name.clone(),
+            claim: claim.clone(),
+            pressed: false,
+        };
         let mut waited = false;
         loop {
             if shutdown.is_cancelled() {
@@ -294,8 +321,10 @@ impl Manager {
             }
             let mut changes = store.subscribe(&name);
             let sent = Instant::now();
+            contention.pressed = true;
             match store.try_acquire(&name, &claim).await {
                 Ok(Attempt::Acquired(store_lease)) => {
+                    contention.pressed = false;
                     let (store_lease, sent) = self.confirm(&name, store_lease, sent).await?;
                     drop(place);
                     return Ok(self.install(name, store_lease, sent, legacy, waited));
@@ -633,7 +662,11 @@ async fn keep(manager: Manager, lease: Arc<Lease>) {
                     "the {} store could not be renewed before the renew deadline",
                     store.kind()
                 );
-                manager.end(&lease, Ending::Lost(reason));
+                if manager.end(&lease, Ending::Lost(reason)) {
+                    // If the store comes back before the holding runs out, give it up at once
+                    // rather than leave it to expire; a holding that is no longer ours is untouched.
+                    manager.release_in_store(&lease).await;
+                }
                 return;
             }
         }

@@ -213,7 +213,7 @@ pub async fn watch(
     State(app): State<App>,
     LockPath(name): LockPath,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let changes = app.manager.store().subscribe(&name);
+    let changes = app.manager.store().observe(&name);
     let shutdown = app.manager.shutdown_token();
     let start = (
         app,

@@ -135,14 +135,28 @@ pub trait Store: Send + Sync + 'static {
     /// longer ours changes nothing and answers [`StoreError::NotHolder`].
     async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError>;
 
-    /// The lock's record, or `None` when the store has never seen the name.
+    /// The lock's record, or `None` when the store has never seen the name (or, for a store that
+    /// forgets released locks, holds nothing for it now).
     async fn get(&self, name: &LockName) -> Result<Option<Record>, StoreError>;
 
     /// Every record the store has, sorted by name.
     async fn list(&self) -> Result<Vec<Record>, StoreError>;
 
-    /// A signal for every change of `name`. Subscribe *before* reading, so no change is missed.
+    /// A signal for a waiter on `name`: it fires at least when a change may let this store's
+    /// pending claim on `name` succeed (the memory and Kubernetes stores: every change; etcd: the
+    /// waiter's predecessor going away), and for changes this store makes itself. Subscribe
+    /// *before* trying, so no change is missed.
     fn subscribe(&self, name: &LockName) -> Changes;
+
+    /// A signal for every change of `name`, for followers of the holder. Defaults to
+    /// [`subscribe`](Self::subscribe) for stores whose waiter signal already fires on every change.
+    fn observe(&self, name: &LockName) -> Changes {
+        self.subscribe(name)
+    }
+
+    /// The claimant stopped waiting for `name` (it timed out, went away, or the elector is
+    /// stopping): drop whatever place in line the store keeps for it.
+    async fn abandon(&self, _name: &LockName, _claim: &Claim) {}
 
     /// Whether the store can serve now (for `/readyz`).
     async fn ready(&self) -> Result<(), StoreError> {

@@ -29,6 +29,13 @@ impl Signals {
             .subscribe()
     }
 
+    /// Whether anyone still listens for `name`.
+    pub fn has_subscribers(&self, name: &str) -> bool {
+        self.senders
+            .get(name)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     /// Wakes every subscriber of `name`.
     pub fn notify(&mut self, name: &str) {
         if let Some(tx) = self.senders.get(name) {
