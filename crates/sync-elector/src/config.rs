@@ -13,7 +13,7 @@ pub enum StoreKind {
     Memory,
     /// Kubernetes Lease objects.
     Kubernetes,
-    /// etcd v3 (not built yet).
+    /// etcd v3.
     Etcd,
 }
 
@@ -44,6 +44,19 @@ pub struct Config {
     /// kubeconfig context's, else default].
     #[arg(long, env = "SYNC_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// etcd endpoints, comma-separated, each host:port or http://host:port.
+    #[arg(
+        long,
+        env = "SYNC_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Key prefix of the locks in etcd; ends with '/'.
+    #[arg(long, env = "SYNC_ETCD_PREFIX", default_value = "/metaparticle-sync/locks/", value_parser = parse_prefix)]
+    pub etcd_prefix: String,
 
     /// This elector's identity as holders show it [default: $POD_NAME, else the host name].
     #[arg(long, env = "SYNC_IDENTITY")]
@@ -88,6 +101,16 @@ impl Config {
             "--store",
             "memory",
         ])
+    }
+}
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    if text.ends_with('/') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} must end with '/', so that one lock's keys never share another's prefix"
+        ))
     }
 }
 

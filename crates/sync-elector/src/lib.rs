@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -161,13 +161,20 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
         ),
         #[cfg(not(feature = "kubernetes"))]
         StoreKind::Kubernetes => {
-            bail!(
+            anyhow::bail!(
                 "this elector was built without the kubernetes feature; rebuild with default features"
             )
         }
+        #[cfg(feature = "etcd")]
+        StoreKind::Etcd => Arc::new(
+            store::EtcdStore::connect(&config.etcd_endpoints, &config.etcd_prefix)
+                .await
+                .context("could not open the etcd store")?,
+        ),
+        #[cfg(not(feature = "etcd"))]
         StoreKind::Etcd => {
-            bail!(
-                "the etcd store is not built into this elector yet; use --store memory or kubernetes"
+            anyhow::bail!(
+                "this elector was built without the etcd feature; rebuild with default features"
             )
         }
     })

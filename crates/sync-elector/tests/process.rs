@@ -270,17 +270,24 @@ async fn the_legacy_protocol_holds_with_puts_and_runs_out_when_left_alone() {
 }
 
 #[test]
-fn an_unbuilt_store_is_refused_with_a_clear_message() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sync-elector"))
-        .args(["--listen", "127.0.0.1:0", "--store", "etcd"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("not built into this elector yet"),
-        "{stderr}"
-    );
+fn bad_flags_are_refused_with_a_clear_message() {
+    for (args, says) in [
+        (
+            &["--store", "etcd", "--etcd-endpoints", "https://etcd:2379"][..],
+            "TLS",
+        ),
+        (&["--etcd-prefix", "/locks"][..], "must end with '/'"),
+        (&["--store", "zookeeper"][..], "memory, kubernetes, etcd"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sync-elector"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sync-elector"))
         .args(["--ttl", "15"])
         .output()

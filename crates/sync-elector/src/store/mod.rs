@@ -15,6 +15,8 @@
 //! [`conformance`] holds the suite every store must pass.
 
 pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod memory;
@@ -27,6 +29,8 @@ use sync_protocol::LockName;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::KubernetesStore;
 pub use memory::MemoryStore;

@@ -1,0 +1,206 @@
+//! Real etcd members from Debian's `etcd-server`, started by the tests on loopback ports they
+//! pick, with data in a temporary folder.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{signal_pid, temp_dir};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+/// A cluster of etcd processes.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: PathBuf,
+    initial_cluster: String,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until the cluster answers. Panics with what to install
+    /// when etcd is missing: it is never skipped silently.
+    pub fn start(size: usize, test: &str) -> Self {
+        assert!(
+            Command::new("etcd").arg("--version").output().is_ok(),
+            "etcd is not installed: run scripts/test (it installs Debian's etcd-server), or apt-get install etcd-server etcd-client"
+        );
+        let dir = temp_dir(&format!("etcd-{test}"));
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            members,
+            dir,
+            initial_cluster,
+        };
+        for i in 0..size {
+            cluster.spawn(i, "new");
+        }
+        cluster.wait_healthy(&(0..size).collect::<Vec<_>>());
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let m = &self.members[i];
+        let data = self.dir.join(&m.name);
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir", &data.display().to_string()])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &self.initial_cluster,
+                "--initial-cluster-state",
+                state,
+            ])
+            .args([
+                "--initial-cluster-token",
+                "sync-test",
+                "--logger",
+                "zap",
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts");
+        self.members[i].child = Some(child);
+    }
+
+    /// The client endpoint of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// Every member's client endpoint, comma-separated (for `--etcd-endpoints`).
+    pub fn endpoints(&self) -> String {
+        (0..self.members.len())
+            .map(|i| self.endpoint(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn etcdctl(&self, members: &[usize], args: &[&str]) -> Option<String> {
+        let endpoints = members
+            .iter()
+            .map(|i| self.endpoint(*i))
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &endpoints,
+                "--dial-timeout",
+                "1s",
+                "--command-timeout",
+                "2s",
+            ])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until members `members` report healthy (a leader and quorum).
+    pub fn wait_healthy(&self, members: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.etcdctl(members, &["endpoint", "health"]).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "etcd members {members:?} never became healthy"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The index of the current leader, as the members report it.
+    pub fn leader(&self) -> usize {
+        let live: Vec<usize> = (0..self.members.len())
+            .filter(|i| self.members[*i].child.is_some())
+            .collect();
+        let status = self
+            .etcdctl(&live, &["endpoint", "status", "--write-out", "json"])
+            .expect("etcd answers");
+        let statuses: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let entries = statuses.as_array().unwrap();
+        let leader = entries[0]["Status"]["leader"].as_u64().unwrap();
+        for entry in entries {
+            if entry["Status"]["header"]["member_id"].as_u64() == Some(leader) {
+                let endpoint = entry["Endpoint"].as_str().unwrap();
+                return (0..self.members.len())
+                    .find(|i| endpoint.ends_with(&format!(":{}", self.members[*i].client_port)))
+                    .unwrap();
+            }
+        }
+        panic!("no leader among {entries:?}");
+    }
+
+    /// Kills member `i` (SIGKILL); its data stays for a restart.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed member with its data.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i, "existing");
+    }
+
+    /// Stops (SIGSTOP) or continues (SIGCONT) member `i`.
+    pub fn pause(&self, i: usize, paused: bool) {
+        if let Some(child) = &self.members[i].child {
+            signal_pid(child.id(), if paused { "STOP" } else { "CONT" });
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.pause(i, false);
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
