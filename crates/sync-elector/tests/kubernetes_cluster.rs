@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kube_test_server::TestServer;
-use support::{ClientProc, ElectorProc, register, temp_dir};
+use support::{ClientProc, ElectorProc, holder, register, temp_dir, token};
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
@@ -75,21 +75,6 @@ fn lock_name(scenario: &str) -> String {
             .as_millis()
     );
     format!("{scenario}-{unique}")
-}
-
-fn holder(elector: &ElectorProc, lock: &str, ttl: u64) -> ClientProc {
-    ClientProc::spawn(
-        "hold",
-        &elector.url,
-        &[
-            ("SYNC_TEST_LOCK", lock.to_owned()),
-            ("SYNC_TEST_TTL", ttl.to_string()),
-        ],
-    )
-}
-
-fn token(event: &str) -> u64 {
-    event.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// Two electors, `a` and `b`: a holder of the lock through `a`, and a waiter for it through `b`,

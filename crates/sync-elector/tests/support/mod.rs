@@ -336,3 +336,20 @@ pub fn child_main() {
         }
     });
 }
+
+/// A client process holding `lock` through `elector` (the `hold` role), with lock ttl `ttl`.
+pub fn holder(elector: &ElectorProc, lock: &str, ttl: u64) -> ClientProc {
+    ClientProc::spawn(
+        "hold",
+        &elector.url,
+        &[
+            ("SYNC_TEST_LOCK", lock.to_owned()),
+            ("SYNC_TEST_TTL", ttl.to_string()),
+        ],
+    )
+}
+
+/// The fencing token in an `acquired <token>` event.
+pub fn token(event: &str) -> u64 {
+    event.rsplit(' ').next().unwrap().parse().unwrap()
+}

@@ -1,0 +1,215 @@
+//! Several electors as processes on a real three-member etcd cluster: contention, member
+//! failures, quorum loss, and an elector killed.
+
+#![cfg(feature = "etcd")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::etcd::EtcdCluster;
+use support::{ClientProc, ElectorProc, holder, register, temp_dir, token};
+
+/// The child role: runs only when a test starts this binary as a client process.
+#[test]
+#[ignore = "a client role for child processes; the etcd tests start it themselves"]
+fn child_process() {
+    support::child_main();
+}
+
+fn elector(cluster: &EtcdCluster, identity: &str, ttl: u64) -> ElectorProc {
+    ElectorProc::spawn(
+        identity,
+        &[
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &cluster.endpoints(),
+            "--ttl",
+            &format!("{ttl}s"),
+        ],
+        &[],
+    )
+}
+
+/// A holder through elector `a` and a queued waiter through elector `b`.
+fn contest(
+    cluster: &EtcdCluster,
+    lock: &str,
+    ttl: u64,
+) -> (ElectorProc, ElectorProc, ClientProc, u64, ClientProc) {
+    let (a, b) = (elector(cluster, "a", ttl), elector(cluster, "b", ttl));
+    let first = holder(&a, lock, ttl);
+    let first_token = token(&first.expect("acquired", Duration::from_secs(20)));
+    let waiter = holder(&b, lock, ttl);
+    std::thread::sleep(Duration::from_millis(500));
+    (a, b, first, first_token, waiter)
+}
+
+#[test]
+fn contention_keeps_mutual_exclusion_with_increasing_tokens() {
+    let cluster = EtcdCluster::start(3, "exclusive");
+    let electors: Vec<_> = (0..3)
+        .map(|i| elector(&cluster, &format!("e{i}"), 5))
+        .collect();
+    let dir = temp_dir("etcd-exclusive-register");
+    let rounds = 4;
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            ClientProc::spawn(
+                "contend",
+                &electors[i % 3].url,
+                &[
+                    ("SYNC_TEST_LOCK", "contended".to_owned()),
+                    ("SYNC_TEST_ROUNDS", rounds.to_string()),
+                    ("SYNC_TEST_DIR", dir.display().to_string()),
+                ],
+            )
+        })
+        .collect();
+    for child in &children {
+        child.expect("done", Duration::from_secs(90));
+    }
+    let (tokens, violations) = register(&dir);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(tokens.len(), 6 * rounds);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
+
+#[test]
+fn killing_a_follower_member_costs_no_holder_its_lock() {
+    let ttl = 6;
+    let mut cluster = EtcdCluster::start(3, "follower");
+    let (_a, _b, first, _, waiter) = contest(&cluster, "follower", ttl);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    // Several renewals later the holder still holds, and the waiter still waits.
+    assert!(
+        first.next("lost", Duration::from_secs(2 * ttl)).is_none(),
+        "the holder kept its lock"
+    );
+    assert!(
+        waiter.next("acquired", Duration::from_secs(1)).is_none(),
+        "no second holder"
+    );
+}
+
+#[test]
+fn killing_the_leader_member_pauses_briefly_with_never_two_holders() {
+    let ttl = 6;
+    let mut cluster = EtcdCluster::start(3, "leader");
+    let (_a, _b, first, first_token, waiter) = contest(&cluster, "leader", ttl);
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    cluster.wait_healthy(&rest);
+    eprintln!(
+        "etcd leader killed: a new leader after {:?}",
+        killed.elapsed()
+    );
+    let lost = first.next("lost", Duration::from_secs(2 * ttl));
+    match lost {
+        None => assert!(
+            waiter.next("acquired", Duration::from_secs(1)).is_none(),
+            "the holder kept its lock, and nobody else got it"
+        ),
+        Some(_) => {
+            // Told first; only then may the waiter take over, with a higher token.
+            let next = waiter.expect("acquired", Duration::from_secs(3 * ttl));
+            assert!(token(&next) > first_token);
+        }
+    }
+}
+
+#[test]
+fn without_quorum_holders_are_told_and_nobody_acquires_until_it_returns() {
+    let ttl = 6;
+    let cluster = EtcdCluster::start(3, "quorum");
+    let (_a, _b, first, first_token, waiter) = contest(&cluster, "quorum", ttl);
+    let leader = cluster.leader();
+    let stopped: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &stopped {
+        cluster.pause(*i, true);
+    }
+    let cut = Instant::now();
+    first.expect("lost", Duration::from_secs(ttl + 5));
+    let told = cut.elapsed();
+    eprintln!("quorum lost: holder told lost after {told:?} (ttl {ttl}s)");
+    assert!(
+        told < Duration::from_secs(ttl),
+        "by the renew deadline: {told:?}"
+    );
+    assert!(
+        waiter.next("acquired", Duration::from_secs(ttl)).is_none(),
+        "nobody acquires without quorum"
+    );
+    for i in &stopped {
+        cluster.pause(*i, false);
+    }
+    let returned = Instant::now();
+    let next = waiter.expect("acquired", Duration::from_secs(3 * ttl + 10));
+    eprintln!(
+        "quorum back: the waiter acquired after {:?}",
+        returned.elapsed()
+    );
+    assert!(
+        token(&next) > first_token,
+        "exactly one new holder, with a higher token"
+    );
+}
+
+#[test]
+fn a_killed_electors_lock_moves_after_about_its_ttl() {
+    let ttl = 4;
+    let cluster = EtcdCluster::start(1, "elector-killed");
+    let (a, _b, first, first_token, waiter) = contest(&cluster, "orphan", ttl);
+    a.signal("KILL");
+    let killed = Instant::now();
+    let lost = first.next("lost", Duration::from_secs(ttl + 5));
+    let lost_at = killed.elapsed();
+    let next = waiter.expect("acquired", Duration::from_secs(ttl + 10));
+    let moved = killed.elapsed();
+    eprintln!(
+        "elector killed: holder told lost after {lost_at:?}, lock moved after {moved:?} (ttl {ttl}s)"
+    );
+    assert!(
+        lost.is_some() && lost_at < moved,
+        "told before anyone else acquired"
+    );
+    assert!(moved >= Duration::from_secs(ttl) / 2, "{moved:?}");
+    assert!(
+        moved < Duration::from_secs(ttl + 5),
+        "about one ttl: {moved:?}"
+    );
+    assert!(token(&next) > first_token);
+}
+
+#[test]
+fn release_hands_over_between_electors_through_etcd() {
+    let cluster = EtcdCluster::start(1, "handover");
+    let (a, b) = (elector(&cluster, "a", 15), elector(&cluster, "b", 15));
+    let first = ClientProc::spawn(
+        "hold-then-release",
+        &a.url,
+        &[
+            ("SYNC_TEST_LOCK", "handover".into()),
+            ("SYNC_TEST_HOLD_MS", "1500".into()),
+        ],
+    );
+    let acquired = first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, "handover", 15);
+    first.expect("released", Duration::from_secs(20));
+    let released = Instant::now();
+    let next = waiter.expect("acquired", Duration::from_secs(10));
+    eprintln!(
+        "etcd handover between electors: {:?} after release",
+        released.elapsed()
+    );
+    assert!(
+        released.elapsed() < Duration::from_secs(5),
+        "woken by the watch, not the 15 s ttl"
+    );
+    assert!(token(&next) > token(&acquired));
+}
