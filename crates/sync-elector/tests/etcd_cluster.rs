@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::etcd::EtcdCluster;
-use support::{ClientProc, ElectorProc, holder, register, temp_dir, token};
+use support::{ClientProc, ElectorProc, contend_and_check, holder, token};
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
@@ -52,28 +52,7 @@ fn contention_keeps_mutual_exclusion_with_increasing_tokens() {
     let electors: Vec<_> = (0..3)
         .map(|i| elector(&cluster, &format!("e{i}"), 5))
         .collect();
-    let dir = temp_dir("etcd-exclusive-register");
-    let rounds = 4;
-    let children: Vec<_> = (0..6)
-        .map(|i| {
-            ClientProc::spawn(
-                "contend",
-                &electors[i % 3].url,
-                &[
-                    ("SYNC_TEST_LOCK", "contended".to_owned()),
-                    ("SYNC_TEST_ROUNDS", rounds.to_string()),
-                    ("SYNC_TEST_DIR", dir.display().to_string()),
-                ],
-            )
-        })
-        .collect();
-    for child in &children {
-        child.expect("done", Duration::from_secs(90));
-    }
-    let (tokens, violations) = register(&dir);
-    assert!(violations.is_empty(), "{violations:?}");
-    assert_eq!(tokens.len(), 6 * rounds);
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    contend_and_check(&electors, "contended", 6, 4);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kube_test_server::TestServer;
-use support::{ClientProc, ElectorProc, holder, register, temp_dir, token};
+use support::{ClientProc, ElectorProc, contend_and_check, holder, temp_dir, token};
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
@@ -116,28 +116,7 @@ fn mutual_exclusion_with_increasing_tokens(cluster: &Cluster) {
         .map(|i| cluster.elector(&format!("e{i}"), 5))
         .collect();
     let lock = lock_name("exclusive");
-    let dir = temp_dir(&lock);
-    let rounds = 4;
-    let children: Vec<_> = (0..6)
-        .map(|i| {
-            ClientProc::spawn(
-                "contend",
-                &electors[i % 3].url,
-                &[
-                    ("SYNC_TEST_LOCK", lock.clone()),
-                    ("SYNC_TEST_ROUNDS", rounds.to_string()),
-                    ("SYNC_TEST_DIR", dir.display().to_string()),
-                ],
-            )
-        })
-        .collect();
-    for child in &children {
-        child.expect("done", Duration::from_secs(90));
-    }
-    let (tokens, violations) = register(&dir);
-    assert!(violations.is_empty(), "{violations:?}");
-    assert_eq!(tokens.len(), 6 * rounds);
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    contend_and_check(&electors, &lock, 6, 4);
 }
 
 fn release_hands_over_between_electors(cluster: &Cluster) {
