@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget,
-    WatchOptions,
+    Client, ConnectOptions, EventType, GetOptions, GetResponse, KeyValue, PutOptions, SortOrder,
+    SortTarget, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use sync_protocol::LockName;
@@ -114,6 +114,13 @@ where
         }
     }
     Err(unavailable(step, last.unwrap_or_default()))
+}
+
+/// Sends one keep-alive for `lease`; the ttl etcd reports back (0 or less: the lease is gone).
+async fn keep_alive_once(mut client: Client, lease: i64) -> Result<i64, etcd_client::Error> {
+    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+    keeper.keep_alive().await?;
+    Ok(stream.message().await?.map_or(0, |m| m.ttl()))
 }
 
 /// `host:port` or `http://host:port`, as a URL; `https` is refused (no TLS support yet).
@@ -250,21 +257,29 @@ impl EtcdStore {
         Ok((lease, key, revision))
     }
 
+    /// One range read of `key` with `options`, bounded and retried.
+    async fn range(
+        &self,
+        step: &str,
+        key: &str,
+        options: Option<GetOptions>,
+    ) -> Result<GetResponse, StoreError> {
+        call(step, || {
+            let (mut c, key, options) = (self.client.clone(), key.to_owned(), options.clone());
+            async move { c.get(key, options).await }
+        })
+        .await
+    }
+
     /// The key that owns `name` now (lowest create revision), with the read's revision.
     async fn owner(&self, name: &LockName) -> Result<(Option<KeyValue>, i64), StoreError> {
-        let prefix = self.lock_prefix(name);
-        let client = self.client.clone();
-        let response = call("reading the lock", || {
-            let (mut c, prefix) = (client.clone(), prefix.clone());
-            async move {
-                let options = GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(1);
-                c.get(prefix, Some(options)).await
-            }
-        })
-        .await?;
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let response = self
+            .range("reading the lock", &self.lock_prefix(name), Some(options))
+            .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         Ok((response.kvs().first().cloned(), revision))
     }
@@ -275,21 +290,15 @@ impl EtcdStore {
         name: &LockName,
         revision: i64,
     ) -> Result<Option<String>, StoreError> {
-        let prefix = self.lock_prefix(name);
-        let client = self.client.clone();
-        let response = call("reading the line", || {
-            let (mut c, prefix) = (client.clone(), prefix.clone());
-            async move {
-                let options = GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Descend)
-                    .with_max_create_revision(revision - 1)
-                    .with_limit(1)
-                    .with_keys_only();
-                c.get(prefix, Some(options)).await
-            }
-        })
-        .await?;
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_max_create_revision(revision - 1)
+            .with_limit(1)
+            .with_keys_only();
+        let response = self
+            .range("reading the line", &self.lock_prefix(name), Some(options))
+            .await?;
         Ok(response
             .kvs()
             .first()
@@ -298,12 +307,7 @@ impl EtcdStore {
     }
 
     async fn exists(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let client = self.client.clone();
-        let response = call("reading a key", || {
-            let (mut c, key) = (client.clone(), key.to_owned());
-            async move { c.get(key, None).await }
-        })
-        .await?;
+        let response = self.range("reading a key", key, None).await?;
         Ok(response.kvs().first().cloned())
     }
 
@@ -412,14 +416,8 @@ impl Store for EtcdStore {
 
     async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
         let id = self.owned(name, lease).await?;
-        let client = self.client.clone();
         let ttl = call("renewing the lease", || {
-            let mut c = client.clone();
-            async move {
-                let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-                keeper.keep_alive().await?;
-                Ok(stream.message().await?.map_or(0, |m| m.ttl()))
-            }
+            keep_alive_once(self.client.clone(), id)
         })
         .await?;
         if ttl <= 0 {
@@ -453,13 +451,13 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self) -> Result<Vec<Record>, StoreError> {
-        let prefix = self.prefix.clone();
-        let client = self.client.clone();
-        let response = call("listing locks", || {
-            let (mut c, prefix) = (client.clone(), prefix.clone());
-            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })
-        .await?;
+        let response = self
+            .range(
+                "listing locks",
+                &self.prefix,
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
         let mut owners: BTreeMap<LockName, KeyValue> = BTreeMap::new();
         for kv in response.kvs() {
             let Some(name) = kv
@@ -531,13 +529,7 @@ async fn keep_alive(
     let every = every.max(Duration::from_millis(200));
     loop {
         sleep(every).await;
-        let mut c = client.clone();
-        let alive = timeout(REQUEST_TIMEOUT, async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            Ok::<_, etcd_client::Error>(stream.message().await?.map_or(0, |m| m.ttl()))
-        })
-        .await;
+        let alive = timeout(REQUEST_TIMEOUT, keep_alive_once(client.clone(), lease)).await;
         if let Ok(Ok(ttl)) = alive
             && ttl <= 0
         {
