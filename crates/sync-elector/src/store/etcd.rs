@@ -79,6 +79,10 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     state: Arc<Mutex<State>>,
+    /// Becomes true once the prefix watch has started. From then on it covers every change after
+    /// any read this store makes, also across re-establishment (it resumes from the last
+    /// revision seen), so a waiter cannot miss its predecessor's deletion.
+    covered: tokio::sync::watch::Receiver<bool>,
     watcher: JoinHandle<()>,
 }
 
@@ -178,15 +182,18 @@ impl EtcdStore {
     /// A store over a connected client; starts its prefix watch at once.
     pub fn with_client(client: Client, prefix: &str) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
+        let (cover, covered) = tokio::sync::watch::channel(false);
         let watcher = tokio::spawn(watch_prefix(
             client.clone(),
             prefix.to_owned(),
             state.clone(),
+            cover,
         ));
         Self {
             client,
             prefix: prefix.to_owned(),
             state,
+            covered,
             watcher,
         }
     }
@@ -368,6 +375,18 @@ impl Store for EtcdStore {
     }
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        // Decide only once the watch covers what we read, or a predecessor's deletion between
+        // our read and the watch's start would never wake us.
+        let mut covered = self.covered.clone();
+        timeout(REQUEST_TIMEOUT, covered.wait_for(|c| *c))
+            .await
+            .map_err(|_| {
+                unavailable(
+                    "watching locks",
+                    "the watch on etcd could not be established",
+                )
+            })?
+            .map_err(|_| unavailable("watching locks", "the watch on etcd stopped"))?;
         for _ in 0..2 {
             let (lease, key, revision) = self.place(name, claim).await?;
             let (owner, read_at) = self.owner(name).await?;
@@ -545,14 +564,37 @@ async fn keep_alive(
 
 /// One watch over the whole prefix: followers hear every change of their lock; a waiter hears
 /// only the deletion of its predecessor. Re-established after errors, from the last revision seen.
-async fn watch_prefix(client: Client, prefix: String, state: Arc<Mutex<State>>) {
+async fn watch_prefix(
+    client: Client,
+    prefix: String,
+    state: Arc<Mutex<State>>,
+    cover: tokio::sync::watch::Sender<bool>,
+) {
+    // The first revision the watch must deliver; 0 until the current revision is known.
     let mut from = 0i64;
     loop {
         let mut c = client.clone();
-        let mut options = WatchOptions::new().with_prefix();
-        if from > 0 {
-            options = options.with_start_revision(from);
+        if from == 0 {
+            // Watching "from now" would leave a gap between a read and the watch's start: learn
+            // the current revision and watch from the one after it.
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_keys_only()
+                .with_limit(1);
+            match timeout(REQUEST_TIMEOUT, c.get(prefix.clone(), Some(options))).await {
+                Ok(Ok(response)) => from = response.header().map_or(0, |h| h.revision()) + 1,
+                failed => {
+                    let error = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    };
+                    warn!(%error, "could not read etcd's revision; retrying");
+                    sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
         }
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = match c.watch(prefix.clone(), Some(options)).await {
             Ok(stream) => stream,
             Err(err) => {
@@ -563,6 +605,7 @@ async fn watch_prefix(client: Client, prefix: String, state: Arc<Mutex<State>>) 
             }
         };
         state.lock().expect("etcd store state poisoned").watching = true;
+        cover.send_replace(true);
         loop {
             let message = match stream.message().await {
                 Ok(Some(message)) => message,
@@ -573,7 +616,8 @@ async fn watch_prefix(client: Client, prefix: String, state: Arc<Mutex<State>>) 
                 }
             };
             if message.compact_revision() > 0 {
-                // The history we asked for is gone: start from now, and wake everyone once.
+                // The history we asked for is gone: start again from the current revision, and
+                // wake every waiter once so each reads the line again.
                 from = 0;
                 let mut s = state.lock().expect("etcd store state poisoned");
                 let names: Vec<String> = s.contenders.keys().map(|(n, _)| n.clone()).collect();
