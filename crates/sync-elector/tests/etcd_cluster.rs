@@ -8,13 +8,19 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::etcd::EtcdCluster;
-use support::{ClientProc, ElectorProc, contend_and_check, holder, token};
+use support::scenarios::{contest, failover_after_an_elector_is_killed, release_hands_over};
+use support::{ElectorProc, contend_and_check, token};
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
 #[ignore = "a client role for child processes; the etcd tests start it themselves"]
 fn child_process() {
     support::child_main();
+}
+
+/// How the shared scenarios start an elector on this cluster.
+fn start(cluster: &EtcdCluster) -> impl Fn(&str, u64) -> ElectorProc + '_ {
+    |identity, ttl| elector(cluster, identity, ttl)
 }
 
 fn elector(cluster: &EtcdCluster, identity: &str, ttl: u64) -> ElectorProc {
@@ -32,20 +38,6 @@ fn elector(cluster: &EtcdCluster, identity: &str, ttl: u64) -> ElectorProc {
     )
 }
 
-/// A holder through elector `a` and a queued waiter through elector `b`.
-fn contest(
-    cluster: &EtcdCluster,
-    lock: &str,
-    ttl: u64,
-) -> (ElectorProc, ElectorProc, ClientProc, u64, ClientProc) {
-    let (a, b) = (elector(cluster, "a", ttl), elector(cluster, "b", ttl));
-    let first = holder(&a, lock, ttl);
-    let first_token = token(&first.expect("acquired", Duration::from_secs(20)));
-    let waiter = holder(&b, lock, ttl);
-    std::thread::sleep(Duration::from_millis(500));
-    (a, b, first, first_token, waiter)
-}
-
 #[test]
 fn contention_keeps_mutual_exclusion_with_increasing_tokens() {
     let cluster = EtcdCluster::start(3, "exclusive");
@@ -59,7 +51,8 @@ fn contention_keeps_mutual_exclusion_with_increasing_tokens() {
 fn killing_a_follower_member_costs_no_holder_its_lock() {
     let ttl = 6;
     let mut cluster = EtcdCluster::start(3, "follower");
-    let (_a, _b, first, _, waiter) = contest(&cluster, "follower", ttl);
+    let c = contest(&start(&cluster), "follower", ttl);
+    let (first, waiter) = (&c.first, &c.waiter);
     let leader = cluster.leader();
     let follower = (leader + 1) % 3;
     cluster.kill(follower);
@@ -78,7 +71,8 @@ fn killing_a_follower_member_costs_no_holder_its_lock() {
 fn killing_the_leader_member_pauses_briefly_with_never_two_holders() {
     let ttl = 6;
     let mut cluster = EtcdCluster::start(3, "leader");
-    let (_a, _b, first, first_token, waiter) = contest(&cluster, "leader", ttl);
+    let c = contest(&start(&cluster), "leader", ttl);
+    let (first, first_token, waiter) = (&c.first, c.first_token, &c.waiter);
     let leader = cluster.leader();
     cluster.kill(leader);
     let killed = Instant::now();
@@ -106,7 +100,8 @@ fn killing_the_leader_member_pauses_briefly_with_never_two_holders() {
 fn without_quorum_holders_are_told_and_nobody_acquires_until_it_returns() {
     let ttl = 6;
     let cluster = EtcdCluster::start(3, "quorum");
-    let (_a, _b, first, first_token, waiter) = contest(&cluster, "quorum", ttl);
+    let c = contest(&start(&cluster), "quorum", ttl);
+    let (first, first_token, waiter) = (&c.first, c.first_token, &c.waiter);
     let leader = cluster.leader();
     let stopped: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     for i in &stopped {
@@ -141,54 +136,12 @@ fn without_quorum_holders_are_told_and_nobody_acquires_until_it_returns() {
 
 #[test]
 fn a_killed_electors_lock_moves_after_about_its_ttl() {
-    let ttl = 4;
     let cluster = EtcdCluster::start(1, "elector-killed");
-    let (a, _b, first, first_token, waiter) = contest(&cluster, "orphan", ttl);
-    a.signal("KILL");
-    let killed = Instant::now();
-    let lost = first.next("lost", Duration::from_secs(ttl + 5));
-    let lost_at = killed.elapsed();
-    let next = waiter.expect("acquired", Duration::from_secs(ttl + 10));
-    let moved = killed.elapsed();
-    eprintln!(
-        "elector killed: holder told lost after {lost_at:?}, lock moved after {moved:?} (ttl {ttl}s)"
-    );
-    assert!(
-        lost.is_some() && lost_at < moved,
-        "told before anyone else acquired"
-    );
-    assert!(moved >= Duration::from_secs(ttl) / 2, "{moved:?}");
-    assert!(
-        moved < Duration::from_secs(ttl + 5),
-        "about one ttl: {moved:?}"
-    );
-    assert!(token(&next) > first_token);
+    failover_after_an_elector_is_killed(&start(&cluster), "orphan", 4);
 }
 
 #[test]
 fn release_hands_over_between_electors_through_etcd() {
     let cluster = EtcdCluster::start(1, "handover");
-    let (a, b) = (elector(&cluster, "a", 15), elector(&cluster, "b", 15));
-    let first = ClientProc::spawn(
-        "hold-then-release",
-        &a.url,
-        &[
-            ("SYNC_TEST_LOCK", "handover".into()),
-            ("SYNC_TEST_HOLD_MS", "1500".into()),
-        ],
-    );
-    let acquired = first.expect("acquired", Duration::from_secs(20));
-    let waiter = holder(&b, "handover", 15);
-    first.expect("released", Duration::from_secs(20));
-    let released = Instant::now();
-    let next = waiter.expect("acquired", Duration::from_secs(10));
-    eprintln!(
-        "etcd handover between electors: {:?} after release",
-        released.elapsed()
-    );
-    assert!(
-        released.elapsed() < Duration::from_secs(5),
-        "woken by the watch, not the 15 s ttl"
-    );
-    assert!(token(&next) > token(&acquired));
+    release_hands_over(&start(&cluster), "handover");
 }

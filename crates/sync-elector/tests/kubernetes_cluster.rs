@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kube_test_server::TestServer;
-use support::{ClientProc, ElectorProc, contend_and_check, holder, temp_dir, token};
+use support::scenarios::{contest, failover_after_an_elector_is_killed, release_hands_over};
+use support::{ElectorProc, contend_and_check, temp_dir, token};
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
@@ -49,6 +50,11 @@ impl Cluster {
         }
     }
 
+    /// How the shared scenarios start an elector on this cluster.
+    fn start(&self) -> impl Fn(&str, u64) -> ElectorProc + '_ {
+        |identity, ttl| self.elector(identity, ttl)
+    }
+
     /// An elector named `identity` with `ttl`, on this cluster.
     fn elector(&self, identity: &str, ttl: u64) -> ElectorProc {
         let kubeconfig = match self {
@@ -77,31 +83,6 @@ fn lock_name(scenario: &str) -> String {
     format!("{scenario}-{unique}")
 }
 
-/// Two electors, `a` and `b`: a holder of the lock through `a`, and a waiter for it through `b`,
-/// already queued.
-struct Contest {
-    a: ElectorProc,
-    b: ElectorProc,
-    first: ClientProc,
-    first_token: u64,
-    waiter: ClientProc,
-}
-
-fn contest(cluster: &Cluster, lock: &str, ttl: u64) -> Contest {
-    let (a, b) = (cluster.elector("a", ttl), cluster.elector("b", ttl));
-    let first = holder(&a, lock, ttl);
-    let first_token = token(&first.expect("acquired", Duration::from_secs(20)));
-    let waiter = holder(&b, lock, ttl);
-    std::thread::sleep(Duration::from_millis(500));
-    Contest {
-        a,
-        b,
-        first,
-        first_token,
-        waiter,
-    }
-}
-
 /// The holder of `lock` as the test server stores it.
 fn holder_identity(cluster: &Cluster, lock: &str) -> String {
     let lease = cluster.server().lease("default", lock).unwrap();
@@ -119,60 +100,8 @@ fn mutual_exclusion_with_increasing_tokens(cluster: &Cluster) {
     contend_and_check(&electors, &lock, 6, 4);
 }
 
-fn release_hands_over_between_electors(cluster: &Cluster) {
-    let (a, b) = (cluster.elector("a", 15), cluster.elector("b", 15));
-    let lock = lock_name("handover");
-    let first = ClientProc::spawn(
-        "hold-then-release",
-        &a.url,
-        &[
-            ("SYNC_TEST_LOCK", lock.clone()),
-            ("SYNC_TEST_HOLD_MS", "2000".into()),
-        ],
-    );
-    let acquired = first.expect("acquired", Duration::from_secs(20));
-    let waiter = holder(&b, &lock, 15);
-    first.expect("released", Duration::from_secs(20));
-    let released = Instant::now();
-    let next = waiter.expect("acquired", Duration::from_secs(10));
-    eprintln!(
-        "handover between electors: {:?} after release",
-        released.elapsed()
-    );
-    assert!(
-        released.elapsed() < Duration::from_secs(5),
-        "far below the 15 s ttl: woken by the watch"
-    );
-    assert!(token(&next) > token(&acquired));
-}
-
-fn failover_after_an_elector_is_killed(cluster: &Cluster) {
-    let ttl = 4;
-    let c = contest(cluster, &lock_name("failover"), ttl);
-    c.a.signal("KILL");
-    let killed = Instant::now();
-    let lost = c.first.next("lost", Duration::from_secs(ttl + 5));
-    let lost_at = killed.elapsed();
-    let next = c.waiter.expect("acquired", Duration::from_secs(ttl + 10));
-    let moved = killed.elapsed();
-    eprintln!(
-        "elector killed: holder told lost after {lost_at:?}, lock moved after {moved:?} (ttl {ttl}s)"
-    );
-    assert!(lost.is_some(), "the orphaned holder was told");
-    assert!(lost_at < moved, "told before anyone else acquired");
-    assert!(
-        moved >= Duration::from_secs(ttl) / 2,
-        "not before the holding could have expired: {moved:?}"
-    );
-    assert!(
-        moved < Duration::from_secs(ttl + 5),
-        "about one ttl: {moved:?}"
-    );
-    assert!(token(&next) > c.first_token);
-}
-
 fn sigterm_hands_over_at_once(cluster: &Cluster) {
-    let mut c = contest(cluster, &lock_name("rolling"), 15);
+    let mut c = contest(&cluster.start(), &lock_name("rolling"), 15);
     c.a.signal("TERM");
     let term = Instant::now();
     c.first.expect("lost", Duration::from_secs(10));
@@ -196,12 +125,14 @@ fn mutual_exclusion_with_strictly_increasing_tokens() {
 
 #[test]
 fn release_hands_over_to_another_elector() {
-    release_hands_over_between_electors(&Cluster::test_server("k8s-handover"));
+    let cluster = Cluster::test_server("k8s-handover");
+    release_hands_over(&cluster.start(), &lock_name("handover"));
 }
 
 #[test]
 fn a_killed_electors_lock_moves_after_about_a_ttl() {
-    failover_after_an_elector_is_killed(&Cluster::test_server("k8s-failover"));
+    let cluster = Cluster::test_server("k8s-failover");
+    failover_after_an_elector_is_killed(&cluster.start(), &lock_name("failover"), 4);
 }
 
 #[test]
@@ -213,7 +144,7 @@ fn sigterm_hands_the_lock_over_at_once() {
 fn during_an_api_outage_the_holder_is_told_and_nobody_else_acquires() {
     let ttl = 3;
     let cluster = Cluster::test_server("k8s-outage");
-    let c = contest(&cluster, "outage", ttl);
+    let c = contest(&cluster.start(), "outage", ttl);
     cluster.server().set_failing(Some(503));
     let outage = Instant::now();
     c.first.expect("lost", Duration::from_secs(ttl + 5));
@@ -242,7 +173,7 @@ fn during_an_api_outage_the_holder_is_told_and_nobody_else_acquires() {
 fn after_a_partition_heals_there_is_exactly_one_holder() {
     let ttl = 3;
     let cluster = Cluster::test_server("k8s-partition");
-    let c = contest(&cluster, "partition", ttl);
+    let c = contest(&cluster.start(), "partition", ttl);
     cluster.server().set_partitioned("a", true);
     let cut = Instant::now();
     c.first.expect("lost", Duration::from_secs(ttl + 5));
@@ -271,7 +202,7 @@ fn after_a_partition_heals_there_is_exactly_one_holder() {
 fn an_idle_waiter_sends_nothing_and_a_holder_one_write_per_renewal() {
     let ttl = 3;
     let cluster = Cluster::test_server("k8s-load");
-    let _c = contest(&cluster, "load", ttl);
+    let _c = contest(&cluster.start(), "load", ttl);
     std::thread::sleep(Duration::from_millis(500));
     let server = cluster.server();
     let (a0, b0) = (server.counts("a"), server.counts("b"));
@@ -309,8 +240,8 @@ fn real_cluster_scenarios() {
         kubeconfig: PathBuf::from(kubeconfig),
     };
     mutual_exclusion_with_increasing_tokens(&cluster);
-    release_hands_over_between_electors(&cluster);
-    failover_after_an_elector_is_killed(&cluster);
+    release_hands_over(&cluster.start(), &lock_name("handover"));
+    failover_after_an_elector_is_killed(&cluster.start(), &lock_name("failover"), 4);
     sigterm_hands_over_at_once(&cluster);
 }
 

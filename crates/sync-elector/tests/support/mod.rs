@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod scenarios;
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
