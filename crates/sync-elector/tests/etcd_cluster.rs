@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::etcd::EtcdCluster;
+use support::EtcdCluster;
 use support::scenarios::{contest, failover_after_an_elector_is_killed, release_hands_over};
 use support::{ElectorProc, contend_and_check, token};
 
@@ -24,7 +24,7 @@ fn start(cluster: &EtcdCluster) -> impl Fn(&str, u64) -> ElectorProc + '_ {
 }
 
 fn elector(cluster: &EtcdCluster, identity: &str, ttl: u64) -> ElectorProc {
-    ElectorProc::spawn(
+    support::elector(
         identity,
         &[
             "--store",

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::etcd::EtcdCluster;
+use support::EtcdCluster;
 use sync_elector::store::conformance::Guarded;
 use sync_elector::store::{Attempt, Claim, EtcdStore, Store, StoreError};
 use sync_protocol::LockName;

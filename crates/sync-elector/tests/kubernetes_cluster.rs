@@ -63,7 +63,7 @@ impl Cluster {
             }
             Cluster::Real { kubeconfig } => kubeconfig.clone(),
         };
-        ElectorProc::spawn(
+        support::elector(
             identity,
             &["--store", "kubernetes", "--ttl", &format!("{ttl}s")],
             &[("KUBECONFIG", kubeconfig.display().to_string())],

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{ClientProc, ElectorProc, critical_section, register, temp_dir};
+use support::{ClientProc, critical_section, register, start_elector, temp_dir};
 use sync_client::Client;
 
 /// The child role: runs only when a test starts this binary as a client process.
@@ -22,7 +22,7 @@ fn client(url: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_way_contention_keeps_mutual_exclusion_with_increasing_tokens() {
-    let elector = ElectorProc::start(&["--ttl", "5s"]);
+    let elector = start_elector(&["--ttl", "5s"]);
     let dir = temp_dir("contention");
     let rounds = 5;
     let env = |dir: &std::path::Path| {
@@ -75,7 +75,7 @@ async fn eight_way_contention_keeps_mutual_exclusion_with_increasing_tokens() {
 
 #[tokio::test]
 async fn killing_the_holders_process_frees_the_lock_at_once() {
-    let elector = ElectorProc::start(&["--ttl", "15s"]);
+    let elector = start_elector(&["--ttl", "15s"]);
     let holder = ClientProc::spawn("hold", &elector.url, &[("SYNC_TEST_LOCK", "crash".into())]);
     holder.expect("acquired", Duration::from_secs(20));
     let lock = client(&elector.url).lock("crash").on_lost(|| {});
@@ -100,7 +100,7 @@ async fn killing_the_holders_process_frees_the_lock_at_once() {
 
 fn holder_reports_lost_before_the_ttl(signal: &str) {
     let ttl = 6;
-    let mut elector = ElectorProc::start(&["--ttl", "6s"]);
+    let mut elector = start_elector(&["--ttl", "6s"]);
     let holder = ClientProc::spawn(
         "hold",
         &elector.url,
@@ -137,7 +137,7 @@ fn a_stopped_elector_leaves_its_holder_told_lost_before_the_ttl() {
 
 #[tokio::test]
 async fn sigterm_releases_tells_holders_and_exits_zero() {
-    let mut elector = ElectorProc::start(&["--ttl", "15s"]);
+    let mut elector = start_elector(&["--ttl", "15s"]);
     let holder = ClientProc::spawn(
         "hold",
         &elector.url,
@@ -184,7 +184,7 @@ async fn sigterm_releases_tells_holders_and_exits_zero() {
 
 #[test]
 fn without_a_lost_callback_a_holder_exits_with_a_clear_message() {
-    let elector = ElectorProc::start(&["--ttl", "15s"]);
+    let elector = start_elector(&["--ttl", "15s"]);
     let child = support::child_command("hold-without-callback", &elector.url)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -202,7 +202,7 @@ fn without_a_lost_callback_a_holder_exits_with_a_clear_message() {
 
 #[tokio::test]
 async fn the_legacy_protocol_holds_with_puts_and_runs_out_when_left_alone() {
-    let elector = ElectorProc::start(&["--legacy-listen", "127.0.0.1:0"]);
+    let elector = start_elector(&["--legacy-listen", "127.0.0.1:0"]);
     let legacy = elector.legacy_url.clone().unwrap();
     let http = reqwest::Client::new();
     let lock_url = format!("{legacy}/locks/legacy-test");

@@ -1,9 +1,9 @@
-//! Test support: the real elector binary as a child process, client child processes, and a
+//! Test support: the real elector binary as a child process (from `sync-testkit`), client child
+//! processes, and a
 //! protected "register" on disk that detects overlapping critical sections.
 
 #![allow(dead_code)]
 
-pub mod etcd;
 pub mod scenarios;
 
 use std::fs::OpenOptions;
@@ -11,126 +11,25 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The elector binary, started for real.
-pub struct ElectorProc {
-    child: Child,
-    /// Base URL of the v1 API.
-    pub url: String,
-    /// Base URL of the legacy-only listener, when `--legacy-listen` was given.
-    pub legacy_url: Option<String>,
-    log: Arc<Mutex<Vec<String>>>,
+#[allow(unused_imports)] // each test file uses some of these
+pub use sync_testkit::{ElectorProc, EtcdCluster, signal_pid, temp_dir, wait_child};
+
+/// Starts this package's elector binary as `--listen 127.0.0.1:0 --identity IDENTITY ARGS`, with
+/// extra environment, and waits until it says where it listens.
+pub fn elector(identity: &str, args: &[&str], env: &[(&str, String)]) -> ElectorProc {
+    ElectorProc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_sync-elector")),
+        identity,
+        args,
+        env,
+    )
 }
 
-impl ElectorProc {
-    /// Starts `sync-elector --listen 127.0.0.1:0 --identity proc-elector ARGS` and waits until it
-    /// says where it listens.
-    pub fn start(args: &[&str]) -> Self {
-        Self::spawn("proc-elector", args, &[])
-    }
-
-    /// Starts an elector named `identity` with `args` and extra environment.
-    pub fn spawn(identity: &str, args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sync-elector"))
-            .args(["--listen", "127.0.0.1:0", "--identity", identity])
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the elector binary starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for (marker, kind) in [
-                    ("legacy protocol listening on ", "legacy"),
-                    ("listening on ", "v1"),
-                ] {
-                    if let Some(at) = line.find(marker) {
-                        let _ = tx.send((kind, line[at + marker.len()..].trim().to_owned()));
-                        break;
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let wants_legacy = args.contains(&"--legacy-listen");
-        let (mut url, mut legacy_url) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while url.is_none() || (wants_legacy && legacy_url.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(("v1", u)) => url = Some(u),
-                Ok((_, u)) => legacy_url = Some(u),
-                Err(_) => panic!("the elector did not start: {:?}", log.lock().unwrap()),
-            }
-        }
-        Self {
-            child,
-            url: url.unwrap(),
-            legacy_url,
-            log,
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`).
-    pub fn signal(&self, signal: &str) {
-        signal_pid(self.pid(), signal);
-    }
-
-    /// Waits for the process to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        wait_child(&mut self.child, within)
-    }
-
-    /// What the elector has logged so far.
-    pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ElectorProc {
-    fn drop(&mut self) {
-        signal_pid(self.pid(), "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn signal_pid(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-        .expect("kill runs");
-    assert!(
-        status.success() || signal == "CONT",
-        "kill -{signal} {pid} failed"
-    );
-}
-
-fn wait_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+/// An elector named `proc-elector` with `args`.
+pub fn start_elector(args: &[&str]) -> ElectorProc {
+    elector("proc-elector", args, &[])
 }
 
 /// A client in a process of its own: this test binary run again in a child role (see
@@ -264,14 +163,6 @@ pub fn register(dir: &Path) -> (Vec<u64>, Vec<String>) {
     let tokens = read("tokens").lines().map(|l| l.parse().unwrap()).collect();
     let violations = read("violations").lines().map(str::to_owned).collect();
     (tokens, violations)
-}
-
-/// A fresh temporary folder.
-pub fn temp_dir(test: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sync-test-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The client roles a child process plays, chosen by `SYNC_TEST_ROLE`, against the elector at

@@ -1,19 +1,10 @@
-//! Real etcd members from Debian's `etcd-server`, started by the tests on loopback ports they
-//! pick, with data in a temporary folder.
+//! Real etcd members from Debian's `etcd-server`, started on loopback ports picked at run time, with data in a temporary folder.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{signal_pid, temp_dir};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::{free_port, signal_pid, temp_dir};
 
 struct Member {
     name: String,

@@ -1,0 +1,48 @@
+//! Process helpers: signals by name, waiting for an exit, loopback ports and temporary folders.
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`) to `pid`. Panics if `kill` fails,
+/// except for `CONT`, which is sent to processes that may be gone.
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .expect("kill runs");
+    assert!(
+        status.success() || signal == "CONT",
+        "kill -{signal} {pid} failed"
+    );
+}
+
+/// Waits up to `within` for `child` to exit.
+pub fn wait_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh temporary folder named for `purpose` and this process.
+pub fn temp_dir(purpose: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sync-test-{purpose}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
