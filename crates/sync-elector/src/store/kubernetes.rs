@@ -76,6 +76,22 @@ fn rv(lease: &Lease) -> Option<&str> {
     lease.metadata.resource_version.as_deref()
 }
 
+/// Whether resourceVersion `new` replaces `old`. Direct answers (our reads and writes) and watch
+/// events arrive on different connections, so the watch may deliver an older version after we
+/// stored a newer answer; applying it would step the cache back (a released lock would look
+/// held). The API server's versions are etcd revisions, integers that grow (Kubernetes 1.35
+/// documents them as comparable); versions that do not parse are only compared for equality.
+fn replaces(old: Option<&str>, new: Option<&str>) -> bool {
+    match (numeric(old), numeric(new)) {
+        (Some(old), Some(new)) => new > old,
+        _ => old != new,
+    }
+}
+
+fn numeric(version: Option<&str>) -> Option<u64> {
+    version?.parse().ok()
+}
+
 fn holder(lease: &Lease) -> Option<&str> {
     lease
         .spec
@@ -148,7 +164,7 @@ impl Cache {
         let newer = self
             .leases
             .get(&name)
-            .is_none_or(|seen| rv(&seen.lease) != rv(&lease));
+            .is_none_or(|seen| replaces(rv(&seen.lease), rv(&lease)));
         if newer {
             self.leases.insert(
                 name.clone(),
@@ -164,6 +180,17 @@ impl Cache {
     fn remove(&mut self, name: &str) {
         if self.leases.remove(name).is_some() {
             self.signals.notify(name);
+        }
+    }
+
+    /// Removes a Lease the API says is gone as of `version`, unless we hold a newer version of
+    /// it (it was created again since).
+    fn remove_as_of(&mut self, name: &str, version: Option<&str>) {
+        let newer_here = self.leases.get(name).is_some_and(|seen| {
+            matches!((numeric(rv(&seen.lease)), numeric(version)), (Some(here), Some(gone)) if here > gone)
+        });
+        if !newer_here {
+            self.remove(name);
         }
     }
 }
@@ -545,7 +572,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>) {
                     .iter()
                     .any(|l| l.metadata.name.as_deref() == Some(name.as_str()))
                 {
-                    c.remove(&name);
+                    c.remove_as_of(&name, list.metadata.resource_version.as_deref());
                 }
             }
             for lease in list.items {
@@ -580,7 +607,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>) {
                     Ok(WatchEvent::Deleted(lease)) => {
                         version = rv(&lease).unwrap_or(&version).to_owned();
                         if let Some(name) = &lease.metadata.name {
-                            c.remove(name);
+                            c.remove_as_of(name, rv(&lease));
                         }
                     }
                     Ok(WatchEvent::Bookmark(mark)) => version = mark.metadata.resource_version,
@@ -682,5 +709,35 @@ mod tests {
             Some("5"),
             "compare-and-set"
         );
+    }
+
+    fn version(mut lease: Lease, rv: &str) -> Lease {
+        lease.metadata.resource_version = Some(rv.into());
+        lease
+    }
+
+    #[test]
+    fn an_older_watch_event_does_not_step_the_cache_back() {
+        let mut cache = Cache {
+            leases: BTreeMap::new(),
+            signals: Signals::default(),
+            synced: true,
+            trouble: None,
+        };
+        let holder_of = |cache: &Cache| holder(&cache.leases["x"].lease).map(str::to_owned);
+        // Our release answered with version 7; the watch still delivers our grant (6) after it.
+        cache.upsert(version(lease(None, 3), "7"));
+        cache.upsert(version(lease(Some("a"), 3), "6"));
+        assert_eq!(holder_of(&cache), None, "the stale grant was ignored");
+        cache.upsert(version(lease(None, 3), "7"));
+        cache.upsert(version(lease(Some("b"), 4), "8"));
+        assert_eq!(holder_of(&cache).as_deref(), Some("b"), "a newer version applies");
+        // A deletion as of an older version leaves a Lease created again since; a newer one removes it.
+        cache.remove_as_of("x", Some("5"));
+        assert!(cache.leases.contains_key("x"));
+        cache.remove_as_of("x", Some("8"));
+        assert!(!cache.leases.contains_key("x"));
+        assert!(replaces(Some("9"), Some("10")), "numerically, not as text");
+        assert!(replaces(Some("opaque-a"), Some("opaque-b")), "opaque versions: any change");
     }
 }
