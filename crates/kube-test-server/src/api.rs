@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::Shared;
 use crate::faults::Verdict;
 use crate::objects::Change;
+use crate::patch::PatchKind;
 use crate::status::{ApiError, GROUP, RESOURCE};
 
 const COLLECTION: &str = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases";
@@ -359,11 +360,47 @@ async fn delete(
     })))
 }
 
-async fn patch(Path((_, name)): Path<(String, String)>) -> ApiError {
-    ApiError::new(
-        415,
-        "UnsupportedMediaType",
-        "this test server does not implement PATCH; the elector does not use it".into(),
-        Some(&name),
-    )
+/// `fieldManager` and `force`, as PATCH takes them.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchParams {
+    field_manager: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn patch(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(params): Query<PatchParams>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(kind) = PatchKind::of(content_type) else {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/merge-patch+json, application/strategic-merge-patch+json, \
+                 application/apply-patch+yaml (got {content_type:?})"
+            ),
+            Some(&name),
+        ));
+    };
+    let object = parse_body(&body)?;
+    Ok(Json(
+        shared.objects.lock().expect("objects poisoned").patch(
+            &namespace,
+            &name,
+            kind,
+            object,
+            params.field_manager.as_deref(),
+            params.force,
+        )?,
+    ))
 }

@@ -6,6 +6,9 @@
 //! documentation, "API Concepts" and the `Status` conventions):
 //!
 //! - create, get, list, update (PUT) and delete of namespaced Leases, and watch;
+//! - PATCH as JSON merge patch and strategic merge patch (the same for a Lease), and server-side
+//!   apply (`application/apply-patch+yaml`, written as JSON) with `fieldManager`, `force`, field
+//!   ownership and `409 Conflict` for a field another manager owns with a different value;
 //! - one resourceVersion counter for all objects; an update with a stale resourceVersion is
 //!   `409 Conflict`, an update without one is unconditional, and an update that changes nothing
 //!   keeps the resourceVersion; a duplicate create is `409 AlreadyExists`; a missing object is
@@ -23,13 +26,15 @@
 //! one client (its requests and watch events stall until healed), 403 Forbidden for one client,
 //! and history compaction. It counts the requests of each client, named by its bearer token.
 //!
-//! Not covered: PATCH (answers `415`), other resources and API groups, discovery, authentication
+//! Not covered: JSON patch (answers `415`), apply bodies in YAML that is not JSON, the
+//! `managedFields` view of ownership (it is kept, not shown), other resources and API groups, discovery, authentication
 //! beyond naming clients, admission, `generateName`, `managedFields`, list pagination
 //! (`limit`/`continue`), watch bookmarks, set-based label selectors, and the protobuf encoding.
 
 mod api;
 mod faults;
 mod objects;
+mod patch;
 mod status;
 
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::patch::{self, Owners, PatchKind};
 use crate::status::ApiError;
 
 /// One change, as a watch reports it.
@@ -31,7 +32,12 @@ pub struct Objects {
     oldest: u64,
     namespaces: BTreeSet<String>,
     changes: broadcast::Sender<Change>,
+    /// Field ownership per object, for server-side apply.
+    owners: BTreeMap<(String, String), Owners>,
 }
+
+/// The field manager of requests that name none.
+const UNNAMED_MANAGER: &str = "unknown";
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
     object.get("metadata")?.get(field)?.as_str()
@@ -128,6 +134,7 @@ impl Objects {
             oldest: 1,
             namespaces: BTreeSet::from(["default".to_owned()]),
             changes: broadcast::channel(4096).0,
+            owners: BTreeMap::new(),
         }
     }
 
@@ -237,6 +244,9 @@ impl Objects {
             "creationTimestamp".into(),
             json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         );
+        let mut owners = Owners::default();
+        owners.updated(UNNAMED_MANAGER, &Value::Null, &object);
+        self.owners.insert(key.clone(), owners);
         self.objects.insert(key, object.clone());
         self.record("ADDED", namespace, object.clone());
         Ok(object)
@@ -279,9 +289,98 @@ impl Objects {
         }
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv);
+        self.owners
+            .entry(key.clone())
+            .or_default()
+            .updated(UNNAMED_MANAGER, &current, &object);
         self.objects.insert(key, object.clone());
         self.record("MODIFIED", namespace, object.clone());
         Ok(object)
+    }
+
+    /// Patches a Lease. A merge patch needs the Lease to exist, and a resourceVersion in it must
+    /// match; its manager then owns the fields it changed. An apply (which needs `manager`)
+    /// creates the Lease when missing, and is `409 Conflict` when it would change a field that
+    /// another manager owns, unless `force`; its manager then owns every field it applied.
+    pub fn patch(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        kind: PatchKind,
+        body: Value,
+        manager: Option<&str>,
+        force: bool,
+    ) -> Result<Value, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "a patch must be a JSON object".into(),
+            ));
+        }
+        let key = (namespace.to_owned(), name.to_owned());
+        let current = self.objects.get(&key).cloned();
+        let manager_name = manager.unwrap_or(UNNAMED_MANAGER).to_owned();
+        let result = match (kind, current) {
+            (PatchKind::Merge, None) => return Err(ApiError::not_found(name)),
+            (PatchKind::Merge, Some(current)) => {
+                if let Some(rv) = meta_str(&body, "resourceVersion")
+                    && Some(rv) != meta_str(&current, "resourceVersion")
+                {
+                    return Err(ApiError::conflict(name));
+                }
+                let mut next = current.clone();
+                patch::merge(&mut next, &body);
+                next["metadata"]["resourceVersion"] =
+                    current["metadata"]["resourceVersion"].clone();
+                let result = self.update(namespace, name, next)?;
+                self.owners
+                    .entry(key)
+                    .or_default()
+                    .updated(&manager_name, &current, &result);
+                result
+            }
+            (PatchKind::Apply, _) if manager.is_none() => {
+                return Err(ApiError::bad_request(
+                    "PATCH with apply requires a fieldManager parameter".into(),
+                ));
+            }
+            (PatchKind::Apply, None) => {
+                let mut object = body.clone();
+                object["metadata"]["name"] = json!(name);
+                let result = self.create(namespace, object)?;
+                let owners = self.owners.entry(key).or_default();
+                *owners = Owners::default();
+                owners.applied(&manager_name, &body, &result);
+                result
+            }
+            (PatchKind::Apply, Some(current)) => {
+                let owners = self.owners.get(&key).cloned().unwrap_or_default();
+                let conflicts = owners.conflicts(&manager_name, &current, &body);
+                if !conflicts.is_empty() && !force {
+                    let list = conflicts
+                        .iter()
+                        .map(|(field, owner)| format!("conflict with \"{owner}\": .{field}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!("Apply failed with {} conflict(s): {list}", conflicts.len()),
+                        Some(name),
+                    ));
+                }
+                let mut next = current.clone();
+                patch::merge(&mut next, &body);
+                next["metadata"]["resourceVersion"] =
+                    current["metadata"]["resourceVersion"].clone();
+                let result = self.update(namespace, name, next)?;
+                self.owners
+                    .entry(key)
+                    .or_default()
+                    .applied(&manager_name, &body, &result);
+                result
+            }
+        };
+        Ok(result)
     }
 
     /// Deletes a Lease, if `precondition_rv` (when given) still matches.
@@ -302,6 +401,7 @@ impl Objects {
             return Err(ApiError::conflict(name));
         }
         let mut gone = self.objects.remove(&key).expect("checked above");
+        self.owners.remove(&key);
         let rv = self.next_rv();
         gone["metadata"]["resourceVersion"] = json!(rv);
         self.record("DELETED", namespace, gone.clone());

@@ -209,3 +209,101 @@ async fn faults_and_counts_are_per_client() {
     a.send("GET", "/z", None).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn patch_merges_and_apply_guards_fields_another_manager_owns() {
+    let server = TestServer::start().await.unwrap();
+    let api = Api::new(&server, "a");
+    let patch = |content_type: &'static str, query: &str, body: Value| {
+        api.http
+            .patch(format!("{}/x{query}", api.base))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+    };
+    let apply = "application/apply-patch+yaml";
+    let merge = "application/merge-patch+json";
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    let take = |holder: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30}})
+    };
+
+    // A merge patch needs the Lease; an apply creates it.
+    let (code, body) = answer(patch(merge, "", json!({"spec": {}})).await.unwrap()).await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = answer(patch(apply, "?fieldManager=a", take("a")).await.unwrap()).await;
+    assert_eq!(
+        (code, &body["spec"]["holderIdentity"]),
+        (200, &json!("a")),
+        "{body}"
+    );
+
+    // Another manager changing a's field conflicts, unless forced; no manager is a 400.
+    let (code, body) = answer(patch(apply, "?fieldManager=b", take("b")).await.unwrap()).await;
+    assert_status(&body, 409, "Conflict");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(".spec.holderIdentity"),
+        "{body}"
+    );
+    assert_eq!(code, 409);
+    let (_, body) = answer(patch(apply, "", take("b")).await.unwrap()).await;
+    assert_status(&body, 400, "BadRequest");
+    assert_eq!(
+        server.lease("default", "x").unwrap()["spec"]["holderIdentity"],
+        "a"
+    );
+
+    // A merge patch with a stale resourceVersion conflicts; null removes a field; then b's
+    // apply finds nobody owning the holder and goes through.
+    let (_, body) = answer(
+        patch(merge, "", json!({"metadata": {"resourceVersion": "1"}}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_status(&body, 409, "Conflict");
+    let (code, body) = answer(
+        patch(
+            "application/strategic-merge-patch+json",
+            "?fieldManager=a",
+            json!({"spec": {"holderIdentity": null}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["spec"].get("holderIdentity").is_none(), "{body}");
+    let (code, body) = answer(patch(apply, "?fieldManager=b", take("b")).await.unwrap()).await;
+    assert_eq!(
+        (code, &body["spec"]["holderIdentity"]),
+        (200, &json!("b")),
+        "{body}"
+    );
+    let (code, body) = answer(
+        patch(apply, "?fieldManager=a&force=true", take("a"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (code, &body["spec"]["holderIdentity"]),
+        (200, &json!("a")),
+        "forced: {body}"
+    );
+
+    let (_, body) = answer(
+        patch("application/json-patch+json", "", json!([]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_status(&body, 415, "UnsupportedMediaType");
+}
