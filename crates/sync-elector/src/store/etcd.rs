@@ -122,8 +122,9 @@ where
 
 /// Sends one keep-alive for `lease`; the ttl etcd reports back (0 or less: the lease is gone).
 async fn keep_alive_once(mut client: Client, lease: i64) -> Result<i64, etcd_client::Error> {
-    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-    keeper.keep_alive().await?;
+    // Opening the stream sends the first keep-alive request: one is all we need (sending another
+    // through the keeper doubled every elector's keep-alive traffic).
+    let (_keeper, mut stream) = client.lease_keep_alive(lease).await?;
     Ok(stream.message().await?.map_or(0, |m| m.ttl()))
 }
 
