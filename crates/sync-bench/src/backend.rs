@@ -1,0 +1,177 @@
+//! The stores a run measures, started for real: the embedded memory store, the Kubernetes API
+//! test server (in this process, over real HTTP), and a one-member etcd from Debian's
+//! `etcd-server`. Each starts electors on itself and counts the requests a store receives.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kube_test_server::TestServer;
+use sync_testkit::{ElectorProc, EtcdCluster};
+
+/// Which store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded memory store (one elector).
+    Memory,
+    /// Kubernetes Leases on the API test server.
+    Kubernetes,
+    /// etcd.
+    Etcd,
+}
+
+impl StoreKind {
+    /// Every store, in report order.
+    pub const ALL: [StoreKind; 3] = [StoreKind::Memory, StoreKind::Kubernetes, StoreKind::Etcd];
+
+    /// The store's name, as in `--store`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Kubernetes => "kubernetes",
+            StoreKind::Etcd => "etcd",
+        }
+    }
+
+    /// How the report names our elector on this store.
+    pub fn system(self) -> String {
+        format!("ours/{}", self.name())
+    }
+}
+
+/// A started store.
+pub enum Backend {
+    /// Nothing to start.
+    Memory,
+    /// The test server and a folder for kubeconfigs.
+    Kubernetes {
+        /// The server.
+        server: TestServer,
+        /// Where kubeconfigs go.
+        dir: PathBuf,
+    },
+    /// The etcd member.
+    Etcd(EtcdCluster),
+}
+
+impl Backend {
+    /// Starts `kind` (inside `runtime` for the test server).
+    pub fn start(kind: StoreKind, runtime: &tokio::runtime::Runtime) -> Result<Self> {
+        Ok(match kind {
+            StoreKind::Memory => Backend::Memory,
+            StoreKind::Kubernetes => Backend::Kubernetes {
+                server: runtime.block_on(TestServer::start())?,
+                dir: sync_testkit::temp_dir("bench-kube"),
+            },
+            StoreKind::Etcd => Backend::Etcd(EtcdCluster::start(1, "bench")),
+        })
+    }
+
+    /// Which store this is.
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Backend::Memory => StoreKind::Memory,
+            Backend::Kubernetes { .. } => StoreKind::Kubernetes,
+            Backend::Etcd(_) => StoreKind::Etcd,
+        }
+    }
+
+    /// Starts an elector named `identity` on this store with the default ttl `ttl` and `extra`
+    /// flags, and waits until it is ready.
+    pub fn elector(
+        &self,
+        binary: &Path,
+        identity: &str,
+        ttl: u64,
+        extra: &[&str],
+    ) -> Result<ElectorProc> {
+        let ttl = format!("{ttl}s");
+        let mut args = vec!["--store", self.kind().name(), "--ttl", ttl.as_str()];
+        let mut env = Vec::new();
+        let endpoints;
+        match self {
+            Backend::Memory => {}
+            Backend::Kubernetes { server, dir } => {
+                let kubeconfig = server.write_kubeconfig(dir, identity)?;
+                env.push(("KUBECONFIG", kubeconfig.display().to_string()));
+            }
+            Backend::Etcd(cluster) => {
+                endpoints = cluster.endpoints();
+                args.extend(["--etcd-endpoints", endpoints.as_str()]);
+            }
+        }
+        args.extend_from_slice(extra);
+        let elector = ElectorProc::spawn(binary, identity, &args, &env);
+        wait_ready(&elector.url, Duration::from_secs(30))?;
+        Ok(elector)
+    }
+
+    /// The etcd endpoints, for the etcd alternatives.
+    pub fn etcd_endpoints(&self) -> Option<String> {
+        match self {
+            Backend::Etcd(cluster) => Some(cluster.endpoints()),
+            _ => None,
+        }
+    }
+
+    /// Requests the store has received so far, by method, from everyone (etcd: gRPC messages
+    /// received, from its own metrics; Kubernetes: from `client`'s counts). Empty for memory.
+    pub fn requests(&self, client: &str) -> Result<HashMap<String, f64>> {
+        match self {
+            Backend::Memory => Ok(HashMap::new()),
+            Backend::Kubernetes { server, .. } => {
+                let c = server.counts(client);
+                Ok(HashMap::from([
+                    ("get".into(), c.get as f64),
+                    ("list".into(), c.list as f64),
+                    ("watch".into(), c.watch as f64),
+                    ("create".into(), c.create as f64),
+                    ("update".into(), c.update as f64),
+                    ("patch".into(), c.patch as f64),
+                    ("delete".into(), c.delete as f64),
+                ]))
+            }
+            Backend::Etcd(cluster) => etcd_messages(&cluster.endpoint(0)),
+        }
+    }
+}
+
+/// Polls `GET /readyz` until it answers 200.
+pub fn wait_ready(url: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if crate::http::get(&format!("{url}/readyz")).is_ok_and(|(status, _)| status == 200) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the elector at {url} was not ready within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// gRPC messages etcd has received, by method, from its Prometheus metrics
+/// (`grpc_server_msg_received_total`).
+fn etcd_messages(endpoint: &str) -> Result<HashMap<String, f64>> {
+    let (_, text) = crate::http::get(&format!("http://{endpoint}/metrics"))
+        .context("reading etcd's metrics")?;
+    let mut by_method = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_msg_received_total{"))
+    {
+        let method = line
+            .split("grpc_method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("?");
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *by_method.entry(method.to_owned()).or_default() += value;
+    }
+    Ok(by_method)
+}

@@ -1,0 +1,186 @@
+//! Footprint: the elector's time from start to ready, its resident memory idle, with many held
+//! locks, and with many waiters on one lock (read from `/proc/PID/status`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+
+use super::Run;
+use crate::backend::StoreKind;
+use crate::report::Unit;
+use crate::stats::Summary;
+
+/// Measures every store.
+pub fn run(run: &mut Run) -> Result<()> {
+    let (locks, waiters) = run.pick((2_000, 200), (10_000, 1_000));
+    for kind in StoreKind::ALL {
+        let backend = run.backend(kind)?;
+        let system = kind.system();
+        let mut starts = Vec::new();
+        let mut elector = None;
+        for i in 0..run.pick(3, 10) {
+            drop(elector.take());
+            let t = Instant::now();
+            elector = Some(backend.elector(&run.elector, &format!("bench-start{i}"), 300, &[])?);
+            starts.push(t.elapsed());
+        }
+        let elector = elector.expect("started");
+        run.report
+            .add(
+                "footprint",
+                &system,
+                "start to ready",
+                Unit::Seconds,
+                Summary::of_durations(&starts).expect("samples"),
+            )
+            .note = Some("process start until GET /readyz answers 200".into());
+
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = rss_mib(elector.pid())?;
+        run.report
+            .add(
+                "footprint",
+                &system,
+                "memory idle",
+                Unit::MiB,
+                Summary::of(&[idle]).expect("one"),
+            )
+            .goal = Some("10 MB".into());
+
+        let client = sync_client::Client::builder().url(&elector.url).build()?;
+        let held = run.runtime.block_on(hold_many(&client, locks))?;
+        std::thread::sleep(Duration::from_secs(1));
+        let with_locks = rss_mib(elector.pid())?;
+        let row = run.report.add(
+            "footprint",
+            &system,
+            &format!("memory with {locks} held locks"),
+            Unit::MiB,
+            Summary::of(&[with_locks]).expect("one"),
+        );
+        row.goal = Some("40 MB with 10,000".into());
+        row.note = Some("each held through our client, with its event stream open".into());
+        run.runtime.block_on(async {
+            futures_util::stream::iter(held)
+                .for_each_concurrent(64, |guard| async move {
+                    let _ = guard.release().await;
+                })
+                .await;
+        });
+
+        // A fresh elector, so that the held locks' memory (which the allocator keeps) does not
+        // count here.
+        drop(elector);
+        let elector = backend.elector(&run.elector, "bench-crowd", 300, &[])?;
+        let client = sync_client::Client::builder().url(&elector.url).build()?;
+        let queued = run
+            .runtime
+            .block_on(queue_many(&client, &elector.url, waiters))?;
+        let with_waiters = rss_mib(elector.pid())?;
+        run.runtime.block_on(async { drop(queued) });
+        run.report.add(
+            "footprint",
+            &system,
+            &format!("memory with {waiters} waiters on one lock"),
+            Unit::MiB,
+            Summary::of(&[with_waiters]).expect("one"),
+        );
+    }
+    Ok(())
+}
+
+/// Acquires `count` distinct locks (ttl 300 s) and returns their guards.
+async fn hold_many(
+    client: &sync_client::Client,
+    count: usize,
+) -> Result<Vec<sync_client::LockGuard>> {
+    let acquired: Vec<_> = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let lock = client
+                .lock(format!("bench-held-{i}"))
+                .ttl(Duration::from_secs(300))
+                .on_lost(|| eprintln!("a footprint lock was lost"));
+            async move { lock.acquire().await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    Ok(acquired.into_iter().collect::<Result<_, _>>()?)
+}
+
+/// Holds lock `bench-crowd` and queues `count` waiters on it; returns the holder and the waiting
+/// tasks once the elector reports them queued.
+async fn queue_many(client: &sync_client::Client, url: &str, count: usize) -> Result<Queued> {
+    let lock = || {
+        client
+            .lock("bench-crowd")
+            .ttl(Duration::from_secs(300))
+            .on_lost(|| {})
+    };
+    let holder = lock().acquire().await?;
+    let tasks = (0..count)
+        .map(|_| {
+            let lock = lock();
+            tokio::spawn(async move { lock.acquire().await.map(drop) })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = format!("{url}/metrics");
+    loop {
+        let (_, text) = tokio::task::spawn_blocking({
+            let metrics = metrics.clone();
+            move || crate::http::get(&metrics)
+        })
+        .await??;
+        if waiting(&text) >= count as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {count} waiters were queued after 60 s",
+                waiting(&text)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Queued {
+        _holder: holder,
+        tasks,
+    })
+}
+
+/// The holder and waiters of [`queue_many`]; dropping it ends them.
+struct Queued {
+    _holder: sync_client::LockGuard,
+    tasks: Vec<tokio::task::JoinHandle<sync_client::Result<()>>>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `sync_elector_waiters` summed over locks, from the elector's metrics.
+fn waiting(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sync_elector_waiters"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The resident memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading the elector's /proc status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kib / 1024.0)
+}

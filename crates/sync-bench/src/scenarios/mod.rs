@@ -1,0 +1,81 @@
+//! The scenarios of a run, one module each. Every scenario measures each store, then the
+//! alternatives it applies to, and adds its rows to the report.
+
+pub mod acquire;
+pub mod failover;
+pub mod floor;
+pub mod footprint;
+pub mod handover;
+pub mod load;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::backend::{Backend, StoreKind};
+use crate::report::Report;
+
+/// Every scenario, in the order `all` runs them.
+pub const ALL: [&str; 6] = [
+    "floor",
+    "acquire",
+    "handover",
+    "failover",
+    "footprint",
+    "load",
+];
+
+/// What every scenario shares: the runtime for in-process parts, the elector binary, the mode,
+/// and the report.
+pub struct Run {
+    /// Runs the Kubernetes test server and in-process clients.
+    pub runtime: tokio::runtime::Runtime,
+    /// The `sync-elector` binary measured.
+    pub elector: PathBuf,
+    /// `--quick`: fewer trials and shorter windows.
+    pub quick: bool,
+    /// Where the rows go.
+    pub report: Report,
+}
+
+impl Run {
+    /// `quick` in a quick run, else `full`.
+    pub fn pick<T>(&self, quick: T, full: T) -> T {
+        if self.quick { quick } else { full }
+    }
+
+    /// Starts `kind` for one scenario.
+    pub fn backend(&self, kind: StoreKind) -> Result<Backend> {
+        eprintln!("  starting the {} store", kind.name());
+        Backend::start(kind, &self.runtime)
+    }
+}
+
+/// Runs scenario `name`.
+pub fn run(name: &str, run: &mut Run) -> Result<()> {
+    eprintln!("scenario {name}");
+    match name {
+        "floor" => floor::run(run),
+        "acquire" => acquire::run(run),
+        "handover" => handover::run(run),
+        "failover" => failover::run(run),
+        "footprint" => footprint::run(run),
+        "load" => load::run(run),
+        other => bail!(
+            "unknown scenario {other:?}: pick one of {} or all",
+            ALL.join(", ")
+        ),
+    }
+}
+
+/// A short pause that lets a worker that just released queue again before the next step
+/// (loopback; generous).
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(30));
+}
+
+/// A pause that lets a worker that was just started reach the elector's queue.
+pub fn settle_start() {
+    std::thread::sleep(Duration::from_millis(400));
+}
