@@ -120,12 +120,18 @@ where
     Err(unavailable(step, last.unwrap_or_default()))
 }
 
-/// Sends one keep-alive for `lease`; the ttl etcd reports back (0 or less: the lease is gone).
-async fn keep_alive_once(mut client: Client, lease: i64) -> Result<i64, etcd_client::Error> {
-    // Opening the stream sends the first keep-alive request: one is all we need (sending another
-    // through the keeper doubled every elector's keep-alive traffic).
-    let (_keeper, mut stream) = client.lease_keep_alive(lease).await?;
-    Ok(stream.message().await?.map_or(0, |m| m.ttl()))
+/// Sends one keep-alive for `lease`: `true` while the lease lives, `false` once it is gone.
+async fn keep_alive_once(mut client: Client, lease: i64) -> Result<bool, etcd_client::Error> {
+    // Opening the stream sends one keep-alive and reads its answer, which is all we need:
+    // sending another through the keeper doubled every elector's keep-alive traffic.
+    match client.lease_keep_alive(lease).await {
+        Ok(_) => Ok(true),
+        // etcd answered with ttl 0: the lease expired or was revoked.
+        Err(etcd_client::Error::LeaseKeepAliveError(message)) if message == "lease not found" => {
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// `host:port` or `http://host:port`, as a URL; `https` is refused (no TLS support yet).
@@ -436,11 +442,11 @@ impl Store for EtcdStore {
 
     async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
         let id = self.owned(name, lease).await?;
-        let ttl = call("renewing the lease", || {
+        let alive = call("renewing the lease", || {
             keep_alive_once(self.client.clone(), id)
         })
         .await?;
-        if ttl <= 0 {
+        if !alive {
             return Err(StoreError::NotHolder);
         }
         Ok(lease.clone())
@@ -550,9 +556,7 @@ async fn keep_alive(
     loop {
         sleep(every).await;
         let alive = timeout(REQUEST_TIMEOUT, keep_alive_once(client.clone(), lease)).await;
-        if let Ok(Ok(ttl)) = alive
-            && ttl <= 0
-        {
+        if let Ok(Ok(false)) = alive {
             state
                 .lock()
                 .expect("etcd store state poisoned")
