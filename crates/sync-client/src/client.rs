@@ -70,9 +70,12 @@ impl ClientBuilder {
                 reason: "the elector speaks plain http on loopback; use http://".into(),
             });
         }
+        // HTTP/2 without TLS: every request and every held lock's event stream share one
+        // connection, instead of a connection (and its buffers in the elector) per held lock.
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
+            .http2_prior_knowledge()
             .build()
             .map_err(|e| Error::InvalidUrl {
                 url: url.clone(),

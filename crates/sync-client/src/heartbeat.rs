@@ -77,12 +77,16 @@ struct Kept {
 /// A running keeper. Stopping it (or dropping it) ends the heartbeats without firing "lost".
 pub(crate) struct Keeper {
     signal: LossSignal,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+    quiet: CancellationToken,
 }
+
+/// How long a quieted keeper may take to read its event stream to the end after a release.
+const FINISH: Duration = Duration::from_secs(2);
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -117,17 +121,68 @@ impl Keeper {
             lease_id,
             ttl,
         };
-        let task = tokio::spawn(run(kept, valid_until, events, on_lost, signal.clone()));
-        Ok(Self { signal, task })
+        let quiet = CancellationToken::new();
+        let task = tokio::spawn(run(
+            kept,
+            valid_until,
+            events,
+            on_lost,
+            signal.clone(),
+            quiet.clone(),
+        ));
+        Ok(Self {
+            signal,
+            task: Some(task),
+            quiet,
+        })
     }
 
     pub(crate) fn signal(&self) -> &LossSignal {
         &self.signal
     }
 
-    /// Stops heartbeating; "lost" will not fire.
+    /// Stops heartbeating at once; "lost" will not fire. The event stream is cut.
     pub(crate) fn stop(&self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
+    /// Prepares for a release: heartbeats stop, "lost" will not fire, and the event stream is
+    /// read until the elector ends it after the release. Ending it ourselves would cut it, which
+    /// HTTP/2 counts against the connection that every lock of this process shares.
+    pub(crate) fn quiet(&self) {
+        self.quiet.cancel();
+    }
+
+    /// Waits (a short while) for a quieted keeper to see its event stream end.
+    pub(crate) async fn finish(&mut self) {
+        if let Some(task) = self.task.take() {
+            finish(task).await;
+        }
+    }
+
+    /// The keeper's task, for a release that runs after the guard is gone.
+    pub(crate) fn detach(&mut self) -> Option<JoinHandle<()>> {
+        self.task.take()
+    }
+}
+
+/// Waits for a quieted keeper's task, and stops it if the stream does not end in time.
+pub(crate) async fn finish(task: JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(FINISH, task).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// Reads a released lease's event stream until the elector ends it.
+async fn drain(events: Option<Events>) {
+    let Some(mut events) = events else { return };
+    while let Some(Ok((kind, _))) = events.next().await {
+        if kind == lease_event::RELEASED || kind == lease_event::LOST {
+            return;
+        }
     }
 }
 
@@ -143,6 +198,7 @@ async fn run(
     mut events: Option<Events>,
     on_lost: OnLost,
     signal: LossSignal,
+    quiet: CancellationToken,
 ) {
     let Kept {
         client,
@@ -151,6 +207,10 @@ async fn run(
         ttl,
     } = kept;
     let lose = |reason: String| {
+        if quiet.is_cancelled() {
+            // Being released: a heartbeat that was in flight found the lease already gone.
+            return;
+        }
         warn!(lock = %name, %reason, "lock lost");
         *signal.reason.lock().expect("loss reason poisoned") = Some(reason.clone());
         signal.token.cancel();
@@ -170,6 +230,7 @@ async fn run(
     loop {
         tokio::select! {
             biased;
+            () = quiet.cancelled() => return drain(events).await,
             () = sleep_until(valid_until) => {
                 return lose("the elector did not confirm the lease before its validity ran out".into());
             }

@@ -238,16 +238,23 @@ impl LockGuard {
     /// Releases the lock so the next waiter takes it at once.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
-        self.keeper.stop();
         if let Some(reason) = self.keeper.signal().reason() {
+            self.keeper.stop();
             return Err(Error::Lost {
                 name: self.name.clone(),
                 reason,
             });
         }
-        match self.client.release(&self.lease_id).await {
-            // Stopping the keeper closed the lease's event stream, which may have released the
-            // lease before this request arrived: either way, it is released.
+        self.keeper.quiet();
+        let released = self.client.release(&self.lease_id).await;
+        if released.is_ok() {
+            // The elector ends the event stream after the release; see it end.
+            self.keeper.finish().await;
+        } else {
+            self.keeper.stop();
+        }
+        match released {
+            // A lease whose event stream closed first (the keeper was stopped) is released too.
             Ok(()) | Err(Error::Rejected { status: 404, .. }) => Ok(()),
             Err(Error::Lost { reason, .. }) => Err(Error::Lost {
                 name: self.name.clone(),
@@ -260,15 +267,24 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.keeper.stop();
         if self.released || self.keeper.signal().is_lost() {
+            self.keeper.stop();
             return;
         }
+        self.keeper.quiet();
+        let keeper = self.keeper.detach();
         let client = self.client.clone();
         let lease_id = std::mem::take(&mut self.lease_id);
         // Best effort: if this does not run, the closed event stream releases the lease anyway.
         self.runtime.spawn(async move {
-            let _ = client.release(&lease_id).await;
+            let released = client.release(&lease_id).await;
+            if let Some(keeper) = keeper {
+                if released.is_ok() {
+                    crate::heartbeat::finish(keeper).await;
+                } else {
+                    keeper.abort();
+                }
+            }
         });
     }
 }

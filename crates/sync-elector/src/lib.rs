@@ -29,6 +29,7 @@ pub mod lease;
 pub mod legacy;
 pub mod manager;
 pub mod metrics;
+mod serve;
 pub mod shutdown;
 pub mod store;
 
@@ -204,9 +205,5 @@ fn spawn_serve(
     router: axum::Router,
     stop: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    })
+    tokio::spawn(serve::serve(listener, router, stop))
 }

@@ -25,6 +25,10 @@ use crate::store::Record;
 /// noticed, so this bounds how long a dead holder's lease outlives it (well under 1 s).
 const EVENTS_KEEPALIVE: Duration = Duration::from_millis(250);
 
+/// The same over HTTP/2, where a client that dies closes the connection that carries all its
+/// streams, which ends them at once; the comments only keep intermediaries from timing out.
+const EVENTS_KEEPALIVE_HTTP2: Duration = Duration::from_secs(15);
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -145,6 +149,7 @@ impl Drop for ReleaseOnClose {
 /// `GET /v1/leases/{lease_id}/events`
 pub async fn lease_events(
     State(app): State<App>,
+    version: axum::http::Version,
     LeasePath(id): LeasePath,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let lease = app.manager.lease(&id)?;
@@ -183,7 +188,12 @@ pub async fn lease_events(
             drop(guard);
             Some((Ok(event), None))
         });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(EVENTS_KEEPALIVE)))
+    let keepalive = if version == axum::http::Version::HTTP_2 {
+        EVENTS_KEEPALIVE_HTTP2
+    } else {
+        EVENTS_KEEPALIVE
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keepalive)))
 }
 
 /// `GET /v1/locks/{name}`

@@ -731,13 +731,20 @@ mod tests {
         assert_eq!(holder_of(&cache), None, "the stale grant was ignored");
         cache.upsert(version(lease(None, 3), "7"));
         cache.upsert(version(lease(Some("b"), 4), "8"));
-        assert_eq!(holder_of(&cache).as_deref(), Some("b"), "a newer version applies");
+        assert_eq!(
+            holder_of(&cache).as_deref(),
+            Some("b"),
+            "a newer version applies"
+        );
         // A deletion as of an older version leaves a Lease created again since; a newer one removes it.
         cache.remove_as_of("x", Some("5"));
         assert!(cache.leases.contains_key("x"));
         cache.remove_as_of("x", Some("8"));
         assert!(!cache.leases.contains_key("x"));
         assert!(replaces(Some("9"), Some("10")), "numerically, not as text");
-        assert!(replaces(Some("opaque-a"), Some("opaque-b")), "opaque versions: any change");
+        assert!(
+            replaces(Some("opaque-a"), Some("opaque-b")),
+            "opaque versions: any change"
+        );
     }
 }

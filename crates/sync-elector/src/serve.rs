@@ -1,0 +1,75 @@
+//! Serves a router on a listener: HTTP/1.1 for every client, and HTTP/2 without TLS (prior
+//! knowledge) for clients such as ours, which keep every request and every held lease's event
+//! stream on one connection. On stop: no new connections, and open ones finish gracefully.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Streams one HTTP/2 connection may carry: a client holding many locks keeps an event stream
+/// open for each, on one connection (hyper's default is 200).
+const MAX_STREAMS: u32 = 1 << 20;
+
+/// How often an idle HTTP/2 connection is pinged, so a peer that vanished without closing its
+/// socket is noticed (a peer that exits closes its socket and is noticed at once).
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// A request's headers must arrive within this (a slow or stuck client gives up its connection).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `stop`, then waits for open connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        // h2 counts the streams it resets itself over a connection's whole life and drops the
+        // connection at 1024, a guard against floods from untrusted peers; a client that takes
+        // and releases locks all day on one connection crosses it in normal work.
+        .max_local_error_reset_streams(None)
+        .keep_alive_interval(PING_EVERY)
+        .keep_alive_timeout(PING_EVERY * 2);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, for instance: wait a moment rather than spin.
+                    warn!(%err, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%peer, %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
