@@ -115,6 +115,17 @@ impl Backend {
         }
     }
 
+    /// Writes a kubeconfig for client `name` of the Kubernetes test server (for the Kubernetes
+    /// alternatives; the server counts that client's requests).
+    pub fn kubeconfig(&self, name: &str) -> Result<String> {
+        match self {
+            Backend::Kubernetes { server, dir } => {
+                Ok(server.write_kubeconfig(dir, name)?.display().to_string())
+            }
+            _ => bail!("only the Kubernetes store has kubeconfigs"),
+        }
+    }
+
     /// Requests the store has received so far, by method, from everyone (etcd: gRPC messages
     /// received, from its own metrics; Kubernetes: from `client`'s counts). Empty for memory.
     pub fn requests(&self, client: &str) -> Result<HashMap<String, f64>> {

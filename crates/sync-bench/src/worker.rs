@@ -22,6 +22,8 @@ pub const TTL_ENV: &str = "BENCH_TTL";
 pub const ETCD_ENV: &str = "BENCH_ETCD";
 /// The environment variable giving the legacy URL for `original`.
 pub const LEGACY_ENV: &str = "BENCH_LEGACY_URL";
+/// The environment variable giving the kubeconfig for `lease-manager`; the identity is its user.
+pub const KUBECONFIG_ENV: &str = "BENCH_KUBECONFIG";
 
 fn say(line: String) {
     use std::io::Write;
@@ -80,6 +82,7 @@ pub fn run(role: &str) -> Result<()> {
             "ours" => ours(&mut stdin).await,
             "v3lock" => v3lock(&mut stdin).await,
             "original" => original(&mut stdin).await,
+            "lease-manager" => lease_manager(&mut stdin).await,
             other => bail!("unknown worker role {other:?}"),
         }
     })
@@ -130,6 +133,43 @@ async fn v3lock(stdin: &mut Lines<BufReader<Stdin>>) -> Result<()> {
         let order = next_order(stdin).await?;
         say(format!("REL {}", now_ns()));
         client.unlock(locked.key().to_vec()).await?;
+        queue_again(order, stdin).await?;
+    }
+}
+
+/// kube-lease-manager with its default timings (a 30 s lease, renewed 5 s before it ends), in
+/// its manual mode: `changed()` kept running while holding, `release()` to let go.
+async fn lease_manager(stdin: &mut Lines<BufReader<Stdin>>) -> Result<()> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let path = var(KUBECONFIG_ENV)?;
+    let kubeconfig = Kubeconfig::read_from(&path)?;
+    let identity = kubeconfig
+        .auth_infos
+        .first()
+        .map(|a| a.name.clone())
+        .unwrap_or_default();
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, var(LOCK_ENV)?)
+        .with_namespace("default")
+        .with_identity(identity)
+        .build()
+        .await?;
+    loop {
+        while !manager.changed().await? {}
+        say(format!("ACQ {} 0", now_ns()));
+        let order = loop {
+            tokio::select! {
+                order = next_order(stdin) => break order?,
+                held = manager.changed() => if !held? {
+                    say(format!("LOST {}", now_ns()));
+                    std::process::exit(0);
+                },
+            }
+        };
+        say(format!("REL {}", now_ns()));
+        manager.release().await?;
         queue_again(order, stdin).await?;
     }
 }

@@ -57,6 +57,29 @@ pub fn run(run: &mut Run) -> Result<()> {
         );
         row.goal = Some(format!("at most ttl + 1 s = {} s", TTL + 1));
 
+        if kind == StoreKind::Kubernetes {
+            let figure = "holder process killed, to next acquire (30 s lease)";
+            if run.quick {
+                run.report.missing(
+                    "failover",
+                    "kube-lease-manager",
+                    figure,
+                    "skipped in --quick: each trial takes about 30 s",
+                );
+            } else {
+                let env = super::handover::lease_manager_env(&backend, "bench-klm-failover")?;
+                let samples = process_killed("lease-manager", &env, 2, Duration::from_secs(90))?;
+                run.report
+                    .add(
+                        "failover",
+                        "kube-lease-manager",
+                        figure,
+                        Unit::Seconds,
+                        Summary::of_durations(&samples).expect("samples"),
+                    )
+                    .note = Some("default timings".into());
+            }
+        }
         if kind == StoreKind::Etcd {
             let endpoints = backend.etcd_endpoints().expect("etcd");
             let env = move |_| {

@@ -1,5 +1,6 @@
 //! The loopback floor: a bare HTTP round trip through the client's HTTP stack (reqwest, set up as
-//! `sync-client` sets it up) to a minimal axum handler in a process of its own. Every other
+//! `sync-client` sets it up) to a minimal axum handler in a process of its own (axum's own
+//! server, which speaks HTTP/2 with prior knowledge as the elector does). Every other
 //! latency is read against it.
 
 use std::io::{BufRead, BufReader};
@@ -46,9 +47,11 @@ pub fn run(run: &mut Run) -> Result<()> {
     let url = format!("http://{}/", addr.trim());
     let trials = run.pick(2_000, 20_000);
     let result = run.runtime.block_on(async {
+        // As sync-client sets reqwest up: no proxy, no Nagle, HTTP/2 with prior knowledge.
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
+            .http2_prior_knowledge()
             .build()?;
         for _ in 0..200 {
             http.get(&url).send().await?;
@@ -75,7 +78,8 @@ pub fn run(run: &mut Run) -> Result<()> {
             Unit::Seconds,
             summary,
         )
-        .note = Some("reqwest to a bare axum handler in another process".into());
+        .note =
+        Some("reqwest (HTTP/2, as sync-client) to a bare axum handler in another process".into());
     let rate = trials as f64 / total.as_secs_f64();
     run.report.add(
         "floor",

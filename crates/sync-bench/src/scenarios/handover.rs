@@ -14,7 +14,7 @@ use crate::clock::between;
 use crate::driver::Worker;
 use crate::report::Unit;
 use crate::stats::Summary;
-use crate::worker::{ETCD_ENV, LEGACY_ENV, LOCK_ENV, TTL_ENV};
+use crate::worker::{ETCD_ENV, KUBECONFIG_ENV, LEGACY_ENV, LOCK_ENV, TTL_ENV};
 
 /// The environment of worker slot `i`.
 pub type SlotEnv<'a> = &'a dyn Fn(usize) -> Vec<(&'static str, String)>;
@@ -65,10 +65,45 @@ pub fn run(run: &mut Run) -> Result<()> {
                 .note = Some("etcd-client's Lock/Unlock with one session lease per process".into());
         }
         if kind == StoreKind::Kubernetes {
+            lease_manager(run, &backend)?;
             original(run, &electors)?;
         }
     }
     Ok(())
+}
+
+/// kube-lease-manager with its defaults: a holder releases, a standby takes over.
+fn lease_manager(run: &mut Run, backend: &Backend) -> Result<()> {
+    let env = lease_manager_env(backend, "bench-klm-handover")?;
+    let samples = trials_of(
+        "lease-manager",
+        &env,
+        run.pick(1, 3),
+        true,
+        Duration::from_secs(60),
+    )?;
+    run.report
+        .add("handover", "kube-lease-manager", "release to next acquire", Unit::Seconds, Summary::of_durations(&samples).expect("samples"))
+        .note = Some("defaults: 30 s lease, renewed 5 s before its end; a standby looks again when the lease would end".into());
+    Ok(())
+}
+
+/// The environment of kube-lease-manager worker `i` on lease `lock`: its own kubeconfig.
+pub fn lease_manager_env(
+    backend: &Backend,
+    lock: &str,
+) -> Result<impl Fn(usize) -> Vec<(&'static str, String)> + use<>> {
+    let configs = [
+        backend.kubeconfig(&format!("{lock}-0"))?,
+        backend.kubeconfig(&format!("{lock}-1"))?,
+    ];
+    let lock = lock.to_owned();
+    Ok(move |i: usize| {
+        vec![
+            (KUBECONFIG_ENV, configs[i % 2].clone()),
+            (LOCK_ENV, lock.clone()),
+        ]
+    })
 }
 
 /// The original bindings: two clients on two electors (legacy ttl 30 s, polling every 10 s).

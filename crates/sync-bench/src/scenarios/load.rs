@@ -63,6 +63,9 @@ pub fn run(run: &mut Run) -> Result<()> {
             Some("one write per ttl/3 = 12/min"),
             None,
         );
+        if kind == StoreKind::Kubernetes {
+            lease_manager(run, &backend, window)?;
+        }
         if kind == StoreKind::Etcd {
             // Only v3lock's clients may talk to etcd while it is measured.
             drop(holder);
@@ -82,6 +85,36 @@ fn waiting(run: &Run, backend: &Backend) -> Result<(Worker, sync_testkit::Electo
     )?;
     settle_start();
     Ok((worker, elector))
+}
+
+/// kube-lease-manager with its defaults: a holder and a standby, counted per client.
+fn lease_manager(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
+    let env = super::handover::lease_manager_env(backend, "bench-klm-load")?;
+    let holder = Worker::spawn("lease-manager", &env(0))?;
+    holder.expect("ACQ", Duration::from_secs(60))?;
+    let _standby = Worker::spawn("lease-manager", &env(1))?;
+    settle_start();
+    let rates = per_minute(backend, &["bench-klm-load-1", "bench-klm-load-0"], window)?;
+    let note = Some("default timings: 30 s lease, renewed 5 s before its end");
+    add(
+        run,
+        "kube-lease-manager",
+        "standby",
+        &rates[0],
+        window,
+        None,
+        note,
+    );
+    add(
+        run,
+        "kube-lease-manager",
+        "holder",
+        &rates[1],
+        window,
+        None,
+        note,
+    );
+    Ok(())
 }
 
 /// etcd's v3lock: a holder alone, then with a waiter blocked in `Lock`.
