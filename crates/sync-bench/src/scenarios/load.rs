@@ -31,7 +31,7 @@ pub fn run(run: &mut Run) -> Result<()> {
             &ours_env(std::slice::from_ref(&holder_elector), "bench-load", TTL)(0),
         )?;
         holder.expect("ACQ", Duration::from_secs(30))?;
-        let (holder_rate, waiter_rate, _waiter) = match kind {
+        let (holder_rate, waiter_rate, waiter) = match kind {
             StoreKind::Kubernetes => {
                 let waiter = waiting(run, &backend)?;
                 let rates = per_minute(&backend, &["load-holder", "load-waiter"], window)?;
@@ -68,8 +68,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         }
         if kind == StoreKind::Etcd {
             // Only v3lock's clients may talk to etcd while it is measured.
-            drop(holder);
-            drop(holder_elector);
+            drop((holder, holder_elector, waiter));
             v3lock(run, &backend, window)?;
         }
     }
