@@ -15,6 +15,7 @@ pub enum Unit {
     /// Operations per second.
     OpsPerSecond,
     /// Mebibytes.
+    #[serde(rename = "mib")]
     MiB,
     /// Requests per minute.
     PerMinute,

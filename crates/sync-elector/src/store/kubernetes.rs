@@ -79,8 +79,8 @@ fn rv(lease: &Lease) -> Option<&str> {
 /// Whether resourceVersion `new` replaces `old`. Direct answers (our reads and writes) and watch
 /// events arrive on different connections, so the watch may deliver an older version after we
 /// stored a newer answer; applying it would step the cache back (a released lock would look
-/// held). The API server's versions are etcd revisions, integers that grow (Kubernetes 1.35
-/// documents them as comparable); versions that do not parse are only compared for equality.
+/// held). The API server's versions are etcd revisions, integers that grow (Kubernetes 1.35,
+/// KEP-5504, documents them as comparable); versions that do not parse are only compared for equality.
 fn replaces(old: Option<&str>, new: Option<&str>) -> bool {
     match (numeric(old), numeric(new)) {
         (Some(old), Some(new)) => new > old,
