@@ -8,8 +8,8 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
-    AcquireRequest, DEFAULT_URL, ErrorBody, Grant, LockList, LockState, Renewal, URL_ENV, codes,
-    paths,
+    AcquireRequest, DEFAULT_URL, ErrorBody, Grant, LockList, LockState, Renewal, TOKEN_FILE_ENV,
+    URL_ENV, codes, paths,
 };
 
 use crate::election::Election;
@@ -36,6 +36,8 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    /// Why this client cannot work, when [`Client::new`] could not build it properly.
+    broken: Option<Error>,
     base: String,
     http: reqwest::Client,
 }
@@ -45,6 +47,7 @@ struct Inner {
 #[must_use]
 pub struct ClientBuilder {
     url: Option<String>,
+    token: Option<String>,
 }
 
 impl ClientBuilder {
@@ -54,7 +57,14 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the address and builds the client.
+    /// The bearer token of an elector started with `--token-file`. Without this, the token is
+    /// read from the file named by `SYNC_ELECTOR_TOKEN_FILE`, if that is set.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Checks the address (and the token, if any) and builds the client.
     pub fn build(self) -> Result<Client> {
         let url = self
             .url
@@ -72,7 +82,18 @@ impl ClientBuilder {
         }
         // HTTP/2 without TLS: every request and every held lock's event stream share one
         // connection, instead of a connection (and its buffers in the elector) per held lock.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some((token, from)) = token(self.token)? {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Token {
+                    from,
+                    reason: "it holds characters a header cannot carry".into(),
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .no_proxy()
             .tcp_nodelay(true)
             .http2_prior_knowledge()
@@ -83,10 +104,40 @@ impl ClientBuilder {
             })?;
         Ok(Client {
             inner: Arc::new(Inner {
+                broken: None,
                 base: url.trim_end_matches('/').to_owned(),
                 http,
             }),
         })
+    }
+}
+
+/// The token given, else the one in the file `SYNC_ELECTOR_TOKEN_FILE` names; with where it
+/// came from.
+fn token(given: Option<String>) -> Result<Option<(String, String)>> {
+    if let Some(token) = given {
+        return Ok(Some((
+            token.trim().to_owned(),
+            "ClientBuilder::token".into(),
+        )));
+    }
+    let Some(path) = std::env::var_os(TOKEN_FILE_ENV).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let from = format!(
+        "{} ({TOKEN_FILE_ENV})",
+        std::path::Path::new(&path).display()
+    );
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Token {
+        from: from.clone(),
+        reason: e.to_string(),
+    })?;
+    match text.trim() {
+        "" => Err(Error::Token {
+            from,
+            reason: "the file is empty".into(),
+        }),
+        token => Ok(Some((token.to_owned(), from))),
     }
 }
 
@@ -99,8 +150,9 @@ impl Default for Client {
 impl Client {
     /// A client for the elector named by `SYNC_ELECTOR_URL`, else `http://127.0.0.1:13131`.
     ///
-    /// An unusable `SYNC_ELECTOR_URL` falls back to nothing: every request then fails with
-    /// [`Error::InvalidUrl`], naming it. Use [`Client::builder`] to see that error at once.
+    /// An unusable `SYNC_ELECTOR_URL` or `SYNC_ELECTOR_TOKEN_FILE` falls back to nothing: every
+    /// request then fails with that error ([`Error::InvalidUrl`], [`Error::Token`]). Use
+    /// [`Client::builder`] to see it at once.
     pub fn new() -> Self {
         Self::builder().build().unwrap_or_else(|err| {
             let url = match &err {
@@ -109,6 +161,7 @@ impl Client {
             };
             Client {
                 inner: Arc::new(Inner {
+                    broken: Some(err),
                     base: url,
                     http: reqwest::Client::new(),
                 }),
@@ -198,6 +251,7 @@ impl Client {
         body: Option<&impl serde::Serialize>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
+        self.usable()?;
         let mut request = self
             .inner
             .http
@@ -215,7 +269,16 @@ impl Client {
         Err(rejection(response).await)
     }
 
+    /// The error [`Client::new`] met, if it met one.
+    fn usable(&self) -> Result<()> {
+        match &self.inner.broken {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) async fn acquire(&self, name: &str, body: &AcquireRequest) -> Result<Acquired> {
+        self.usable()?;
         let response = self
             .inner
             .http

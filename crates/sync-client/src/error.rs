@@ -28,6 +28,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The bearer token for the elector could not be used.
+    #[error("the elector's bearer token from {from} is unusable: {reason}")]
+    Token {
+        /// Where the token came from: a file, or `ClientBuilder::token`.
+        from: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The lock name breaks the naming rule.
     #[error(transparent)]
     InvalidName(#[from] InvalidName),

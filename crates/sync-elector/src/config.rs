@@ -35,6 +35,17 @@ pub struct Config {
     #[arg(long, env = "SYNC_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Allow --listen and --legacy-listen on an address other hosts can reach. Without it the
+    /// elector refuses to start on one: anyone who can connect can take and release locks.
+    #[arg(long, env = "SYNC_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+
+    /// A file holding a bearer token that every lock request must carry
+    /// (`Authorization: Bearer <token>`), for pods whose network namespace is shared with
+    /// containers that should not touch the locks. Health and metrics stay open.
+    #[arg(long, env = "SYNC_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Where locks live [default: kubernetes in a pod (KUBERNETES_SERVICE_HOST is set), else
     /// memory].
     #[arg(long, env = "SYNC_STORE", value_enum)]
@@ -92,6 +103,43 @@ impl Config {
         })
     }
 
+    /// Checks what the flags cannot check alone: the lock API stays on loopback unless
+    /// `--allow-remote` says otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        if self.allow_remote {
+            return Ok(());
+        }
+        for (flag, addr) in [
+            ("--listen", Some(self.listen)),
+            ("--legacy-listen", self.legacy_listen),
+        ] {
+            if let Some(addr) = addr
+                && !addr.ip().is_loopback()
+            {
+                return Err(format!(
+                    "refusing to serve locks on {addr} ({flag}): other hosts could take and release \
+                     them. Keep it on 127.0.0.1 (the default), or pass --allow-remote (and protect it \
+                     with --token-file)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the bearer token from `--token-file`, if one is given.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("could not read the token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("the token file {} is empty", path.display()));
+        }
+        Ok(Some(token.to_owned()))
+    }
+
     /// A configuration with every default, listening on `listen` (tests use port 0).
     pub fn local(listen: SocketAddr) -> Self {
         Self::parse_from([
@@ -145,6 +193,60 @@ mod tests {
         assert_eq!(c.store, None);
         assert_eq!(c.namespace, None);
         assert_eq!(c.legacy_listen, None);
+    }
+
+    #[test]
+    fn the_lock_api_stays_on_loopback_unless_allowed() {
+        let parse =
+            |args: &[&str]| Config::try_parse_from(["sync-elector"].iter().chain(args)).unwrap();
+        assert!(parse(&[]).check().is_ok());
+        assert!(parse(&["--listen", "[::1]:13131"]).check().is_ok());
+        let err = parse(&["--listen", "0.0.0.0:13131"]).check().unwrap_err();
+        assert!(
+            err.contains("--allow-remote") && err.contains("0.0.0.0:13131"),
+            "{err}"
+        );
+        let err = parse(&["--legacy-listen", "10.0.0.7:8080"])
+            .check()
+            .unwrap_err();
+        assert!(err.contains("--legacy-listen"), "{err}");
+        assert!(
+            parse(&["--listen", "0.0.0.0:13131", "--allow-remote"])
+                .check()
+                .is_ok()
+        );
+        assert!(
+            parse(&["--health-listen", "0.0.0.0:13132"]).check().is_ok(),
+            "probes reach the pod's address"
+        );
+    }
+
+    #[test]
+    fn a_token_file_must_hold_a_token() {
+        let dir = std::env::temp_dir().join(format!("sync-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        let parse = |path: &std::path::Path| {
+            Config::try_parse_from(["sync-elector", "--token-file", path.to_str().unwrap()])
+                .unwrap()
+        };
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(parse(&file).token().unwrap().as_deref(), Some("s3cret"));
+        std::fs::write(&file, " \n").unwrap();
+        assert!(parse(&file).token().unwrap_err().contains("is empty"));
+        let missing = dir.join("missing");
+        assert!(
+            parse(&missing)
+                .token()
+                .unwrap_err()
+                .contains("could not read")
+        );
+        assert_eq!(
+            Config::local("127.0.0.1:0".parse().unwrap())
+                .token()
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds the listeners and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        config.check().map_err(anyhow::Error::msg)?;
+        let token = config.token().map_err(anyhow::Error::msg)?;
         let store = open_store(&config).await?;
         let identity = config.identity();
         let manager = Manager::new(store, identity.clone(), metrics::Metrics::new());
@@ -69,6 +71,7 @@ impl Server {
             manager: manager.clone(),
             default_ttl: config.ttl,
             legacy_ttl: config.legacy_ttl,
+            token: token.map(Arc::from),
         };
         let stop = CancellationToken::new();
         let listener = TcpListener::bind(config.listen)

@@ -29,6 +29,10 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:13131";
 /// The environment variable a client reads for the elector address.
 pub const URL_ENV: &str = "SYNC_ELECTOR_URL";
 
+/// The environment variable naming a file that holds the elector's bearer token, when the elector
+/// runs with `--token-file`.
+pub const TOKEN_FILE_ENV: &str = "SYNC_ELECTOR_TOKEN_FILE";
+
 /// Longest lock ttl the elector accepts, in seconds (one hour).
 pub const MAX_TTL_SECONDS: u64 = 3600;
 

@@ -29,6 +29,11 @@ impl ApiError {
         }
     }
 
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message)
+    }
+
     /// 400 `out_of_range`.
     pub fn out_of_range(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, codes::OUT_OF_RANGE, message)

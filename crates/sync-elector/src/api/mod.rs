@@ -1,6 +1,7 @@
 //! The HTTP edge: one router for the v1 API, the legacy protocol, health and metrics, with every
 //! unknown path and wrong method answered in the JSON error shape.
 
+mod access;
 mod error;
 mod extract;
 pub mod v1;
@@ -29,14 +30,13 @@ pub struct App {
     pub default_ttl: Duration,
     /// The ttl of legacy-protocol locks.
     pub legacy_ttl: Duration,
+    /// The bearer token lock requests must carry (`--token-file`), if any.
+    pub token: Option<std::sync::Arc<str>>,
 }
 
 /// The full API: v1, legacy, health and metrics.
 pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let locks = Router::new()
         .route("/v1/locks", get(v1::list))
         .route("/v1/locks/{name}", get(v1::lock_state))
         .route("/v1/locks/{name}/acquire", post(v1::acquire))
@@ -45,6 +45,15 @@ pub fn router(app: App) -> Router {
         .route("/v1/leases/{id}/renew", post(v1::renew))
         .route("/v1/leases/{id}/events", get(v1::lease_events))
         .merge(crate::legacy::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            access::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(locks)
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -54,6 +63,10 @@ pub fn router(app: App) -> Router {
 /// Only the legacy protocol, for `--legacy-listen`.
 pub fn legacy_router(app: App) -> Router {
     crate::legacy::routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            access::require_token,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
