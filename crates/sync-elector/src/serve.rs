@@ -21,9 +21,6 @@ const MAX_STREAMS: u32 = 1 << 20;
 /// socket is noticed (a peer that exits closes its socket and is noticed at once).
 const PING_EVERY: Duration = Duration::from_secs(5);
 
-/// A request's headers must arrive within this (a slow or stuck client gives up its connection).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves `router` on `listener` until `stop`, then waits for open connections to finish.
 pub async fn serve(
     listener: TcpListener,
@@ -31,10 +28,13 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No header-read timeout over HTTP/1.1: hyper counts a kept-alive connection's idle time
+    // against it, and the original bindings poll every 10 s on one connection; a timeout would
+    // close it just as they reuse it.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
