@@ -1,0 +1,109 @@
+//! Hostile clients: thousands of idle connections, requests whose headers or bodies never finish,
+//! and a body far over the limit. The elector refuses what it must, keeps its memory bounded, and
+//! serves everyone else as usual. Against the elector binary, started for real.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The elector's resident memory, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_slow_and_oversized_clients_do_not_hold_up_the_others() {
+    let elector = support::start_elector(&[]);
+    let addr = elector.url.trim_start_matches("http://").to_owned();
+    let connect = || TcpStream::connect(&addr).expect("the elector accepts");
+
+    // 2,000 connections that never send a byte, 200 whose headers never end, and 200 whose
+    // body never comes.
+    let mut hostile = Vec::new();
+    for _ in 0..2_000 {
+        hostile.push(connect());
+    }
+    for i in 0..200 {
+        let mut s = connect();
+        write!(s, "POST /v1/locks/slow-{i}/acquire HTTP/1.1\r\nHost: x\r\n").unwrap();
+        hostile.push(s);
+    }
+    for i in 0..200 {
+        let mut s = connect();
+        write!(
+            s,
+            "POST /v1/locks/slow-body-{i}/acquire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"ttl"
+        )
+        .unwrap();
+        hostile.push(s);
+    }
+
+    // A body far over the limit is refused at once from its declared length, in the JSON shape.
+    let mut huge = connect();
+    write!(
+        huge,
+        "POST /v1/locks/huge/acquire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n{{"
+    )
+    .unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = huge.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"error\":\"body_too_large\""), "{answer}");
+
+    // Everyone else is served as usual, over HTTP/2 (the client) and HTTP/1.1 (the legacy path).
+    let client = sync_client::Client::builder()
+        .url(&elector.url)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let guard = client
+            .lock("normal")
+            .on_lost(|| {})
+            .acquire()
+            .await
+            .unwrap();
+        guard.release().await.unwrap();
+    }
+    let legacy = reqwest::Client::builder().http1_only().build().unwrap();
+    let put = legacy
+        .put(format!("{}/locks/legacy", elector.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "20 acquisitions took {:?} beside the hostile clients",
+        started.elapsed()
+    );
+
+    // Nothing the hostile clients sent took a lock.
+    let state: serde_json::Value = reqwest::get(format!("{}/v1/locks/slow-body-0", elector.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["holder"], serde_json::Value::Null, "{state}");
+
+    // Memory stays bounded: hyper keeps at most about 24 KiB per open HTTP/1.1 connection (37 MiB
+    // in all was measured here with these 2,400); the bound is generous, the figure is printed.
+    let rss = rss_mib(elector.pid());
+    eprintln!(
+        "elector RSS with {} hostile connections open: {rss:.1} MiB",
+        hostile.len()
+    );
+    assert!(rss < 256.0, "{rss:.1} MiB");
+    drop(hostile);
+}
