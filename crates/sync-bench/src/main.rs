@@ -24,7 +24,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "sync-bench")]
 struct Args {
-    /// A scenario (floor, acquire, handover, failover, footprint, load) or `all`.
+    /// A scenario (floor, acquire, handover, failover, footprint, load), `all` of those, or `soak`
+    /// (many clients for a minute per store; run by name only).
     scenario: String,
     /// Fewer trials and shorter windows: finishes in about 3 minutes.
     #[arg(long)]
@@ -47,13 +48,16 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let names: Vec<&str> = if args.scenario == "all" {
         scenarios::ALL.to_vec()
-    } else if scenarios::ALL.contains(&args.scenario.as_str()) {
+    } else if scenarios::ALL.contains(&args.scenario.as_str())
+        || scenarios::BY_NAME.contains(&args.scenario.as_str())
+    {
         vec![args.scenario.as_str()]
     } else {
         bail!(
-            "unknown scenario {:?}: pick one of {} or all",
+            "unknown scenario {:?}: pick one of {}, {} or all",
             args.scenario,
-            scenarios::ALL.join(", ")
+            scenarios::ALL.join(", "),
+            scenarios::BY_NAME.join(", ")
         );
     };
     let elector = match args.elector {

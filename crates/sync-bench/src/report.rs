@@ -21,6 +21,8 @@ pub enum Unit {
     PerMinute,
     /// A plain ratio.
     Ratio,
+    /// A count of things.
+    Count,
 }
 
 /// One figure for one system in one scenario.
@@ -166,6 +168,7 @@ pub fn format_value(value: f64, unit: Unit) -> String {
         Unit::MiB => format!("{value:.1} MiB"),
         Unit::PerMinute => format!("{value:.1}/min"),
         Unit::Ratio => format!("{value:.2}x"),
+        Unit::Count => format!("{value:.0}"),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod floor;
 pub mod footprint;
 pub mod handover;
 pub mod load;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,10 @@ pub const ALL: [&str; 6] = [
     "footprint",
     "load",
 ];
+
+/// Scenarios run only by name: `soak` takes a minute per store and belongs to the fault and
+/// abuse work rather than to the comparison.
+pub const BY_NAME: [&str; 1] = ["soak"];
 
 /// What every scenario shares: the runtime for in-process parts, the elector binary, the mode,
 /// and the report.
@@ -62,9 +67,11 @@ pub fn run(name: &str, run: &mut Run) -> Result<()> {
         "failover" => failover::run(run),
         "footprint" => footprint::run(run),
         "load" => load::run(run),
+        "soak" => soak::run(run),
         other => bail!(
-            "unknown scenario {other:?}: pick one of {} or all",
-            ALL.join(", ")
+            "unknown scenario {other:?}: pick one of {}, {} or all",
+            ALL.join(", "),
+            BY_NAME.join(", ")
         ),
     }
 }
