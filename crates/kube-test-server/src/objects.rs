@@ -123,6 +123,15 @@ fn validate(
     Ok(name)
 }
 
+/// `current` with `patch` merged in, keeping the current resourceVersion so that the update
+/// that stores it is a compare-and-set against what was patched.
+fn merged(current: &Value, patch: &Value) -> Value {
+    let mut next = current.clone();
+    patch::merge(&mut next, patch);
+    next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    next
+}
+
 impl Objects {
     /// An empty store with the namespace `default`, keeping `history_limit` changes for watches.
     pub fn new(history_limit: usize) -> Self {
@@ -327,11 +336,7 @@ impl Objects {
                 {
                     return Err(ApiError::conflict(name));
                 }
-                let mut next = current.clone();
-                patch::merge(&mut next, &body);
-                next["metadata"]["resourceVersion"] =
-                    current["metadata"]["resourceVersion"].clone();
-                let result = self.update(namespace, name, next)?;
+                let result = self.update(namespace, name, merged(&current, &body))?;
                 self.owners
                     .entry(key)
                     .or_default()
@@ -347,9 +352,10 @@ impl Objects {
                 let mut object = body.clone();
                 object["metadata"]["name"] = json!(name);
                 let result = self.create(namespace, object)?;
-                let owners = self.owners.entry(key).or_default();
-                *owners = Owners::default();
-                owners.applied(&manager_name, &body, &result);
+                self.owners
+                    .entry(key)
+                    .or_default()
+                    .applied(&manager_name, &body, &result);
                 result
             }
             (PatchKind::Apply, Some(current)) => {
@@ -368,11 +374,7 @@ impl Objects {
                         Some(name),
                     ));
                 }
-                let mut next = current.clone();
-                patch::merge(&mut next, &body);
-                next["metadata"]["resourceVersion"] =
-                    current["metadata"]["resourceVersion"].clone();
-                let result = self.update(namespace, name, next)?;
+                let result = self.update(namespace, name, merged(&current, &body))?;
                 self.owners
                     .entry(key)
                     .or_default()

@@ -36,7 +36,7 @@ pub struct App {
 
 /// The full API: v1, legacy, health and metrics.
 pub fn router(app: App) -> Router {
-    let locks = Router::new()
+    let v1 = Router::new()
         .route("/v1/locks", get(v1::list))
         .route("/v1/locks/{name}", get(v1::lock_state))
         .route("/v1/locks/{name}/acquire", post(v1::acquire))
@@ -44,43 +44,43 @@ pub fn router(app: App) -> Router {
         .route("/v1/leases/{id}", axum::routing::delete(v1::release))
         .route("/v1/leases/{id}/renew", post(v1::renew))
         .route("/v1/leases/{id}/events", get(v1::lease_events))
-        .merge(crate::legacy::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            access::require_token,
-        ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(locks)
-        .fallback(not_found)
-        .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(app)
+        .merge(crate::legacy::routes());
+    let locks = guarded(v1, &app);
+    finish(health_routes().merge(locks), app)
 }
 
 /// Only the legacy protocol, for `--legacy-listen`.
 pub fn legacy_router(app: App) -> Router {
-    crate::legacy::routes()
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            access::require_token,
-        ))
-        .fallback(not_found)
-        .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(app)
+    finish(guarded(crate::legacy::routes(), &app), app)
 }
 
 /// Only health and metrics, for `--health-listen`.
 pub fn health_router(app: App) -> Router {
+    finish(health_routes(), app)
+}
+
+/// Health and metrics: open to everyone, whatever `--token-file` says.
+fn health_routes() -> Router<App> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+}
+
+/// Lock routes behind the bearer-token check (a no-op without `--token-file`).
+fn guarded(routes: Router<App>, app: &App) -> Router<App> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        access::require_token,
+    ))
+}
+
+/// Every listener's edge: JSON errors for unknown paths and methods, and the body limit.
+fn finish(routes: Router<App>, app: App) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
