@@ -113,36 +113,29 @@ async fn a_token_guards_every_lock_route_and_only_those() {
     assert!(err.to_string().contains("bearer token"), "{err}");
 }
 
+/// `METHOD url` without a body: the status, and the JSON answer (`null` when there is none).
+async fn call(http: &reqwest::Client, method: &str, url: &str) -> (u16, Value) {
+    let response = http
+        .request(method.parse().unwrap(), url)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn only_the_holders_lease_id_renews_or_releases() {
     let elector = support::start_elector(&[]);
     let http = reqwest::Client::new();
     let url = &elector.url;
-    let grant: Value = http
-        .post(format!("{url}/v1/locks/mine/acquire"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, grant) = call(&http, "POST", &format!("{url}/v1/locks/mine/acquire")).await;
     let lease = grant["lease_id"].as_str().unwrap().to_owned();
     // A stranger's guesses, and a lease id of its own that it already released.
-    let other: Value = http
-        .post(format!("{url}/v1/locks/other/acquire"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, other) = call(&http, "POST", &format!("{url}/v1/locks/other/acquire")).await;
     let released = other["lease_id"].as_str().unwrap();
-    let deleted = http
-        .delete(format!("{url}/v1/leases/{released}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let (deleted, _) = call(&http, "DELETE", &format!("{url}/v1/leases/{released}")).await;
+    assert_eq!(deleted, 204);
     let mut flipped = lease.clone().into_bytes();
     flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
     let flipped = String::from_utf8(flipped).unwrap();
@@ -155,13 +148,7 @@ async fn only_the_holders_lease_id_renews_or_releases() {
             ("POST", format!("/v1/leases/{stranger}/renew")),
             ("DELETE", format!("/v1/leases/{stranger}")),
         ] {
-            let response = http
-                .request(method.parse().unwrap(), format!("{url}{path}"))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
+            let (status, body) = call(&http, method, &format!("{url}{path}")).await;
             assert!(
                 status == 404 || status == 410,
                 "{method} {path}: {status} {body}"
@@ -169,19 +156,8 @@ async fn only_the_holders_lease_id_renews_or_releases() {
             assert!(body["error"].is_string(), "{body}");
         }
     }
-    let state: Value = http
-        .get(format!("{url}/v1/locks/mine"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, state) = call(&http, "GET", &format!("{url}/v1/locks/mine")).await;
     assert_eq!(state["holder"], grant["holder"], "still held: {state}");
-    let renewed = http
-        .post(format!("{url}/v1/leases/{lease}/renew"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(renewed.status(), 200);
+    let (renewed, _) = call(&http, "POST", &format!("{url}/v1/leases/{lease}/renew")).await;
+    assert_eq!(renewed, 200);
 }
