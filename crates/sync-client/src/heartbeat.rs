@@ -244,9 +244,10 @@ async fn run(
                     }
                     Some(Ok((kind, _))) if kind == lease_event::RELEASED => return,
                     Some(Ok(_)) => {}
+                    // The elector releases a lease whose event stream closes, and a new
+                    // elector process knows nothing of it: either way the lease is gone.
                     Some(Err(_)) | None => {
-                        debug!(lock = %name, "event stream ended; relying on heartbeats");
-                        events = None;
+                        return lose("the connection to the elector broke".into());
                     }
                 }
             }

@@ -2,7 +2,8 @@
 //!
 //! Records live in one map behind a mutex that is never held across an await. Expiry is judged on
 //! tokio's monotonic clock, so tests can run it with paused time. Records are kept after release so
-//! that fencing tokens keep increasing for the life of the process.
+//! that fencing tokens keep increasing for the life of the process, and tokens start from the wall
+//! clock (microseconds since 1970) so that they keep increasing across restarts of the elector too.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -26,15 +27,33 @@ use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError
 /// let name = LockName::new("test")?;
 /// let claim = Claim { holder: "pod-a".into(), ttl: Duration::from_secs(15), value: None };
 /// let Attempt::Acquired(lease) = store.try_acquire(&name, &claim).await? else { panic!() };
-/// assert_eq!(lease.token, 1);
+/// store.release(&name, &lease).await?;
+/// let Attempt::Acquired(next) = store.try_acquire(&name, &claim).await? else { panic!() };
+/// assert!(next.token > lease.token);
 /// # Ok::<(), Box<dyn std::error::Error>>(()) });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
 /// # }
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Where every lock's tokens start: this store's creation time in microseconds since 1970.
+    /// A restarted elector thus hands out tokens above its previous life's, unless the wall
+    /// clock stepped back or the old one granted more than a million locks a second.
+    base: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            state: Mutex::default(),
+            base: u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -131,7 +150,11 @@ impl Store for MemoryStore {
         let mut state = self.state.lock().expect("memory store lock poisoned");
         state.writes += 1;
         let revision = state.writes;
-        let entry = state.records.entry(name.clone()).or_default();
+        let base = self.base;
+        let entry = state.records.entry(name.clone()).or_insert_with(|| Entry {
+            holding: None,
+            token: base,
+        });
         if let Some(held) = entry.holding.as_ref().filter(|h| h.live(now)) {
             let retry_at = Some(held.expires_at());
             return Ok(Attempt::Busy {
