@@ -18,7 +18,7 @@ pub struct Worker {
 /// What a worker reported: the time on the shared clock, and the token of an `ACQ`.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// When, on [`crate::clock::now_ns`].
+    /// When, on [`sync_testkit::clock::now_ns`].
     pub at: u64,
     /// The fencing token for `ACQ`.
     pub token: u64,

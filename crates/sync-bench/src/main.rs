@@ -4,10 +4,7 @@
 //! processes that are this binary started again), measures, prints a markdown table, and writes
 //! the same figures as JSON and markdown under `target/bench/`. See `docs/performance.md`.
 
-mod backend;
-mod clock;
 mod driver;
-mod http;
 mod report;
 mod scenarios;
 mod stats;
@@ -62,7 +59,7 @@ fn main() -> Result<()> {
     };
     let elector = match args.elector {
         Some(path) => path,
-        None => build_elector()?,
+        None => sync_testkit::release_elector()?,
     };
     let mut run = scenarios::Run {
         runtime: tokio::runtime::Builder::new_multi_thread()
@@ -71,7 +68,7 @@ fn main() -> Result<()> {
         elector,
         quick: args.quick,
         report: report::Report {
-            machine: machine(),
+            machine: sync_testkit::machine(),
             started: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
             quick: args.quick,
             rows: Vec::new(),
@@ -100,52 +97,6 @@ fn main() -> Result<()> {
         args.out.display()
     );
     Ok(())
-}
-
-/// Builds the workspace's release elector (a no-op when it is current) and returns its path.
-fn build_elector() -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sync-elector",
-            "--bin",
-            "sync-elector",
-        ])
-        .status()
-        .context("running cargo to build the elector (or pass --elector PATH)")?;
-    if !status.success() {
-        bail!("building the elector failed");
-    }
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name("sync-elector");
-    if !path.exists() {
-        bail!("no elector at {}: pass --elector PATH", path.display());
-    }
-    Ok(path)
-}
-
-/// The CPU model, cores, memory and kernel of this machine.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    format!(
-        "{model}, {cores} cores, {mem_gib:.0} GiB, Linux {}",
-        command_output("uname", &["-r"])
-    )
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 
-use crate::clock::now_ns;
+use sync_testkit::clock::now_ns;
 
 /// The environment variable naming the lock a worker takes.
 pub const LOCK_ENV: &str = "BENCH_LOCK";

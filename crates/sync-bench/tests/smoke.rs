@@ -1,28 +1,14 @@
 //! The harness works from a clean checkout: one short scenario on every store, against the
 //! elector binary the workspace build left next to this test, writes a report with every row.
 
-use std::path::PathBuf;
 use std::process::Command;
-
-/// `target/<profile>/sync-elector`, which building the workspace's tests also builds.
-fn elector() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let elector = profile_dir.join("sync-elector");
-    assert!(
-        elector.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace, or scripts/test)",
-        elector.display()
-    );
-    elector
-}
 
 #[test]
 fn a_quick_acquire_run_measures_every_store_and_writes_its_report() {
     let out = std::env::temp_dir().join(format!("sync-bench-smoke-{}", std::process::id()));
     let run = Command::new(env!("CARGO_BIN_EXE_sync-bench"))
         .args(["acquire", "--quick", "--elector"])
-        .arg(elector())
+        .arg(sync_testkit::built_elector())
         .arg("--out")
         .arg(&out)
         .output()

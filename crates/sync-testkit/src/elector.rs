@@ -2,13 +2,56 @@
 //! captured, and the address it listens on read from that log.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{signal_pid, wait_child};
+
+/// Builds the workspace's release elector with cargo (a no-op when it is current) and returns
+/// its path, next to the running executable. For harnesses run with `cargo run --release`.
+pub fn release_elector() -> anyhow::Result<PathBuf> {
+    use anyhow::{Context, bail};
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "sync-elector",
+            "--bin",
+            "sync-elector",
+        ])
+        .status()
+        .context("running cargo to build the elector (or pass --elector PATH)")?;
+    if !status.success() {
+        bail!("building the elector failed");
+    }
+    let path = std::env::current_exe()?.with_file_name("sync-elector");
+    if !path.exists() {
+        bail!("no elector at {}: pass --elector PATH", path.display());
+    }
+    Ok(path)
+}
+
+/// `target/<profile>/sync-elector` as seen from an integration test of another package: building
+/// the workspace's tests builds it there. Panics with what to do when it is missing.
+pub fn built_elector() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    let elector = profile_dir.join("sync-elector");
+    assert!(
+        elector.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace, or scripts/test)",
+        elector.display()
+    );
+    elector
+}
 
 /// The elector binary, started for real.
 pub struct ElectorProc {
@@ -24,8 +67,21 @@ impl ElectorProc {
     /// Starts the elector `binary` as `--listen 127.0.0.1:0 --identity IDENTITY ARGS`, with extra
     /// environment, and waits until it says where it listens.
     pub fn spawn(binary: &Path, identity: &str, args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--identity", identity])
+        Self::launch(Command::new(binary), "127.0.0.1:0", identity, args, env)
+    }
+
+    /// Runs `command` (the elector binary, or a wrapper such as `ip netns exec NS` followed by
+    /// it) as `--listen LISTEN --identity IDENTITY ARGS`, and waits until it says where it listens.
+    pub fn launch(
+        mut command: Command,
+        listen: &str,
+        identity: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .args(["--listen", listen, "--identity", identity])
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -33,7 +89,7 @@ impl ElectorProc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|err| panic!("the elector {} does not start: {err}", binary.display()));
+            .unwrap_or_else(|err| panic!("the elector ({program}) does not start: {err}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = channel();
         let stderr = child.stderr.take().unwrap();

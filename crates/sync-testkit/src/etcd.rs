@@ -18,12 +18,21 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     dir: PathBuf,
     initial_cluster: String,
+    /// Addresses besides 127.0.0.1 the members also serve clients on (network namespaces).
+    extra_hosts: Vec<String>,
 }
 
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster answers. Panics with what to install
     /// when etcd is missing: it is never skipped silently.
     pub fn start(size: usize, test: &str) -> Self {
+        Self::start_on(size, test, &[])
+    }
+
+    /// Starts `size` members that serve clients on 127.0.0.1 and also on each of `extra_hosts`
+    /// (addresses the caller created, such as the host side of a veth pair), each on the member's
+    /// client port.
+    pub fn start_on(size: usize, test: &str, extra_hosts: &[String]) -> Self {
         assert!(
             Command::new("etcd").arg("--version").output().is_ok(),
             "etcd is not installed: run scripts/test (it installs Debian's etcd-server), or apt-get install etcd-server etcd-client"
@@ -46,6 +55,7 @@ impl EtcdCluster {
             members,
             dir,
             initial_cluster,
+            extra_hosts: extra_hosts.to_vec(),
         };
         for i in 0..size {
             cluster.spawn(i, "new");
@@ -58,12 +68,20 @@ impl EtcdCluster {
         let m = &self.members[i];
         let data = self.dir.join(&m.name);
         let client = format!("http://127.0.0.1:{}", m.client_port);
+        let listen_client = std::iter::once(client.clone())
+            .chain(
+                self.extra_hosts
+                    .iter()
+                    .map(|host| format!("http://{host}:{}", m.client_port)),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir", &data.display().to_string()])
             .args([
                 "--listen-client-urls",
-                &client,
+                &listen_client,
                 "--advertise-client-urls",
                 &client,
             ])
@@ -97,6 +115,25 @@ impl EtcdCluster {
     /// The client endpoint of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// Every member's client endpoint on `host` (one of the extra hosts), comma-separated.
+    pub fn endpoints_on(&self, host: &str) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{host}:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether member `i` is running.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// How many members the cluster has.
+    pub fn size(&self) -> usize {
+        self.members.len()
     }
 
     /// Every member's client endpoint, comma-separated (for `--etcd-endpoints`).

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::Run;
-use crate::backend::StoreKind;
 use crate::report::Unit;
 use crate::stats::Summary;
+use sync_testkit::stores::StoreKind;
 
 /// How many clients the "many clients" figure runs, each on its own lock.
 const CLIENTS: usize = 16;

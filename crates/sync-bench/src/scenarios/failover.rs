@@ -10,12 +10,12 @@ use sync_testkit::ElectorProc;
 
 use super::handover::{SlotEnv, electors, ours_env};
 use super::{Run, settle_start};
-use crate::backend::StoreKind;
-use crate::clock::{between, now_ns};
 use crate::driver::Worker;
 use crate::report::Unit;
 use crate::stats::Summary;
 use crate::worker::{ETCD_ENV, LOCK_ENV, TTL_ENV};
+use sync_testkit::clock::{between, now_ns};
+use sync_testkit::stores::StoreKind;
 
 /// The ttl of the elector-killed trials and of the v3lock comparison, in seconds.
 const TTL: u64 = 5;
@@ -132,7 +132,7 @@ pub fn process_killed(
 /// elector is timed, then the killed elector is started again with a fresh waiter on it.
 fn elector_killed(
     run: &Run,
-    backend: &crate::backend::Backend,
+    backend: &sync_testkit::stores::Backend,
     trials: usize,
 ) -> Result<Vec<Duration>> {
     let start = |i: usize| backend.elector(&run.elector, &format!("bench-k{i}"), TTL, &[]);

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 
 use super::Run;
-use crate::backend::StoreKind;
 use crate::report::Unit;
 use crate::stats::Summary;
+use sync_testkit::stores::StoreKind;
 
 /// Measures every store.
 pub fn run(run: &mut Run) -> Result<()> {
@@ -130,7 +130,7 @@ async fn queue_many(client: &sync_client::Client, url: &str, count: usize) -> Re
     loop {
         let (_, text) = tokio::task::spawn_blocking({
             let metrics = metrics.clone();
-            move || crate::http::get(&metrics)
+            move || sync_testkit::http::get(&metrics)
         })
         .await??;
         if waiting(&text) >= count as f64 {

@@ -9,12 +9,12 @@ use anyhow::{Result, bail};
 use sync_testkit::ElectorProc;
 
 use super::{Run, settle, settle_start};
-use crate::backend::{Backend, StoreKind};
-use crate::clock::between;
 use crate::driver::Worker;
 use crate::report::Unit;
 use crate::stats::Summary;
 use crate::worker::{ETCD_ENV, KUBECONFIG_ENV, LEGACY_ENV, LOCK_ENV, TTL_ENV};
+use sync_testkit::clock::between;
+use sync_testkit::stores::{Backend, StoreKind};
 
 /// The environment of worker slot `i`.
 pub type SlotEnv<'a> = &'a dyn Fn(usize) -> Vec<(&'static str, String)>;

@@ -10,11 +10,11 @@ use anyhow::Result;
 
 use super::handover::ours_env;
 use super::{Run, settle_start};
-use crate::backend::{Backend, StoreKind};
 use crate::driver::Worker;
 use crate::report::Unit;
 use crate::stats::Summary;
 use crate::worker::{ETCD_ENV, LOCK_ENV, TTL_ENV};
+use sync_testkit::stores::{Backend, StoreKind};
 
 /// The ttl of the measured locks, in seconds (the elector's default).
 const TTL: u64 = 15;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::backend::{Backend, StoreKind};
 use crate::report::Report;
+use sync_testkit::stores::{Backend, StoreKind};
 
 /// Every scenario, in the order `all` runs them.
 pub const ALL: [&str; 6] = [

@@ -10,9 +10,9 @@ use anyhow::Result;
 
 use super::Run;
 use super::footprint::rss_mib;
-use crate::backend::StoreKind;
 use crate::report::Unit;
 use crate::stats::Summary;
+use sync_testkit::stores::StoreKind;
 
 /// Measures every store: 1,000 clients on the memory store, 100 on the others.
 pub fn run(run: &mut Run) -> Result<()> {

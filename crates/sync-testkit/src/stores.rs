@@ -1,14 +1,14 @@
-//! The stores a run measures, started for real: the embedded memory store, the Kubernetes API
-//! test server (in this process, over real HTTP), and a one-member etcd from Debian's
-//! `etcd-server`. Each starts electors on itself and counts the requests a store receives.
+//! The stores a harness runs against, started for real: the embedded memory store, the Kubernetes
+//! API test server (in this process, over real HTTP), and etcd from Debian's `etcd-server`. Each
+//! starts electors on itself and counts the requests a store receives.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::{ElectorProc, EtcdCluster};
 use anyhow::{Context, Result, bail};
 use kube_test_server::TestServer;
-use sync_testkit::{ElectorProc, EtcdCluster};
 
 /// Which store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +56,24 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Starts `kind` (inside `runtime` for the test server).
+    /// Starts `kind` (inside `runtime` for the test server), with a one-member etcd.
     pub fn start(kind: StoreKind, runtime: &tokio::runtime::Runtime) -> Result<Self> {
+        Self::start_with(kind, runtime, 1)
+    }
+
+    /// Starts `kind`, with `etcd_members` members when it is etcd.
+    pub fn start_with(
+        kind: StoreKind,
+        runtime: &tokio::runtime::Runtime,
+        etcd_members: usize,
+    ) -> Result<Self> {
         Ok(match kind {
             StoreKind::Memory => Backend::Memory,
             StoreKind::Kubernetes => Backend::Kubernetes {
                 server: runtime.block_on(TestServer::start())?,
-                dir: sync_testkit::temp_dir("bench-kube"),
+                dir: crate::temp_dir("stores-kube"),
             },
-            StoreKind::Etcd => Backend::Etcd(EtcdCluster::start(1, "bench")),
+            StoreKind::Etcd => Backend::Etcd(EtcdCluster::start(etcd_members, "stores")),
         })
     }
 
@@ -86,10 +95,25 @@ impl Backend {
         ttl: u64,
         extra: &[&str],
     ) -> Result<ElectorProc> {
-        let ttl = format!("{ttl}s");
-        let mut args = vec!["--store", self.kind().name(), "--ttl", ttl.as_str()];
+        let (mut args, env) = self.elector_args(identity, ttl)?;
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let elector = ElectorProc::spawn(binary, identity, &args, &env);
+        wait_ready(&elector.url, Duration::from_secs(30))?;
+        Ok(elector)
+    }
+
+    /// The flags and environment that put an elector named `identity` on this store with the
+    /// default ttl `ttl` (for harnesses that start electors their own way).
+    pub fn elector_args(
+        &self,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<(Vec<String>, Vec<(&'static str, String)>)> {
+        let mut args: Vec<String> = ["--store", self.kind().name(), "--ttl", &format!("{ttl}s")]
+            .map(String::from)
+            .into();
         let mut env = Vec::new();
-        let endpoints;
         match self {
             Backend::Memory => {}
             Backend::Kubernetes { server, dir } => {
@@ -97,14 +121,10 @@ impl Backend {
                 env.push(("KUBECONFIG", kubeconfig.display().to_string()));
             }
             Backend::Etcd(cluster) => {
-                endpoints = cluster.endpoints();
-                args.extend(["--etcd-endpoints", endpoints.as_str()]);
+                args.extend(["--etcd-endpoints".to_owned(), cluster.endpoints()]);
             }
         }
-        args.extend_from_slice(extra);
-        let elector = ElectorProc::spawn(binary, identity, &args, &env);
-        wait_ready(&elector.url, Duration::from_secs(30))?;
-        Ok(elector)
+        Ok((args, env))
     }
 
     /// The etcd endpoints, for the etcd alternatives.
