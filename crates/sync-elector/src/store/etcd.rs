@@ -395,11 +395,24 @@ impl Store for EtcdStore {
             })?
             .map_err(|_| unavailable("watching locks", "the watch on etcd stopped"))?;
         for _ in 0..2 {
+            let id = (name.to_string(), claim.holder.clone());
+            let waited = self.state().contenders.contains_key(&id);
             let (lease, key, revision) = self.place(name, claim).await?;
             let (owner, read_at) = self.owner(name).await?;
-            let id = (name.to_string(), claim.holder.clone());
             match owner {
                 Some(kv) if kv.key_str().ok() == Some(key.as_str()) => {
+                    // A waiter's lease was last kept alive up to a third of the ttl ago, but
+                    // the grant's validity is counted from this call: refresh the lease first,
+                    // or it could run out in etcd before the holder's renew deadline.
+                    if waited
+                        && !call("refreshing the lease", || {
+                            keep_alive_once(self.client.clone(), lease)
+                        })
+                        .await?
+                    {
+                        self.state().contenders.remove(&id);
+                        continue;
+                    }
                     self.state().contenders.remove(&id);
                     self.state().waiters.notify(name.as_str());
                     return Ok(Attempt::Acquired(StoreLease {
