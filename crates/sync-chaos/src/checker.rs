@@ -1,0 +1,394 @@
+//! The checker: reads the whole history of a run (every critical section, every write the
+//! register decided, every fault) and finds what must never happen.
+//!
+//! - **Fencing**: the register never accepts a token lower than one it accepted before, and no two
+//!   holders ever carry the same token.
+//! - **Token order**: tokens increase in the order the grants reached the workers.
+//! - **Overlaps**: two critical sections at once, by wall clock. Allowed only when the earlier
+//!   holder was paused (SIGSTOP) past its lease; then none of its writes may be accepted after the
+//!   new holder's first.
+//! - **Told in time**: a holder that lost its lock heard so before anyone else acquired it,
+//!   unless it was paused (DESIGN.md, client validity).
+//! - **Recovery**: after each fault, the time with no holder, counted from when the fault healed
+//!   (or the holder went, if later), stays within ttl plus the stated bound.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::history::Section;
+use crate::nemesis::{Fault, Injected};
+use crate::register::Write;
+
+/// What the checker found.
+#[derive(Debug, Default, Serialize)]
+pub struct Findings {
+    /// Critical sections by how they ended.
+    pub sections: BTreeMap<String, u64>,
+    /// Writes the register accepted.
+    pub writes_accepted: u64,
+    /// Writes the register refused for a stale token.
+    pub writes_refused: u64,
+    /// Accepted writes with a token lower than one accepted before (must be 0).
+    pub fencing_violations: u64,
+    /// Tokens held by two different sections (must be 0).
+    pub duplicate_tokens: u64,
+    /// Grants whose token is not above the previous grant's (must be 0).
+    pub token_order_violations: u64,
+    /// Overlapping pairs of critical sections.
+    pub overlaps: u64,
+    /// Overlaps whose earlier holder was paused past its lease.
+    pub overlaps_paused: u64,
+    /// Writes a paused holder got accepted after the next holder's first write (must be 0).
+    pub overlap_writes_accepted_late: u64,
+    /// Writes a paused holder made after it resumed that fencing refused.
+    pub overlap_writes_refused: u64,
+    /// Sections that ended in a loss the worker was told of.
+    pub lost_told: u64,
+    /// ... of which the worker was told before the next holder acquired.
+    pub lost_told_in_time: u64,
+    /// ... told only after the next holder acquired, while paused (exempt).
+    pub lost_told_late_paused: u64,
+    /// The longest time with no holder after each kind of fault, in ms, counted from when the
+    /// fault healed or the holder went, whichever was later.
+    pub max_no_holder_ms: BTreeMap<String, u64>,
+    /// The bound those must stay within: ttl plus the stated slack.
+    pub no_holder_bound_ms: u64,
+    /// Every failed check, in words.
+    pub failures: Vec<String>,
+}
+
+impl Findings {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Checks a run. `sections` come from every worker; `writes` in the order the register decided
+/// them; `end` is when the run stopped.
+pub fn check(
+    sections: &[Section],
+    writes: &[Write],
+    faults: &[Injected],
+    ttl: Duration,
+    slack: Duration,
+    end: u64,
+) -> Findings {
+    let mut f = Findings {
+        no_holder_bound_ms: (ttl + slack).as_millis() as u64,
+        ..Findings::default()
+    };
+    let mut sections: Vec<&Section> = sections.iter().collect();
+    sections.sort_by_key(|s| s.acq);
+    for s in &sections {
+        let ending = serde_json::to_value(s.ending).unwrap_or_default();
+        *f.sections
+            .entry(ending.as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    fencing(&mut f, writes, &sections);
+    overlaps(&mut f, writes, faults, &sections);
+    recovery(&mut f, faults, &sections, ttl + slack, end);
+    f
+}
+
+fn paused(faults: &[Injected], worker: u32, from: u64, to: u64) -> bool {
+    faults.iter().any(|x| {
+        x.fault == Fault::PauseHolder && x.worker == Some(worker) && x.start < to && x.end > from
+    })
+}
+
+fn fencing(f: &mut Findings, writes: &[Write], sections: &[&Section]) {
+    let mut highest: Option<(u64, u32)> = None;
+    for w in writes {
+        if !w.accepted {
+            f.writes_refused += 1;
+            continue;
+        }
+        f.writes_accepted += 1;
+        match highest {
+            Some((token, _)) if w.token < token => {
+                f.fencing_violations += 1;
+                f.failures.push(format!(
+                    "fencing: worker {} wrote with token {} after token {token} was accepted",
+                    w.worker, w.token
+                ));
+            }
+            Some((token, owner)) if w.token == token && w.worker != owner => {
+                f.duplicate_tokens += 1;
+                f.failures.push(format!(
+                    "fencing: workers {owner} and {} both wrote with token {token}",
+                    w.worker
+                ));
+            }
+            _ => highest = Some((w.token, w.worker)),
+        }
+    }
+    let mut by_token: BTreeMap<u64, u32> = BTreeMap::new();
+    for s in sections {
+        if let Some(other) = by_token.insert(s.token, s.worker) {
+            f.duplicate_tokens += 1;
+            f.failures.push(format!(
+                "token {} was granted twice (workers {other} and {})",
+                s.token, s.worker
+            ));
+        }
+    }
+    for pair in sections.windows(2) {
+        if pair[1].token <= pair[0].token {
+            f.token_order_violations += 1;
+            f.failures.push(format!(
+                "token order: worker {} got token {} after worker {} got token {}",
+                pair[1].worker, pair[1].token, pair[0].worker, pair[0].token
+            ));
+        }
+    }
+}
+
+fn overlaps(f: &mut Findings, writes: &[Write], faults: &[Injected], sections: &[&Section]) {
+    for (i, a) in sections.iter().enumerate() {
+        let next = sections[i + 1..].first();
+        if let (Some(told), Some(b)) = (a.told, next) {
+            f.lost_told += 1;
+            if told <= b.acq {
+                f.lost_told_in_time += 1;
+            } else if paused(faults, a.worker, a.acq, b.acq) {
+                f.lost_told_late_paused += 1;
+            } else {
+                f.failures.push(format!(
+                    "told late: worker {} (token {}) heard of its loss {:?} after worker {} \
+                     acquired (token {})",
+                    a.worker,
+                    a.token,
+                    Duration::from_nanos(told - b.acq),
+                    b.worker,
+                    b.token
+                ));
+            }
+        }
+        for b in sections[i + 1..].iter().take_while(|b| b.acq < a.end) {
+            f.overlaps += 1;
+            if !paused(faults, a.worker, a.acq, b.acq) {
+                f.failures.push(format!(
+                    "overlap: worker {} (token {}, {:?}) still held when worker {} acquired \
+                     (token {}), and it was not paused",
+                    a.worker, a.token, a.ending, b.worker, b.token
+                ));
+                continue;
+            }
+            f.overlaps_paused += 1;
+            let first_b = writes
+                .iter()
+                .find(|w| w.accepted && w.token == b.token)
+                .map_or(u64::MAX, |w| w.at);
+            for w in writes
+                .iter()
+                .filter(|w| w.worker == a.worker && w.token == a.token && w.at > first_b)
+            {
+                if w.accepted {
+                    f.overlap_writes_accepted_late += 1;
+                    f.failures.push(format!(
+                        "fencing: paused worker {} got token {} accepted after token {}",
+                        a.worker, a.token, b.token
+                    ));
+                } else {
+                    f.overlap_writes_refused += 1;
+                }
+            }
+        }
+    }
+}
+
+fn recovery(
+    f: &mut Findings,
+    faults: &[Injected],
+    sections: &[&Section],
+    bound: Duration,
+    end: u64,
+) {
+    // Times with no holder: between the union of the sections, and after the last one.
+    let mut gaps = Vec::new();
+    let mut covered_until: Option<u64> = None;
+    for s in sections {
+        if let Some(until) = covered_until
+            && s.acq > until
+        {
+            gaps.push((until, s.acq));
+        }
+        covered_until = Some(covered_until.map_or(s.end, |u| u.max(s.end)));
+    }
+    if let Some(until) = covered_until
+        && until < end
+    {
+        gaps.push((until, end));
+    }
+    for (from, to) in gaps {
+        // The fault in force (or the last one) when the gap began, else the first during it.
+        let cause = faults
+            .iter()
+            .rev()
+            .find(|x| x.start <= from)
+            .or_else(|| faults.iter().find(|x| x.start <= to));
+        let since = cause.map_or(from, |x| from.max(x.end));
+        let waited = Duration::from_nanos(to.saturating_sub(since));
+        let kind = cause.map_or_else(|| "none".to_owned(), |x| x.fault.name());
+        let ms = waited.as_millis() as u64;
+        let max = f.max_no_holder_ms.entry(kind.clone()).or_default();
+        *max = (*max).max(ms);
+        if waited > bound {
+            f.failures.push(format!(
+                "recovery: no holder for {waited:?} after {kind} (bound {bound:?})"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Ending;
+
+    const MS: u64 = 1_000_000;
+
+    fn section(worker: u32, token: u64, acq: u64, end: u64, ending: Ending) -> Section {
+        Section {
+            worker,
+            token,
+            acq: acq * MS,
+            end: end * MS,
+            ending,
+            told: (ending == Ending::Lost).then_some(end * MS),
+        }
+    }
+
+    fn write(at: u64, worker: u32, token: u64, accepted: bool) -> Write {
+        Write {
+            at: at * MS,
+            worker,
+            token,
+            seq: 1,
+            accepted,
+        }
+    }
+
+    fn pause(worker: u32, start: u64, end: u64) -> Injected {
+        Injected {
+            fault: Fault::PauseHolder,
+            start: start * MS,
+            end: end * MS,
+            worker: Some(worker),
+            pod: None,
+        }
+    }
+
+    fn run(sections: &[Section], writes: &[Write], faults: &[Injected]) -> Findings {
+        let ttl = Duration::from_secs(3);
+        check(
+            sections,
+            writes,
+            faults,
+            ttl,
+            Duration::from_secs(5),
+            20_000 * MS,
+        )
+    }
+
+    #[test]
+    fn a_clean_hand_over_passes() {
+        let sections = [
+            section(1, 10, 0, 100, Ending::Released),
+            section(2, 11, 101, 20_000, Ending::Open),
+        ];
+        let writes = [write(1, 1, 10, true), write(102, 2, 11, true)];
+        let f = run(&sections, &writes, &[]);
+        assert!(f.passed(), "{:?}", f.failures);
+        assert_eq!(f.writes_accepted, 2);
+    }
+
+    #[test]
+    fn an_overlap_without_a_pause_fails() {
+        let sections = [
+            section(1, 10, 0, 500, Ending::Lost),
+            section(2, 11, 400, 20_000, Ending::Open),
+        ];
+        let f = run(&sections, &[], &[]);
+        assert_eq!(f.overlaps, 1);
+        assert!(
+            f.failures.iter().any(|m| m.starts_with("overlap")),
+            "{:?}",
+            f.failures
+        );
+        assert!(
+            f.failures.iter().any(|m| m.starts_with("told late")),
+            "{:?}",
+            f.failures
+        );
+    }
+
+    #[test]
+    fn a_paused_holder_may_overlap_but_not_write_after_the_next_holder() {
+        let sections = [
+            section(1, 10, 0, 5_000, Ending::Lost),
+            section(2, 11, 3_500, 20_000, Ending::Open),
+        ];
+        let faults = [pause(1, 100, 4_600)];
+        let refused = [
+            write(50, 1, 10, true),
+            write(3_501, 2, 11, true),
+            write(4_700, 1, 10, false),
+        ];
+        let f = run(&sections, &refused, &faults);
+        assert!(f.passed(), "{:?}", f.failures);
+        assert_eq!((f.overlaps_paused, f.overlap_writes_refused), (1, 1));
+        assert_eq!(f.lost_told_late_paused, 1);
+
+        let accepted = [
+            write(50, 1, 10, true),
+            write(3_501, 2, 11, true),
+            write(4_700, 1, 10, true),
+        ];
+        let f = run(&sections, &accepted, &faults);
+        assert_eq!(f.fencing_violations, 1);
+        assert_eq!(f.overlap_writes_accepted_late, 1);
+    }
+
+    #[test]
+    fn duplicate_and_out_of_order_tokens_fail() {
+        let sections = [
+            section(1, 10, 0, 100, Ending::Released),
+            section(2, 10, 200, 300, Ending::Released),
+            section(3, 9, 400, 20_000, Ending::Open),
+        ];
+        let f = run(
+            &sections,
+            &[write(1, 1, 10, true), write(201, 2, 10, true)],
+            &[],
+        );
+        assert_eq!(f.duplicate_tokens, 2);
+        assert_eq!(f.token_order_violations, 2);
+    }
+
+    #[test]
+    fn a_long_time_without_a_holder_after_a_fault_fails() {
+        let sections = [
+            section(1, 10, 0, 100, Ending::Killed),
+            section(2, 11, 9_200, 20_000, Ending::Open),
+        ];
+        let faults = [Injected {
+            fault: Fault::KillElector,
+            start: 100 * MS,
+            end: 1_100 * MS,
+            worker: None,
+            pod: Some(0),
+        }];
+        let f = run(&sections, &[], &faults);
+        assert_eq!(f.max_no_holder_ms["kill-elector"], 8_100);
+        assert!(
+            f.failures.iter().any(|m| m.starts_with("recovery")),
+            "{:?}",
+            f.failures
+        );
+    }
+}
