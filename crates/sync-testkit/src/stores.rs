@@ -10,6 +10,9 @@ use crate::{ElectorProc, EtcdCluster};
 use anyhow::{Context, Result, bail};
 use kube_test_server::TestServer;
 
+/// Environment variables for a child process.
+pub type Environment = Vec<(&'static str, String)>;
+
 /// Which store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -109,7 +112,7 @@ impl Backend {
         &self,
         identity: &str,
         ttl: u64,
-    ) -> Result<(Vec<String>, Vec<(&'static str, String)>)> {
+    ) -> Result<(Vec<String>, Environment)> {
         let mut args: Vec<String> = ["--store", self.kind().name(), "--ttl", &format!("{ttl}s")]
             .map(String::from)
             .into();
