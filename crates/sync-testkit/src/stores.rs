@@ -108,11 +108,7 @@ impl Backend {
 
     /// The flags and environment that put an elector named `identity` on this store with the
     /// default ttl `ttl` (for harnesses that start electors their own way).
-    pub fn elector_args(
-        &self,
-        identity: &str,
-        ttl: u64,
-    ) -> Result<(Vec<String>, Environment)> {
+    pub fn elector_args(&self, identity: &str, ttl: u64) -> Result<(Vec<String>, Environment)> {
         let mut args: Vec<String> = ["--store", self.kind().name(), "--ttl", &format!("{ttl}s")]
             .map(String::from)
             .into();
