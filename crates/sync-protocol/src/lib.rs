@@ -49,22 +49,46 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// "wait forever, default ttl, no value".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireRequest {
     /// The lock's ttl: how long the store keeps the lock for a holder that stopped renewing, and the
     /// window within which the holder must heartbeat. 1 to [`MAX_TTL_SECONDS`]; default: the elector's
     /// `--ttl`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A whole number; `10.0` counts as `10`, as in JSON Schema.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_seconds"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
     pub ttl_seconds: Option<u64>,
     /// How long to wait for the lock. Absent: wait until acquired. `0`: try once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 86400.0))]
     pub wait_seconds: Option<f64>,
     /// A short value followers read to find the holder, such as its address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub value: Option<String>,
+}
+
+/// Reads a whole number of seconds written as an integer or as a number with no fraction.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if number.fract() != 0.0 || !(0.0..=u64::MAX as f64).contains(&number) {
+        return Err(D::Error::custom(format!(
+            "ttl_seconds must be a whole number of seconds, not {number}"
+        )));
+    }
+    Ok(Some(number as u64))
 }
 
 /// The answer to a successful acquire: the lease the holder now owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Grant {
     /// The lock's name.
     pub name: String,
@@ -82,6 +106,7 @@ pub struct Grant {
 
 /// The answer to `POST /v1/leases/{lease_id}/renew`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Renewal {
     /// How long the lease stays valid from the moment the renew was sent, unless renewed again.
     pub valid_for_ms: u64,
@@ -89,6 +114,7 @@ pub struct Renewal {
 
 /// What `GET /v1/locks/{name}` and the watch stream say about one lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockState {
     /// The lock's name.
     pub name: String,
@@ -105,6 +131,7 @@ pub struct LockState {
 
 /// The answer to `GET /v1/locks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockList {
     /// Every lock the store knows, sorted by name.
     pub locks: Vec<LockState>,
@@ -125,6 +152,7 @@ pub const WATCH_EVENT: &str = "state";
 
 /// Data of the `lost` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LostEvent {
     /// Why the lease was lost, for people: the store could not be renewed, the holder stopped
     /// heartbeating, the elector is shutting down, or another holder took the lock.
@@ -133,6 +161,7 @@ pub struct LostEvent {
 
 /// The body of every 4xx and 5xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable, machine-readable code; see [`codes`].
     pub error: String,
@@ -212,6 +241,24 @@ mod tests {
     fn empty_acquire_body_is_all_defaults() {
         let body: AcquireRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(body, AcquireRequest::default());
+    }
+
+    #[test]
+    fn ttl_takes_whole_numbers_written_either_way() {
+        let body: AcquireRequest = serde_json::from_str(r#"{"ttl_seconds": 10.0}"#).unwrap();
+        assert_eq!(body.ttl_seconds, Some(10));
+        let body: AcquireRequest = serde_json::from_str(r#"{"ttl_seconds": 7}"#).unwrap();
+        assert_eq!(body.ttl_seconds, Some(7));
+        for bad in [
+            r#"{"ttl_seconds": 1.5}"#,
+            r#"{"ttl_seconds": -1}"#,
+            r#"{"ttl_seconds": "5"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<AcquireRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

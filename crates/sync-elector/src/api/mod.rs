@@ -4,6 +4,7 @@
 mod access;
 mod error;
 mod extract;
+pub mod openapi;
 pub mod v1;
 
 use std::time::Duration;
@@ -59,12 +60,13 @@ pub fn health_router(app: App) -> Router {
     finish(health_routes(), app)
 }
 
-/// Health and metrics: open to everyone, whatever `--token-file` says.
+/// Health, metrics and the API description: open to everyone, whatever `--token-file` says.
 fn health_routes() -> Router<App> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
 }
 
 /// Lock routes behind the bearer-token check (a no-op without `--token-file`).

@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+#[allow(unused_imports)] // ErrorBody is named only in the OpenAPI annotations
+use sync_protocol::ErrorBody;
 use sync_protocol::{
     AcquireRequest, Grant, LockList, LockName, LockState, LostEvent, MAX_TTL_SECONDS,
     MAX_VALUE_BYTES, MAX_WAIT_SECONDS, Renewal, WATCH_EVENT, lease_event,
@@ -85,7 +87,25 @@ pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
     }
 }
 
-/// `POST /v1/locks/{name}/acquire`
+/// Waits for the lock and takes it.
+///
+/// Answers once the lock is held, or with 409 when `wait_seconds` ran out first. Closing the
+/// request leaves the queue. The holder must then open the lease's event stream or heartbeat.
+#[utoipa::path(
+    post,
+    path = "/v1/locks/{name}/acquire",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most 253 characters", max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")),
+    request_body(content = Option<AcquireRequest>, content_type = "application/json", description = "Every field is optional; an empty body waits until acquired, with the elector's default ttl"),
+    responses(
+        (status = 200, description = "The lock is held: the lease", body = Grant),
+        (status = 400, description = "A bad name, a body that is not an AcquireRequest, or a field out of range", body = ErrorBody),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 409, description = "The wait ran out: the body names the holder and its token", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
+        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn acquire(
     State(app): State<App>,
     LockPath(name): LockPath,
@@ -103,7 +123,21 @@ pub async fn acquire(
     }))
 }
 
-/// `POST /v1/leases/{lease_id}/renew`
+/// Heartbeats a lease.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/renew",
+    tag = "leases",
+    params(("id" = String, Path, description = "The lease id the grant returned (32 hex digits)")),
+    responses(
+        (status = 200, description = "Renewed: how long the lease stays valid", body = Renewal),
+        (status = 400, description = "The lease id is malformed", body = ErrorBody),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such lease: never granted, released, or forgotten", body = ErrorBody),
+        (status = 410, description = "The lease was lost; the body says why", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
+    )
+)]
 pub async fn renew(
     State(app): State<App>,
     LeasePath(id): LeasePath,
@@ -114,7 +148,21 @@ pub async fn renew(
     }))
 }
 
-/// `DELETE /v1/leases/{lease_id}`
+/// Releases a lease: the next waiter takes the lock at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/leases/{id}",
+    tag = "leases",
+    params(("id" = String, Path, description = "The lease id the grant returned (32 hex digits)")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 400, description = "The lease id is malformed", body = ErrorBody),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such lease: never granted, released, or forgotten", body = ErrorBody),
+        (status = 410, description = "The lease was lost; the body says why", body = ErrorBody),
+        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn release(
     State(app): State<App>,
     LeasePath(id): LeasePath,
@@ -146,7 +194,21 @@ impl Drop for ReleaseOnClose {
     }
 }
 
-/// `GET /v1/leases/{lease_id}/events`
+/// The lease's events, as server-sent events: `held` first, then `lost` or `released`, after
+/// which the stream ends. Closing it while the lease is held releases the lease.
+#[utoipa::path(
+    get,
+    path = "/v1/leases/{id}/events",
+    tag = "leases",
+    params(("id" = String, Path, description = "The lease id the grant returned (32 hex digits)")),
+    responses(
+        (status = 200, description = "The event stream (text/event-stream); `held` carries a Renewal, `lost` a LostEvent", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
+        (status = 400, description = "The lease id is malformed", body = ErrorBody),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such lease: never granted, released, or forgotten", body = ErrorBody),
+        (status = 410, description = "The lease was lost; the body says why", body = ErrorBody),
+    )
+)]
 pub async fn lease_events(
     State(app): State<App>,
     version: axum::http::Version,
@@ -196,7 +258,19 @@ pub async fn lease_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keepalive)))
 }
 
-/// `GET /v1/locks/{name}`
+/// The lock's state as this elector observes it.
+#[utoipa::path(
+    get,
+    path = "/v1/locks/{name}",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most 253 characters", max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")),
+    responses(
+        (status = 200, description = "The lock's state (a lock never held is free with token 0)", body = LockState),
+        (status = 400, description = "The name breaks the naming rule", body = ErrorBody),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn lock_state(
     State(app): State<App>,
     LockPath(name): LockPath,
@@ -205,7 +279,17 @@ pub async fn lock_state(
     Ok(Json(state_of(&name, record)))
 }
 
-/// `GET /v1/locks`
+/// Every lock the store knows, sorted by name.
+#[utoipa::path(
+    get,
+    path = "/v1/locks",
+    tag = "locks",
+    responses(
+        (status = 200, description = "Every lock", body = LockList),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
     let records = app.manager.store().list().await?;
     let locks = records
@@ -218,7 +302,19 @@ pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
     Ok(Json(LockList { locks }))
 }
 
-/// `GET /v1/locks/{name}/watch`: the state now, then the state after every change of holder.
+/// The lock's state now, then after every change of holder, token or value, as server-sent
+/// `state` events carrying a LockState. The stream ends when the elector shuts down.
+#[utoipa::path(
+    get,
+    path = "/v1/locks/{name}/watch",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most 253 characters", max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")),
+    responses(
+        (status = 200, description = "The event stream (text/event-stream) of `state` events", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
+        (status = 400, description = "The name breaks the naming rule", body = ErrorBody),
+        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+    )
+)]
 pub async fn watch(
     State(app): State<App>,
     LockPath(name): LockPath,
