@@ -80,6 +80,16 @@ pub struct Config {
     /// Lock ttl of the legacy protocol (the original elector's 30 s).
     #[arg(long, env = "SYNC_LEGACY_TTL", default_value = "30s", value_parser = parse_ttl)]
     pub legacy_ttl: Duration,
+
+    /// How long a new connection may take to send its first request, and a request its body;
+    /// slower clients are cut off. A kept-alive connection may stay idle between requests.
+    #[arg(long, env = "SYNC_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub client_timeout: Duration,
+
+    /// Most connections served at once, over all listeners; further ones wait in the kernel's
+    /// accept queue until one closes.
+    #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 impl Config {
@@ -160,6 +170,15 @@ fn parse_prefix(text: &str) -> Result<String, String> {
             "{text:?} must end with '/', so that one lock's keys never share another's prefix"
         ))
     }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration with its unit, such as 10s or 500ms"))?;
+    if timeout < Duration::from_millis(100) {
+        return Err(format!("{text} is too short: give clients at least 100ms"));
+    }
+    Ok(timeout)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {

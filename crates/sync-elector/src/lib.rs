@@ -72,7 +72,9 @@ impl Server {
             default_ttl: config.ttl,
             legacy_ttl: config.legacy_ttl,
             token: token.map(Arc::from),
+            client_timeout: config.client_timeout,
         };
+        let limits = serve::Limits::new(config.max_connections, config.client_timeout);
         let stop = CancellationToken::new();
         let listener = TcpListener::bind(config.listen)
             .await
@@ -82,12 +84,14 @@ impl Server {
             listener,
             api::router(app.clone()),
             stop.clone(),
+            limits.clone(),
         )];
         let legacy_addr = serve_extra(
             config.legacy_listen,
             "--legacy-listen",
             api::legacy_router(app.clone()),
             &stop,
+            &limits,
             &mut tasks,
         )
         .await?;
@@ -96,6 +100,7 @@ impl Server {
             "--health-listen",
             api::health_router(app),
             &stop,
+            &limits,
             &mut tasks,
         )
         .await?;
@@ -190,6 +195,7 @@ async fn serve_extra(
     flag: &str,
     router: axum::Router,
     stop: &CancellationToken,
+    limits: &serve::Limits,
     tasks: &mut Vec<JoinHandle<std::io::Result<()>>>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = listen else {
@@ -199,7 +205,7 @@ async fn serve_extra(
         .await
         .with_context(|| format!("could not listen on {listen} ({flag})"))?;
     let addr = listener.local_addr()?;
-    tasks.push(spawn_serve(listener, router, stop.clone()));
+    tasks.push(spawn_serve(listener, router, stop.clone(), limits.clone()));
     Ok(Some(addr))
 }
 
@@ -207,6 +213,7 @@ fn spawn_serve(
     listener: TcpListener,
     router: axum::Router,
     stop: CancellationToken,
+    limits: serve::Limits,
 ) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(serve::serve(listener, router, stop))
+    tokio::spawn(serve::serve(listener, router, stop, limits))
 }

@@ -1,7 +1,14 @@
 //! Serves a router on a listener: HTTP/1.1 for every client, and HTTP/2 without TLS (prior
 //! knowledge) for clients such as ours, which keep every request and every held lease's event
 //! stream on one connection. On stop: no new connections, and open ones finish gracefully.
+//!
+//! Limits against hostile or broken clients: at most `max_connections` at once (over every
+//! listener; the rest wait in the kernel's accept queue), and a connection that has not sent a
+//! whole request head within the client timeout is closed. Once it has, it may idle between
+//! requests as long as it likes: the original bindings poll every 10 s on one connection.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,6 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -21,11 +29,31 @@ const MAX_STREAMS: u32 = 1 << 20;
 /// socket is noticed (a peer that exits closes its socket and is noticed at once).
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// What every listener of one elector shares.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections that may be open at once.
+    pub connections: Arc<Semaphore>,
+    /// How long a new connection may take to send its first request head.
+    pub first_request: Duration,
+}
+
+impl Limits {
+    /// At most `max_connections` at once; first requests within `first_request`.
+    pub fn new(max_connections: u32, first_request: Duration) -> Self {
+        Self {
+            connections: Arc::new(Semaphore::new(max_connections as usize)),
+            first_request,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop`, then waits for open connections to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No header-read timeout over HTTP/1.1: hyper counts a kept-alive connection's idle time
@@ -47,6 +75,12 @@ pub async fn serve(
         .keep_alive_timeout(PING_EVERY * 2);
     let graceful = GracefulShutdown::new();
     loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = limits.connections.clone().acquire_owned() => {
+                permit.expect("the connection semaphore is never closed")
+            }
+        };
         let (socket, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -60,11 +94,33 @@ pub async fn serve(
             },
         };
         let _ = socket.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Marks the connection as having sent a whole request head, on its first request.
+        let spoke = Arc::new(AtomicBool::new(false));
+        let marker = spoke.clone();
+        let router = router.clone();
+        let service = tower::service_fn(move |request| {
+            marker.store(true, Ordering::Relaxed);
+            let mut router = router.clone();
+            async move { tower::Service::call(&mut router, request).await }
+        });
+        let service = TowerToHyperService::new(service);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
         let connection = graceful.watch(connection.into_owned());
+        let first_request = limits.first_request;
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let _permit = permit;
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = &mut connection => ended,
+                () = tokio::time::sleep(first_request) => {
+                    if !spoke.load(Ordering::Relaxed) {
+                        debug!(%peer, "closing a connection that sent no request in {first_request:?}");
+                        return;
+                    }
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 debug!(%peer, %err, "connection ended with an error");
             }
         });

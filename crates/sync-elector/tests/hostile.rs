@@ -107,3 +107,76 @@ async fn idle_slow_and_oversized_clients_do_not_hold_up_the_others() {
     assert!(rss < 256.0, "{rss:.1} MiB");
     drop(hostile);
 }
+
+/// Sends `request` on `stream` and reads one answer (head and a Content-Length body).
+fn exchange(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed mid-answer: {text}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn silent_connections_are_closed_the_cap_holds_and_kept_alive_clients_may_idle() {
+    let elector = support::start_elector(&["--client-timeout", "1s", "--max-connections", "20"]);
+    let addr = elector.url.trim_start_matches("http://").to_owned();
+    let connect = || {
+        let s = TcpStream::connect(&addr).expect("the kernel accepts");
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s
+    };
+    let health = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // A kept-alive client that spoke at once may idle past the timeout and speak again.
+    let mut kept = connect();
+    assert!(exchange(&mut kept, health).starts_with("HTTP/1.1 200"));
+
+    // 19 silent connections fill the cap; one more client must wait for a slot.
+    let mut silent: Vec<TcpStream> = (0..19).map(|_| connect()).collect();
+    let started = Instant::now();
+    let mut late = connect();
+    let answer = exchange(&mut late, health);
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    eprintln!("a client over the cap was served after {waited:?}");
+
+    // Every silent connection was closed by the elector (EOF), not left open.
+    for s in &mut silent {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            s.read(&mut byte).unwrap_or(0),
+            0,
+            "a silent connection got data"
+        );
+    }
+
+    // A body that never arrives gets 408 in the JSON shape.
+    let mut slow = connect();
+    let answer = exchange(
+        &mut slow,
+        "POST /v1/locks/slow/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"ttl",
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(exchange(&mut kept, health).starts_with("HTTP/1.1 200"));
+}

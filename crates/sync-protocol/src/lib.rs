@@ -183,6 +183,8 @@ pub mod codes {
     pub const INVALID_BODY: &str = "invalid_body";
     /// 400: a number or string is out of its range.
     pub const OUT_OF_RANGE: &str = "out_of_range";
+    /// 408: the body did not arrive within the elector's client timeout.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
     /// 413: the body is larger than the elector reads.
     pub const BODY_TOO_LARGE: &str = "body_too_large";
     /// 404: no such lease (never existed, or released).

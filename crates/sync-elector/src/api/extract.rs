@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use sync_protocol::{LockName, MAX_BODY_BYTES, codes};
 
+use super::App;
 use super::error::ApiError;
 
 /// A lock name from the path, checked against the naming rule.
@@ -60,10 +61,10 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
 /// `curl -d '{}'` works.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned + Default> FromRequest<App> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
         let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,7 +82,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
         if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
             return Err(too_large());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        // A body that trickles in (or never comes) is cut off after the client timeout.
+        let read = tokio::time::timeout(app.client_timeout, Bytes::from_request(req, app));
+        let read = read.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                codes::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {:?}; send the whole body at once",
+                    app.client_timeout
+                ),
+            )
+        })?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 too_large()
             } else {

@@ -33,6 +33,8 @@ pub struct App {
     pub legacy_ttl: Duration,
     /// The bearer token lock requests must carry (`--token-file`), if any.
     pub token: Option<std::sync::Arc<str>>,
+    /// How long a request's body may take to arrive (`--client-timeout`).
+    pub client_timeout: Duration,
 }
 
 /// The full API: v1, legacy, health and metrics.
