@@ -16,7 +16,7 @@
 
 mod name;
 
-pub use name::{InvalidName, LockName};
+pub use name::{InvalidName, LockName, MAX_NAME_LEN, NAME_PATTERN};
 
 use serde::{Deserialize, Serialize};
 

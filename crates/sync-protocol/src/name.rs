@@ -6,6 +6,10 @@ use std::fmt;
 /// The longest lock name, as for a Kubernetes object name.
 pub const MAX_NAME_LEN: usize = 253;
 
+/// The naming rule as a regular expression (with [`MAX_NAME_LEN`] as the length limit), as the
+/// OpenAPI document states it. [`LockName::new`] does not use it; a test checks they agree.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// A lock name that every store accepts: at most 253 characters of lower-case letters, digits,
 /// `-` and `.`, starting and ending with a letter or digit, with no empty, leading- or
 /// trailing-dash label between dots.
@@ -153,5 +157,35 @@ mod tests {
     fn long_names_are_cut_in_errors() {
         let err = LockName::new("X".repeat(10_000)).unwrap_err();
         assert_eq!(err.name().len(), 64);
+    }
+}
+
+#[cfg(test)]
+mod rule {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings near the rule's edges: its alphabet, with upper case, '_' and '/' mixed in.
+    fn near_names() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9.-]{0,12}",
+            "[a-zA-Z0-9._/-]{0,20}",
+            "[a-z0-9]{240,260}",
+            "([a-z0-9-]{1,5}\\.){0,4}[a-z0-9-]{0,5}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Our hand-written check and the regular expression the OpenAPI document publishes agree
+        /// on every string, and the check never panics.
+        #[test]
+        fn the_check_and_the_published_pattern_agree(name in near_names()) {
+            let pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+            let by_pattern = name.len() <= MAX_NAME_LEN && pattern.is_match(&name);
+            prop_assert_eq!(LockName::new(name.clone()).is_ok(), by_pattern, "{:?}", name);
+        }
     }
 }

@@ -91,5 +91,9 @@ mod tests {
         }
         let acquire = &doc["components"]["schemas"]["AcquireRequest"]["properties"];
         assert_eq!(acquire["ttl_seconds"]["maximum"], 3600);
+        // The published naming rule is the one sync-protocol's test checks LockName against.
+        let name = &paths["/v1/locks/{name}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(name["pattern"], sync_protocol::NAME_PATTERN);
+        assert_eq!(name["maxLength"], sync_protocol::MAX_NAME_LEN);
     }
 }
