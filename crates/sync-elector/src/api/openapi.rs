@@ -41,6 +41,29 @@ use super::v1;
 )]
 pub struct ApiDoc;
 
+/// The `{name}` path parameter.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // described, never built: LockPath extracts the name
+pub struct NamePath {
+    /// The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most
+    /// 253 characters.
+    #[param(
+        max_length = 253,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    )]
+    name: String,
+}
+
+/// The `{id}` path parameter.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // described, never built: LeasePath extracts the id
+pub struct LeaseIdPath {
+    /// The lease id the grant returned (32 hex digits).
+    id: String,
+}
+
 /// One server-sent event, as OpenAPI tools parse a `text/event-stream` body: its name and its
 /// data (JSON text: a `Renewal`, a `LostEvent` or a `LockState`, or empty for `released`).
 #[derive(utoipa::ToSchema)]

@@ -95,7 +95,7 @@ pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
     post,
     path = "/v1/locks/{name}/acquire",
     tag = "locks",
-    params(("name" = String, Path, description = "The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most 253 characters", max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")),
+    params(super::openapi::NamePath),
     request_body(content = Option<AcquireRequest>, content_type = "application/json", description = "Every field is optional; an empty body waits until acquired, with the elector's default ttl"),
     responses(
         (status = 200, description = "The lock is held: the lease", body = Grant),
@@ -128,7 +128,7 @@ pub async fn acquire(
     post,
     path = "/v1/leases/{id}/renew",
     tag = "leases",
-    params(("id" = String, Path, description = "The lease id the grant returned (32 hex digits)")),
+    params(super::openapi::LeaseIdPath),
     responses(
         (status = 200, description = "Renewed: how long the lease stays valid", body = Renewal),
         (status = 400, description = "The lease id is malformed", body = ErrorBody),
@@ -153,7 +153,7 @@ pub async fn renew(
     delete,
     path = "/v1/leases/{id}",
     tag = "leases",
-    params(("id" = String, Path, description = "The lease id the grant returned (32 hex digits)")),
+    params(super::openapi::LeaseIdPath),
     responses(
         (status = 204, description = "Released"),
         (status = 400, description = "The lease id is malformed", body = ErrorBody),
@@ -200,7 +200,7 @@ impl Drop for ReleaseOnClose {
     get,
     path = "/v1/leases/{id}/events",
     tag = "leases",
-    params(("id" = String, Path, description = "The lease id the grant returned (32 hex digits)")),
+    params(super::openapi::LeaseIdPath),
     responses(
         (status = 200, description = "The event stream (text/event-stream); `held` carries a Renewal, `lost` a LostEvent", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
         (status = 400, description = "The lease id is malformed", body = ErrorBody),
@@ -263,7 +263,7 @@ pub async fn lease_events(
     get,
     path = "/v1/locks/{name}",
     tag = "locks",
-    params(("name" = String, Path, description = "The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most 253 characters", max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")),
+    params(super::openapi::NamePath),
     responses(
         (status = 200, description = "The lock's state (a lock never held is free with token 0)", body = LockState),
         (status = 400, description = "The name breaks the naming rule", body = ErrorBody),
@@ -308,7 +308,7 @@ pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
     get,
     path = "/v1/locks/{name}/watch",
     tag = "locks",
-    params(("name" = String, Path, description = "The lock's name: a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'), at most 253 characters", max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")),
+    params(super::openapi::NamePath),
     responses(
         (status = 200, description = "The event stream (text/event-stream) of `state` events", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
         (status = 400, description = "The name breaks the naming rule", body = ErrorBody),
