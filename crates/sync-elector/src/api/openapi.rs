@@ -28,18 +28,57 @@ use super::v1;
         v1::list,
         v1::watch
     ),
-    components(schemas(
-        AcquireRequest,
-        Grant,
-        Renewal,
-        LockState,
-        LockList,
-        LostEvent,
-        ErrorBody,
-        ServerSentEvent
-    ))
+    components(
+        schemas(
+            AcquireRequest,
+            Grant,
+            Renewal,
+            LockState,
+            LockList,
+            LostEvent,
+            ErrorBody,
+            ServerSentEvent
+        ),
+        responses(
+            Unauthorized,
+            Unavailable,
+            UnknownLease,
+            LeaseLost,
+            BadLeaseId,
+            BadName,
+            TooLarge
+        )
+    )
 )]
 pub struct ApiDoc;
+
+/// Declares an error answer shared by several paths: its name, and what it means.
+macro_rules! error_response {
+    ($name:ident, $description:literal) => {
+        #[doc = $description]
+        #[derive(utoipa::ToResponse)]
+        #[response(description = $description)]
+        #[allow(dead_code)] // described, never built: ApiError writes the answer
+        pub struct $name(ErrorBody);
+    };
+}
+
+error_response!(
+    Unauthorized,
+    "The elector runs with --token-file and the bearer token is missing or wrong"
+);
+error_response!(
+    Unavailable,
+    "The store did not answer, or the elector is shutting down"
+);
+error_response!(
+    UnknownLease,
+    "No such lease: never granted, released, or forgotten"
+);
+error_response!(LeaseLost, "The lease was lost; the body says why");
+error_response!(BadLeaseId, "The lease id is malformed");
+error_response!(BadName, "The name breaks the naming rule");
+error_response!(TooLarge, "The body is larger than 16 KiB");
 
 /// The `{name}` path parameter.
 #[derive(utoipa::IntoParams)]

@@ -100,10 +100,10 @@ pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
     responses(
         (status = 200, description = "The lock is held: the lease", body = Grant),
         (status = 400, description = "A bad name, a body that is not an AcquireRequest, or a field out of range", body = ErrorBody),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 409, description = "The wait ran out: the body names the holder and its token", body = ErrorBody),
-        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
-        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+        (status = 413, response = super::openapi::TooLarge),
+        (status = 503, response = super::openapi::Unavailable),
     )
 )]
 pub async fn acquire(
@@ -131,11 +131,11 @@ pub async fn acquire(
     params(super::openapi::LeaseIdPath),
     responses(
         (status = 200, description = "Renewed: how long the lease stays valid", body = Renewal),
-        (status = 400, description = "The lease id is malformed", body = ErrorBody),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such lease: never granted, released, or forgotten", body = ErrorBody),
-        (status = 410, description = "The lease was lost; the body says why", body = ErrorBody),
-        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
+        (status = 400, response = super::openapi::BadLeaseId),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::UnknownLease),
+        (status = 410, response = super::openapi::LeaseLost),
+        (status = 413, response = super::openapi::TooLarge),
     )
 )]
 pub async fn renew(
@@ -156,11 +156,11 @@ pub async fn renew(
     params(super::openapi::LeaseIdPath),
     responses(
         (status = 204, description = "Released"),
-        (status = 400, description = "The lease id is malformed", body = ErrorBody),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such lease: never granted, released, or forgotten", body = ErrorBody),
-        (status = 410, description = "The lease was lost; the body says why", body = ErrorBody),
-        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+        (status = 400, response = super::openapi::BadLeaseId),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::UnknownLease),
+        (status = 410, response = super::openapi::LeaseLost),
+        (status = 503, response = super::openapi::Unavailable),
     )
 )]
 pub async fn release(
@@ -203,10 +203,10 @@ impl Drop for ReleaseOnClose {
     params(super::openapi::LeaseIdPath),
     responses(
         (status = 200, description = "The event stream (text/event-stream); `held` carries a Renewal, `lost` a LostEvent", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
-        (status = 400, description = "The lease id is malformed", body = ErrorBody),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such lease: never granted, released, or forgotten", body = ErrorBody),
-        (status = 410, description = "The lease was lost; the body says why", body = ErrorBody),
+        (status = 400, response = super::openapi::BadLeaseId),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::UnknownLease),
+        (status = 410, response = super::openapi::LeaseLost),
     )
 )]
 pub async fn lease_events(
@@ -266,9 +266,9 @@ pub async fn lease_events(
     params(super::openapi::NamePath),
     responses(
         (status = 200, description = "The lock's state (a lock never held is free with token 0)", body = LockState),
-        (status = 400, description = "The name breaks the naming rule", body = ErrorBody),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
-        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+        (status = 400, response = super::openapi::BadName),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable),
     )
 )]
 pub async fn lock_state(
@@ -286,8 +286,8 @@ pub async fn lock_state(
     tag = "locks",
     responses(
         (status = 200, description = "Every lock", body = LockList),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
-        (status = 503, description = "The store did not answer, or the elector is shutting down", body = ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable),
     )
 )]
 pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
@@ -311,8 +311,8 @@ pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
     params(super::openapi::NamePath),
     responses(
         (status = 200, description = "The event stream (text/event-stream) of `state` events", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
-        (status = 400, description = "The name breaks the naming rule", body = ErrorBody),
-        (status = 401, description = "The elector runs with --token-file and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 400, response = super::openapi::BadName),
+        (status = 401, response = super::openapi::Unauthorized),
     )
 )]
 pub async fn watch(
