@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
+use support::call;
 
 #[test]
 fn a_reachable_address_is_refused_without_allow_remote() {
@@ -113,28 +114,29 @@ async fn a_token_guards_every_lock_route_and_only_those() {
     assert!(err.to_string().contains("bearer token"), "{err}");
 }
 
-/// `METHOD url` without a body: the status, and the JSON answer (`null` when there is none).
-async fn call(http: &reqwest::Client, method: &str, url: &str) -> (u16, Value) {
-    let response = http
-        .request(method.parse().unwrap(), url)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn only_the_holders_lease_id_renews_or_releases() {
     let elector = support::start_elector(&[]);
     let http = reqwest::Client::new();
     let url = &elector.url;
-    let (_, grant) = call(&http, "POST", &format!("{url}/v1/locks/mine/acquire")).await;
+    let (_, grant) = call(&http, "POST", &format!("{url}/v1/locks/mine/acquire"), None).await;
     let lease = grant["lease_id"].as_str().unwrap().to_owned();
     // A stranger's guesses, and a lease id of its own that it already released.
-    let (_, other) = call(&http, "POST", &format!("{url}/v1/locks/other/acquire")).await;
+    let (_, other) = call(
+        &http,
+        "POST",
+        &format!("{url}/v1/locks/other/acquire"),
+        None,
+    )
+    .await;
     let released = other["lease_id"].as_str().unwrap();
-    let (deleted, _) = call(&http, "DELETE", &format!("{url}/v1/leases/{released}")).await;
+    let (deleted, _) = call(
+        &http,
+        "DELETE",
+        &format!("{url}/v1/leases/{released}"),
+        None,
+    )
+    .await;
     assert_eq!(deleted, 204);
     let mut flipped = lease.clone().into_bytes();
     flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
@@ -148,7 +150,7 @@ async fn only_the_holders_lease_id_renews_or_releases() {
             ("POST", format!("/v1/leases/{stranger}/renew")),
             ("DELETE", format!("/v1/leases/{stranger}")),
         ] {
-            let (status, body) = call(&http, method, &format!("{url}{path}")).await;
+            let (status, body) = call(&http, method, &format!("{url}{path}"), None).await;
             assert!(
                 status == 404 || status == 410,
                 "{method} {path}: {status} {body}"
@@ -156,8 +158,14 @@ async fn only_the_holders_lease_id_renews_or_releases() {
             assert!(body["error"].is_string(), "{body}");
         }
     }
-    let (_, state) = call(&http, "GET", &format!("{url}/v1/locks/mine")).await;
+    let (_, state) = call(&http, "GET", &format!("{url}/v1/locks/mine"), None).await;
     assert_eq!(state["holder"], grant["holder"], "still held: {state}");
-    let (renewed, _) = call(&http, "POST", &format!("{url}/v1/leases/{lease}/renew")).await;
+    let (renewed, _) = call(
+        &http,
+        "POST",
+        &format!("{url}/v1/leases/{lease}/renew"),
+        None,
+    )
+    .await;
     assert_eq!(renewed, 200);
 }

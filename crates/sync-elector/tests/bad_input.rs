@@ -1,7 +1,10 @@
 //! Bad input: every mistake gets a 4xx with `{"error", "message"}`, and changes nothing.
 
+mod support;
+
 use std::time::Duration;
 
+use support::call;
 use sync_elector::{Config, Server};
 
 async fn elector() -> Server {
@@ -135,16 +138,9 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
         )
     }));
     for (method, path, body, status, code) in cases {
-        let mut request = http.request(method.parse().unwrap(), format!("{}{path}", server.url()));
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status().as_u16(), status, "{method} {path}");
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
+        let url = format!("{}{path}", server.url());
+        let (got, body) = call(&http, method, &url, body.as_deref()).await;
+        assert_eq!(got, status, "{method} {path}");
         assert_eq!(body["error"], code, "{method} {path}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(
@@ -152,58 +148,35 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
             "{method} {path}: a message that says what to fix: {body}"
         );
     }
-    let locks: serde_json::Value = http
-        .get(format!("{}/v1/locks", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, locks) = call(&http, "GET", &format!("{}/v1/locks", server.url()), None).await;
     assert_eq!(locks["locks"], serde_json::json!([]), "nothing changed");
-    let health = http
-        .get(format!("{}/healthz", server.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status().as_u16(), 200, "still serving");
+    let (health, _) = call(&http, "GET", &format!("{}/healthz", server.url()), None).await;
+    assert_eq!(health, 200, "still serving");
 }
 
 #[tokio::test]
 async fn a_silent_holder_loses_its_lease_and_a_late_renew_hears_why() {
     let server = elector().await;
     let http = reqwest::Client::new();
-    let grant: serde_json::Value = http
-        .post(format!("{}/v1/locks/silent/acquire", server.url()))
-        .body(r#"{"ttl_seconds":1}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let acquire = format!("{}/v1/locks/silent/acquire", server.url());
+    let (_, grant) = call(&http, "POST", &acquire, Some(r#"{"ttl_seconds":1}"#)).await;
     let lease = grant["lease_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    let renew = http
-        .post(format!("{}/v1/leases/{lease}/renew", server.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(renew.status().as_u16(), 410);
-    let body: serde_json::Value = renew.json().await.unwrap();
+    let renew = format!("{}/v1/leases/{lease}/renew", server.url());
+    let (status, body) = call(&http, "POST", &renew, None).await;
+    assert_eq!(status, 410);
     assert_eq!(body["error"], "lease_lost");
     assert!(
         body["message"].as_str().unwrap().contains("heartbeat"),
         "{body}"
     );
-    let state: serde_json::Value = http
-        .get(format!("{}/v1/locks/silent", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, state) = call(
+        &http,
+        "GET",
+        &format!("{}/v1/locks/silent", server.url()),
+        None,
+    )
+    .await;
     assert_eq!(
         state["holder"],
         serde_json::Value::Null,
@@ -240,16 +213,7 @@ async fn the_health_listener_serves_health_and_metrics_only() {
             .status();
         assert_eq!(status.as_u16(), 200, "{path}");
     }
-    let locks = http
-        .post(format!("{health}/v1/locks/x/acquire"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        locks.status().as_u16(),
-        404,
-        "no lock API on the health listener"
-    );
-    let body: serde_json::Value = locks.json().await.unwrap();
+    let (status, body) = call(&http, "POST", &format!("{health}/v1/locks/x/acquire"), None).await;
+    assert_eq!(status, 404, "no lock API on the health listener");
     assert_eq!(body["error"], "not_found");
 }

@@ -27,9 +27,7 @@ async fn store_on(cluster: &EtcdCluster) -> EtcdStore {
 }
 
 async fn fixture() -> Guarded<EtcdStore> {
-    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1, "conformance"))
-        .await
-        .unwrap();
+    let cluster = one_member("conformance").await;
     let store = store_on(&cluster).await;
     Guarded::new(store, cluster)
 }
@@ -42,6 +40,13 @@ mod conformance {
     );
 }
 
+/// A one-member etcd for test `name`, started off the async runtime.
+async fn one_member(name: &'static str) -> EtcdCluster {
+    tokio::task::spawn_blocking(move || EtcdCluster::start(1, name))
+        .await
+        .unwrap()
+}
+
 fn claim(holder: &str) -> Claim {
     Claim {
         holder: holder.into(),
@@ -52,9 +57,7 @@ fn claim(holder: &str) -> Claim {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn waiters_are_served_in_arrival_order_and_each_release_wakes_one() {
-    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1, "fifo"))
-        .await
-        .unwrap();
+    let cluster = one_member("fifo").await;
     let lock = LockName::new("fifo").unwrap();
     // Four electors (one store each) queue behind a holder, in a known order.
     let holder = store_on(&cluster).await;
@@ -104,9 +107,7 @@ async fn waiters_are_served_in_arrival_order_and_each_release_wakes_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiter_that_gives_up_leaves_the_line() {
-    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1, "abandon"))
-        .await
-        .unwrap();
+    let cluster = one_member("abandon").await;
     let lock = LockName::new("line").unwrap();
     let (a, b, c) = (
         store_on(&cluster).await,
@@ -148,9 +149,7 @@ async fn a_waiter_that_gives_up_leaves_the_line() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_cluster_is_a_clear_error() {
-    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1, "gone"))
-        .await
-        .unwrap();
+    let cluster = one_member("gone").await;
     let store = store_on(&cluster).await;
     let endpoints = cluster.endpoints();
     drop(cluster);

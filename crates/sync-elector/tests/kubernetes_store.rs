@@ -3,6 +3,8 @@
 
 #![cfg(feature = "kubernetes")]
 
+mod support;
+
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -146,15 +148,7 @@ async fn a_foreign_holder_is_respected_until_it_stops_renewing() {
         "metadata": {"name": "controller"},
         "spec": {"holderIdentity": "client-go-pod", "leaseDurationSeconds": 2, "leaseTransitions": 4,
                  "acquireTime": "2020-01-01T00:00:00.000000Z", "renewTime": "2020-01-01T00:00:00.000000Z"}});
-    record = http
-        .post(&url)
-        .json(&record)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    (_, record) = support::call(&http, "POST", &url, Some(&record.to_string())).await;
     let started = Instant::now();
     // client-go renews every 500 ms for 3 s (its renewTime is in the past: the wall clock is never
     // trusted), and we stay out; then it stops, and we take over about 2 s later.
@@ -174,15 +168,8 @@ async fn a_foreign_holder_is_respected_until_it_stops_renewing() {
             "2020-01-01T00:00:0{}.000000Z",
             started.elapsed().as_secs()
         ));
-        record = http
-            .put(format!("{url}/controller"))
-            .json(&record)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let put = format!("{url}/controller");
+        (_, record) = support::call(&http, "PUT", &put, Some(&record.to_string())).await;
     }
     let stopped = Instant::now();
     let token = loop {

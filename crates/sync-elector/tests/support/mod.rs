@@ -27,6 +27,31 @@ pub fn elector(identity: &str, args: &[&str], env: &[(&str, String)]) -> Elector
     )
 }
 
+/// Sends `method url`, with `body` as JSON text when given, and returns the status and the answer
+/// as JSON (`Null` when the answer is not JSON, such as a 204).
+pub async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = http.request(method.parse().expect("an HTTP method"), url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// An elector named `proc-elector` with `args`.
 pub fn start_elector(args: &[&str]) -> ElectorProc {
     elector("proc-elector", args, &[])
