@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::call;
+use support::{StoreKind, call};
 
 #[test]
 fn a_reachable_address_is_refused_without_allow_remote() {
@@ -114,11 +114,30 @@ async fn a_token_guards_every_lock_route_and_only_those() {
     assert!(err.to_string().contains("bearer token"), "{err}");
 }
 
-#[tokio::test]
-async fn only_the_holders_lease_id_renews_or_releases() {
-    let elector = support::start_elector(&[]);
+/// Only the holder's lease id renews or releases, on `kind`.
+fn only_the_holders_lease_id_renews_or_releases(kind: StoreKind) {
+    let on = support::OnStore::start(kind, "access-elector", 15, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(strangers_cannot_touch_a_lease(&on.elector.url));
+}
+
+#[test]
+fn only_the_holders_lease_id_renews_or_releases_on_memory() {
+    only_the_holders_lease_id_renews_or_releases(StoreKind::Memory);
+}
+
+#[test]
+fn only_the_holders_lease_id_renews_or_releases_on_kubernetes() {
+    only_the_holders_lease_id_renews_or_releases(StoreKind::Kubernetes);
+}
+
+#[test]
+fn only_the_holders_lease_id_renews_or_releases_on_etcd() {
+    only_the_holders_lease_id_renews_or_releases(StoreKind::Etcd);
+}
+
+async fn strangers_cannot_touch_a_lease(url: &str) {
     let http = reqwest::Client::new();
-    let url = &elector.url;
     let (_, grant) = call(&http, "POST", &format!("{url}/v1/locks/mine/acquire"), None).await;
     let lease = grant["lease_id"].as_str().unwrap().to_owned();
     // A stranger's guesses, and a lease id of its own that it already released.

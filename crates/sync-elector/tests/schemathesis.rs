@@ -12,6 +12,8 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
+use support::StoreKind;
+
 /// The pinned schemathesis, where `scripts/install-test-deps` puts it (or `SYNC_SCHEMATHESIS`).
 fn schemathesis() -> PathBuf {
     if let Some(path) = std::env::var_os("SYNC_SCHEMATHESIS") {
@@ -32,11 +34,26 @@ fn schemathesis() -> PathBuf {
 }
 
 #[test]
-fn schemathesis_finds_nothing_in_the_v1_api() {
+fn schemathesis_finds_nothing_on_memory() {
+    schemathesis_finds_nothing(StoreKind::Memory);
+}
+
+#[test]
+fn schemathesis_finds_nothing_on_kubernetes() {
+    schemathesis_finds_nothing(StoreKind::Kubernetes);
+}
+
+#[test]
+fn schemathesis_finds_nothing_on_etcd() {
+    schemathesis_finds_nothing(StoreKind::Etcd);
+}
+
+fn schemathesis_finds_nothing(kind: StoreKind) {
     let binary = schemathesis();
-    let elector = support::elector("schemathesis-elector", &["--ttl", "2s"], &[]);
+    let on = support::OnStore::start(kind, "schemathesis-elector", 2, &[]);
+    let elector = &on.elector;
     let seed = std::env::var("SYNC_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
-    let reports = support::temp_dir("schemathesis");
+    let reports = support::temp_dir(&format!("schemathesis-{}", kind.name()));
     let run = Command::new(&binary)
         .current_dir(&reports)
         .env("SCHEMATHESIS_HOOKS", "hooks")
@@ -55,7 +72,8 @@ fn schemathesis_finds_nothing_in_the_v1_api() {
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(
         run.status.success(),
-        "schemathesis found problems (above); reproduce with SYNC_SCHEMATHESIS_SEED={seed}"
+        "schemathesis found problems on {} (above); reproduce with SYNC_SCHEMATHESIS_SEED={seed}",
+        kind.name()
     );
     assert!(stdout.contains("passed"), "schemathesis ran no cases");
     let (status, _) = sync_testkit::http::get(&format!("{}/healthz", elector.url)).unwrap();

@@ -14,6 +14,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)] // each test file uses some of these
+pub use sync_testkit::stores::StoreKind;
+#[allow(unused_imports)] // each test file uses some of these
 pub use sync_testkit::{ElectorProc, EtcdCluster, signal_pid, temp_dir, wait_child};
 
 /// Starts this package's elector binary as `--listen 127.0.0.1:0 --identity IDENTITY ARGS`, with
@@ -50,6 +52,39 @@ pub async fn call(
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// An elector on a store started for it (memory; the Kubernetes API test server; a one-member
+/// etcd), for tests that run on every store. The elector stops before its store.
+pub struct OnStore {
+    /// The elector.
+    pub elector: ElectorProc,
+    _store: sync_testkit::stores::Backend,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl OnStore {
+    /// Starts `kind` and an elector named `identity` on it with ttl `ttl` seconds and `extra`
+    /// flags. Call it outside an async runtime (the store gets a runtime of its own).
+    pub fn start(
+        kind: sync_testkit::stores::StoreKind,
+        identity: &str,
+        ttl: u64,
+        extra: &[&str],
+    ) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = sync_testkit::stores::Backend::start(kind, &runtime)
+            .unwrap_or_else(|e| panic!("the {} store does not start: {e}", kind.name()));
+        let binary = Path::new(env!("CARGO_BIN_EXE_sync-elector"));
+        let elector = store
+            .elector(binary, identity, ttl, extra)
+            .unwrap_or_else(|e| panic!("the elector on {} does not start: {e}", kind.name()));
+        Self {
+            elector,
+            _store: store,
+            _runtime: runtime,
+        }
+    }
 }
 
 /// An elector named `proc-elector` with `args`.
