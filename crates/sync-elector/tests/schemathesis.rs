@@ -1,7 +1,8 @@
 //! Schemathesis (from PyPI) against the elector binary, driven by the OpenAPI document the elector
 //! serves at `/openapi.json`: examples, boundary values and random inputs for every v1 operation,
 //! with every check it has (no 5xx, every status and content type documented, every body matching
-//! its schema, valid input accepted, invalid input refused). `scripts/install-test-deps` installs
+//! its schema, valid input accepted, invalid input refused). The stateful phase follows the
+//! grant's links: acquire, then renew and release with the lease id it returned. `scripts/install-test-deps` installs
 //! it; `tests/schemathesis/hooks.py` says the one thing it changes in the generated requests.
 //!
 //! The two event streams (`watch`, `events`) are left out: they never end by design, so each
@@ -62,7 +63,7 @@ fn schemathesis_finds_nothing(kind: StoreKind) {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis"),
         )
         .args(["run", &format!("{}/openapi.json", elector.url)])
-        .args(["--checks", "all", "--phases", "examples,coverage,fuzzing"])
+        .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--max-examples", "100", "--request-timeout", "5"])
         .args(["--exclude-path-regex", "/(watch|events)$"])
         .args(["--seed", &seed])

@@ -118,10 +118,42 @@ pub struct ServerSentEvent {
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes")
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        camel_case_links(&mut doc);
+        serde_json::to_string_pretty(&doc).expect("the document serializes")
     })
+}
+
+/// utoipa 5.5 writes a response link's fields in snake case (`operation_id`); OpenAPI, and the
+/// tools that follow links (schemathesis' stateful phase), read `operationId`.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let operations = doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|path| path.as_object_mut())
+        .flat_map(|path| path.values_mut());
+    for operation in operations {
+        let Some(responses) = operation["responses"].as_object_mut() else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+                continue;
+            };
+            for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.to_owned(), value);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `GET /openapi.json`
@@ -157,5 +189,13 @@ mod tests {
         let name = &paths["/v1/locks/{name}"]["get"]["parameters"][0]["schema"];
         assert_eq!(name["pattern"], sync_protocol::NAME_PATTERN);
         assert_eq!(name["maxLength"], sync_protocol::MAX_NAME_LEN);
+        // A grant links to the operations that take its lease id, in OpenAPI's spelling.
+        let links = &paths["/v1/locks/{name}/acquire"]["post"]["responses"]["200"]["links"];
+        assert_eq!(links["renew"]["operationId"], "renew");
+        assert_eq!(
+            links["release"]["parameters"]["id"],
+            "$response.body#/lease_id"
+        );
+        assert!(links["renew"].get("operation_id").is_none());
     }
 }

@@ -98,7 +98,11 @@ pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
     params(super::openapi::NamePath),
     request_body(content = Option<AcquireRequest>, content_type = "application/json", description = "Every field is optional; an empty body waits until acquired, with the elector's default ttl"),
     responses(
-        (status = 200, description = "The lock is held: the lease", body = Grant),
+        (status = 200, description = "The lock is held: the lease", body = Grant, links(
+            ("renew" = (operation_id = "renew", parameters(("id" = "$response.body#/lease_id")))),
+            ("release" = (operation_id = "release", parameters(("id" = "$response.body#/lease_id")))),
+            ("events" = (operation_id = "lease_events", parameters(("id" = "$response.body#/lease_id")))),
+        )),
         (status = 400, description = "A bad name, a body that is not an AcquireRequest, or a field out of range", body = ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 409, description = "The wait ran out: the body names the holder and its token", body = ErrorBody),
