@@ -63,7 +63,12 @@ fn schemathesis_finds_nothing(kind: StoreKind) {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis"),
         )
         .args(["run", &format!("{}/openapi.json", elector.url)])
-        .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"])
+        .args([
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+        ])
         .args(["--max-examples", "100", "--request-timeout", "5"])
         .args(["--exclude-path-regex", "/(watch|events)$"])
         .args(["--seed", &seed])
