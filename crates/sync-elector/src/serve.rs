@@ -19,6 +19,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tracing::{debug, warn};
 
 /// Streams one HTTP/2 connection may carry: a client holding many locks keeps an event stream
@@ -97,11 +98,9 @@ pub async fn serve(
         // Marks the connection as having sent a whole request head, on its first request.
         let spoke = Arc::new(AtomicBool::new(false));
         let marker = spoke.clone();
-        let router = router.clone();
-        let service = tower::service_fn(move |request| {
+        let service = router.clone().map_request(move |request| {
             marker.store(true, Ordering::Relaxed);
-            let mut router = router.clone();
-            async move { tower::Service::call(&mut router, request).await }
+            request
         });
         let service = TowerToHyperService::new(service);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
