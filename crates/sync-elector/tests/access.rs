@@ -117,24 +117,11 @@ async fn a_token_guards_every_lock_route_and_only_those() {
 /// Only the holder's lease id renews or releases, on `kind`.
 fn only_the_holders_lease_id_renews_or_releases(kind: StoreKind) {
     let on = support::OnStore::start(kind, "access-elector", 15, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(strangers_cannot_touch_a_lease(&on.elector.url));
+    on.runtime
+        .block_on(strangers_cannot_touch_a_lease(&on.elector.url));
 }
 
-#[test]
-fn only_the_holders_lease_id_renews_or_releases_on_memory() {
-    only_the_holders_lease_id_renews_or_releases(StoreKind::Memory);
-}
-
-#[test]
-fn only_the_holders_lease_id_renews_or_releases_on_kubernetes() {
-    only_the_holders_lease_id_renews_or_releases(StoreKind::Kubernetes);
-}
-
-#[test]
-fn only_the_holders_lease_id_renews_or_releases_on_etcd() {
-    only_the_holders_lease_id_renews_or_releases(StoreKind::Etcd);
-}
+support::on_every_store!(only_the_holders_lease_id_renews_or_releases);
 
 async fn strangers_cannot_touch_a_lease(url: &str) {
     let http = reqwest::Client::new();

@@ -34,20 +34,7 @@ fn schemathesis() -> PathBuf {
     path
 }
 
-#[test]
-fn schemathesis_finds_nothing_on_memory() {
-    schemathesis_finds_nothing(StoreKind::Memory);
-}
-
-#[test]
-fn schemathesis_finds_nothing_on_kubernetes() {
-    schemathesis_finds_nothing(StoreKind::Kubernetes);
-}
-
-#[test]
-fn schemathesis_finds_nothing_on_etcd() {
-    schemathesis_finds_nothing(StoreKind::Etcd);
-}
+support::on_every_store!(schemathesis_finds_nothing);
 
 fn schemathesis_finds_nothing(kind: StoreKind) {
     let binary = schemathesis();

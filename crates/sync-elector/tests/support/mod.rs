@@ -60,7 +60,8 @@ pub struct OnStore {
     /// The elector.
     pub elector: ElectorProc,
     _store: sync_testkit::stores::Backend,
-    _runtime: tokio::runtime::Runtime,
+    /// The runtime the store's in-process parts run on; tests may block on it too.
+    pub runtime: tokio::runtime::Runtime,
 }
 
 impl OnStore {
@@ -82,10 +83,38 @@ impl OnStore {
         Self {
             elector,
             _store: store,
-            _runtime: runtime,
+            runtime,
         }
     }
 }
+
+/// Declares one test per store for `check(kind: StoreKind)`, in a module named after it:
+/// `check::memory`, `check::kubernetes` and `check::etcd`.
+#[allow(unused_macros)] // only the tests that run on every store use it
+macro_rules! on_every_store {
+    ($check:ident) => {
+        mod $check {
+            use super::support::StoreKind;
+
+            #[test]
+            fn memory() {
+                super::$check(StoreKind::Memory);
+            }
+
+            #[test]
+            fn kubernetes() {
+                super::$check(StoreKind::Kubernetes);
+            }
+
+            #[test]
+            fn etcd() {
+                super::$check(StoreKind::Etcd);
+            }
+        }
+    };
+}
+#[allow(unused_imports)] // only the tests that run on every store use it
+pub(crate) use on_every_store;
 
 /// An elector named `proc-elector` with `args`.
 pub fn start_elector(args: &[&str]) -> ElectorProc {
