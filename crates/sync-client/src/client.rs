@@ -128,16 +128,9 @@ fn token(given: Option<String>) -> Result<Option<(String, String)>> {
         "{} ({TOKEN_FILE_ENV})",
         std::path::Path::new(&path).display()
     );
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Token {
-        from: from.clone(),
-        reason: e.to_string(),
-    })?;
-    match text.trim() {
-        "" => Err(Error::Token {
-            from,
-            reason: "the file is empty".into(),
-        }),
-        token => Ok(Some((token.to_owned(), from))),
+    match sync_protocol::read_token_file(std::path::Path::new(&path)) {
+        Ok(token) => Ok(Some((token, from))),
+        Err(reason) => Err(Error::Token { from, reason }),
     }
 }
 

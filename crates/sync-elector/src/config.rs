@@ -141,13 +141,9 @@ impl Config {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("could not read the token file {}: {e}", path.display()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(format!("the token file {} is empty", path.display()));
-        }
-        Ok(Some(token.to_owned()))
+        sync_protocol::read_token_file(path)
+            .map(Some)
+            .map_err(|reason| format!("the token file {}: {reason}", path.display()))
     }
 
     /// A configuration with every default, listening on `listen` (tests use port 0).

@@ -33,6 +33,27 @@ pub const URL_ENV: &str = "SYNC_ELECTOR_URL";
 /// runs with `--token-file`.
 pub const TOKEN_FILE_ENV: &str = "SYNC_ELECTOR_TOKEN_FILE";
 
+/// Reads a bearer-token file the way the elector (`--token-file`) and the client
+/// ([`TOKEN_FILE_ENV`]) both do: the file's content, trimmed, which must not be empty. The error
+/// says what is wrong with the file, for a message that names it.
+///
+/// ```
+/// let file = std::env::temp_dir().join(format!("token-doc-{}", std::process::id()));
+/// std::fs::write(&file, "s3cret\n")?;
+/// assert_eq!(sync_protocol::read_token_file(&file)?, "s3cret");
+/// std::fs::write(&file, " \n")?;
+/// assert_eq!(sync_protocol::read_token_file(&file).unwrap_err(), "it is empty");
+/// # std::fs::remove_file(&file)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("could not read it: {e}"))?;
+    match text.trim() {
+        "" => Err("it is empty".into()),
+        token => Ok(token.to_owned()),
+    }
+}
+
 /// Longest lock ttl the elector accepts, in seconds (one hour).
 pub const MAX_TTL_SECONDS: u64 = 3600;
 
