@@ -113,26 +113,28 @@ async fn ours(stdin: &mut Lines<BufReader<Stdin>>) -> Result<()> {
 async fn v3lock(stdin: &mut Lines<BufReader<Stdin>>) -> Result<()> {
     let endpoints: Vec<String> = var(ETCD_ENV)?.split(',').map(str::to_owned).collect();
     let ttl = ttl()?;
-    let mut client = etcd_client::Client::connect(&endpoints, None).await?;
-    let lease = client.lease_grant(ttl as i64, None).await?.id();
-    let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
+    // No request timeout: a Lock call waits for its turn as long as the holder holds.
+    let mut options = etcd_rpc::Options::default();
+    options.request_timeout = None;
+    let client = etcd_rpc::Client::connect(&endpoints, &options)?;
+    let lease = client.lease_grant(ttl as i64).await?.id;
+    let mut keeper = client.lease_keep_alive(lease);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(ttl).div_f64(3.0)).await;
-            if keeper.keep_alive().await.is_err() || replies.message().await.is_err() {
+            if !matches!(keeper.keep_alive().await, Ok(Some(_))) {
                 return;
             }
         }
     });
     let name = var(LOCK_ENV)?;
     loop {
-        let options = etcd_client::LockOptions::new().with_lease(lease);
-        let locked = client.lock(name.as_str(), Some(options)).await?;
-        let token = locked.header().map_or(0, |h| h.revision());
+        let locked = client.lock(name.as_bytes(), lease).await?;
+        let token = locked.header.map_or(0, |h| h.revision);
         say(format!("ACQ {} {token}", now_ns()));
         let order = next_order(stdin).await?;
         say(format!("REL {}", now_ns()));
-        client.unlock(locked.key().to_vec()).await?;
+        client.unlock(&locked.key).await?;
         queue_again(order, stdin).await?;
     }
 }

@@ -62,7 +62,8 @@ pub fn run(run: &mut Run) -> Result<()> {
                     Unit::Seconds,
                     Summary::of_durations(&samples).expect("samples"),
                 )
-                .note = Some("etcd-client's Lock/Unlock with one session lease per process".into());
+                .note =
+                Some("etcd's Lock/Unlock (v3lock) with one session lease per process".into());
         }
         if kind == StoreKind::Kubernetes {
             lease_manager(run, &backend)?;

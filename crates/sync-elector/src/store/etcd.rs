@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, GetResponse, KeyValue, PutOptions, SortOrder,
-    SortTarget, WatchOptions,
+use etcd_rpc::{
+    Client, EventType, KeyValue, Options, PutRequest, RangeRequest, RangeResponse, SortOrder,
+    SortTarget, WatchCreateRequest,
 };
 use serde::{Deserialize, Serialize};
 use sync_protocol::LockName;
@@ -104,7 +104,7 @@ fn unavailable(step: &str, err: impl std::fmt::Display) -> StoreError {
 async fn call<T, F, Fut>(step: &str, mut request: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, etcd_client::Error>>,
+    Fut: Future<Output = Result<T, etcd_rpc::Error>>,
 {
     let mut last = None;
     for attempt in 0..3 {
@@ -121,73 +121,37 @@ where
 }
 
 /// Sends one keep-alive for `lease`: `true` while the lease lives, `false` once it is gone.
-async fn keep_alive_once(mut client: Client, lease: i64) -> Result<bool, etcd_client::Error> {
-    // Opening the stream sends one keep-alive and reads its answer, which is all we need:
-    // sending another through the keeper doubled every elector's keep-alive traffic.
-    match client.lease_keep_alive(lease).await {
-        Ok(_) => Ok(true),
-        // etcd answered with ttl 0: the lease expired or was revoked.
-        Err(etcd_client::Error::LeaseKeepAliveError(message)) if message == "lease not found" => {
-            Ok(false)
-        }
-        Err(err) => Err(err),
-    }
+async fn keep_alive_once(client: Client, lease: i64) -> Result<bool, etcd_rpc::Error> {
+    Ok(client.lease_keep_alive_once(lease).await?.is_some())
 }
 
-/// `host:port` or `http://host:port`, as a URL; `https` is refused (no TLS support yet).
-pub fn endpoint_url(endpoint: &str) -> Result<String, String> {
-    let endpoint = endpoint.trim();
-    if endpoint.is_empty() {
-        return Err("an etcd endpoint is empty; write host:port or http://host:port".into());
-    }
-    if endpoint.starts_with("https://") {
-        return Err(format!(
-            "{endpoint}: TLS to etcd is not supported yet; use http://"
-        ));
-    }
-    let url = if endpoint.starts_with("http://") {
-        endpoint.to_owned()
-    } else if endpoint.contains("://") {
-        return Err(format!(
-            "{endpoint}: an etcd endpoint is host:port or http://host:port"
-        ));
-    } else {
-        format!("http://{endpoint}")
-    };
-    let rest = &url["http://".len()..];
-    match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(url),
-        _ => Err(format!(
-            "{endpoint}: an etcd endpoint needs a host and a port, as 127.0.0.1:2379"
-        )),
-    }
+/// A key of ours as text (every key this store writes is).
+fn key_str(kv: &KeyValue) -> Option<&str> {
+    std::str::from_utf8(&kv.key).ok()
+}
+
+/// The revision a response was read or written at.
+fn revision_of(header: Option<&etcd_rpc::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
 }
 
 impl EtcdStore {
     /// Connects to the cluster at `endpoints` (`host:port` or `http://host:port`) and keeps
     /// locks under `prefix`.
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
-        let urls = endpoints
-            .iter()
-            .map(|e| endpoint_url(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| StoreError::Unavailable {
+        let mut options = Options::default();
+        options.request_timeout = Some(REQUEST_TIMEOUT);
+        let client =
+            Client::connect(endpoints, &options).map_err(|err| StoreError::Unavailable {
                 store: "etcd",
-                message,
+                message: err.to_string(),
             })?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        let client = Client::connect(&urls, Some(options))
-            .await
-            .map_err(|e| unavailable(&format!("connecting to etcd at {}", urls.join(",")), e))?;
-        info!(endpoints = %urls.join(","), %prefix, "using etcd");
+        info!(endpoints = %endpoints.join(","), %prefix, "using etcd");
         Ok(Self::with_client(client, prefix))
     }
 
-    /// A store over a connected client; starts its prefix watch at once.
-    pub fn with_client(client: Client, prefix: &str) -> Self {
+    /// A store over a client; starts its prefix watch at once.
+    fn with_client(client: Client, prefix: &str) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let (cover, covered) = tokio::sync::watch::channel(false);
         let watcher = tokio::spawn(watch_prefix(
@@ -229,12 +193,8 @@ impl EtcdStore {
         }
         let ttl = i64::try_from(claim.ttl.as_secs()).unwrap_or(i64::MAX);
         let client = self.client.clone();
-        let grant = call("granting a lease", || {
-            let mut c = client.clone();
-            async move { c.lease_grant(ttl, None).await }
-        })
-        .await?;
-        let lease = grant.id();
+        let grant = call("granting a lease", || client.lease_grant(ttl)).await?;
+        let lease = grant.id;
         let key = self.key(name, lease);
         let value = serde_json::to_vec(&Value {
             holder: claim.holder.clone(),
@@ -243,14 +203,15 @@ impl EtcdStore {
         })
         .expect("a Value serializes");
         let put = call("queueing for the lock", || {
-            let (mut c, key, value) = (client.clone(), key.clone(), value.clone());
-            async move {
-                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                    .await
-            }
+            client.put(PutRequest {
+                key: key.clone().into_bytes(),
+                value: value.clone(),
+                lease,
+                ..Default::default()
+            })
         })
         .await?;
-        let revision = put.header().map_or(0, |h| h.revision());
+        let revision = revision_of(put.header.as_ref());
         let keepalive = tokio::spawn(keep_alive(
             client,
             lease,
@@ -271,31 +232,22 @@ impl EtcdStore {
         Ok((lease, key, revision))
     }
 
-    /// One range read of `key` with `options`, bounded and retried.
-    async fn range(
-        &self,
-        step: &str,
-        key: &str,
-        options: Option<GetOptions>,
-    ) -> Result<GetResponse, StoreError> {
-        call(step, || {
-            let (mut c, key, options) = (self.client.clone(), key.to_owned(), options.clone());
-            async move { c.get(key, options).await }
-        })
-        .await
+    /// One range read, bounded and retried.
+    async fn range(&self, step: &str, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        call(step, || self.client.range(request.clone())).await
     }
 
     /// The key that owns `name` now (lowest create revision), with the read's revision.
     async fn owner(&self, name: &LockName) -> Result<(Option<KeyValue>, i64), StoreError> {
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(1);
-        let response = self
-            .range("reading the lock", &self.lock_prefix(name), Some(options))
-            .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        Ok((response.kvs().first().cloned(), revision))
+        let request = RangeRequest {
+            sort_target: SortTarget::Create as i32,
+            sort_order: SortOrder::Ascend as i32,
+            limit: 1,
+            ..RangeRequest::prefix(self.lock_prefix(name))
+        };
+        let response = self.range("reading the lock", request).await?;
+        let revision = revision_of(response.header.as_ref());
+        Ok((response.kvs.into_iter().next(), revision))
     }
 
     /// The key created just before `revision` under `name`.
@@ -304,25 +256,25 @@ impl EtcdStore {
         name: &LockName,
         revision: i64,
     ) -> Result<Option<String>, StoreError> {
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_max_create_revision(revision - 1)
-            .with_limit(1)
-            .with_keys_only();
-        let response = self
-            .range("reading the line", &self.lock_prefix(name), Some(options))
-            .await?;
-        Ok(response
-            .kvs()
-            .first()
-            .and_then(|kv| kv.key_str().ok())
-            .map(str::to_owned))
+        let request = RangeRequest {
+            sort_target: SortTarget::Create as i32,
+            sort_order: SortOrder::Descend as i32,
+            max_create_revision: revision - 1,
+            limit: 1,
+            keys_only: true,
+            ..RangeRequest::prefix(self.lock_prefix(name))
+        };
+        let response = self.range("reading the line", request).await?;
+        Ok(response.kvs.first().and_then(key_str).map(str::to_owned))
     }
 
     async fn exists(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let response = self.range("reading a key", key, None).await?;
-        Ok(response.kvs().first().cloned())
+        let request = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let response = self.range("reading a key", request).await?;
+        Ok(response.kvs.into_iter().next())
     }
 
     fn record(name: &LockName, owner: Option<&KeyValue>, expires_at: Instant) -> Record {
@@ -333,7 +285,7 @@ impl EtcdStore {
                 token: 0,
             };
         };
-        let value: Option<Value> = serde_json::from_slice(kv.value()).ok();
+        let value: Option<Value> = serde_json::from_slice(&kv.value).ok();
         Record {
             name: name.clone(),
             holding: value.map(|v| Holding {
@@ -342,7 +294,7 @@ impl EtcdStore {
                 ttl: Duration::from_secs(v.ttl_seconds),
                 expires_at,
             }),
-            token: u64::try_from(kv.create_revision()).unwrap_or(0),
+            token: u64::try_from(kv.create_revision).unwrap_or(0),
         }
     }
 
@@ -354,8 +306,8 @@ impl EtcdStore {
             .exists(&self.key(name, id))
             .await?
             .ok_or(StoreError::NotHolder)?;
-        let value: Option<Value> = serde_json::from_slice(kv.value()).ok();
-        let ours = u64::try_from(kv.create_revision()).ok() == Some(lease.token)
+        let value: Option<Value> = serde_json::from_slice(&kv.value).ok();
+        let ours = u64::try_from(kv.create_revision).ok() == Some(lease.token)
             && value.is_some_and(|v| v.holder == lease.holder);
         if ours {
             Ok(id)
@@ -365,13 +317,9 @@ impl EtcdStore {
     }
 
     async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        let client = self.client.clone();
-        call("revoking a lease", || {
-            let mut c = client.clone();
-            async move { c.lease_revoke(lease).await }
-        })
-        .await
-        .map(drop)
+        call("revoking a lease", || self.client.lease_revoke(lease))
+            .await
+            .map(drop)
     }
 }
 
@@ -400,7 +348,7 @@ impl Store for EtcdStore {
             let (lease, key, revision) = self.place(name, claim).await?;
             let (owner, read_at) = self.owner(name).await?;
             match owner {
-                Some(kv) if kv.key_str().ok() == Some(key.as_str()) => {
+                Some(kv) if key_str(&kv) == Some(key.as_str()) => {
                     // A waiter's lease was last kept alive up to a third of the ttl ago, but
                     // the grant's validity is counted from this call: refresh the lease first,
                     // or it could run out in etcd before the holder's renew deadline.
@@ -423,7 +371,7 @@ impl Store for EtcdStore {
                         revision: lease.to_string(),
                     }));
                 }
-                Some(kv) if kv.create_revision() < revision => {
+                Some(kv) if kv.create_revision < revision => {
                     let predecessor = self.predecessor(name, revision).await?;
                     if let Some(c) = self.state().contenders.get_mut(&id) {
                         c.predecessor = predecessor.clone();
@@ -477,31 +425,22 @@ impl Store for EtcdStore {
         let Some(kv) = owner else {
             return Ok(None);
         };
-        let client = self.client.clone();
-        let lease = kv.lease();
         let left = call("reading the lease", || {
-            let mut c = client.clone();
-            async move { c.lease_time_to_live(lease, None).await }
+            self.client.lease_time_to_live(kv.lease)
         })
         .await
-        .map_or(0, |r| r.ttl().max(0));
+        .map_or(0, |r| r.ttl.max(0));
         let expires_at = Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
         Ok(Some(Self::record(name, Some(&kv), expires_at)))
     }
 
     async fn list(&self) -> Result<Vec<Record>, StoreError> {
         let response = self
-            .range(
-                "listing locks",
-                &self.prefix,
-                Some(GetOptions::new().with_prefix()),
-            )
+            .range("listing locks", RangeRequest::prefix(self.prefix.as_str()))
             .await?;
         let mut owners: BTreeMap<LockName, KeyValue> = BTreeMap::new();
-        for kv in response.kvs() {
-            let Some(name) = kv
-                .key_str()
-                .ok()
+        for kv in response.kvs {
+            let Some(name) = key_str(&kv)
                 .and_then(|k| k.strip_prefix(&self.prefix))
                 .and_then(|k| k.rsplit_once('/'))
                 .and_then(|(n, _)| LockName::new(n).ok())
@@ -510,16 +449,16 @@ impl Store for EtcdStore {
             };
             let first = owners
                 .get(&name)
-                .is_none_or(|o| o.create_revision() > kv.create_revision());
+                .is_none_or(|o| o.create_revision > kv.create_revision);
             if first {
-                owners.insert(name, kv.clone());
+                owners.insert(name, kv);
             }
         }
         let now = Instant::now();
         Ok(owners
             .iter()
             .map(|(name, kv)| {
-                let ttl = serde_json::from_slice::<Value>(kv.value()).map_or(0, |v| v.ttl_seconds);
+                let ttl = serde_json::from_slice::<Value>(&kv.value).map_or(0, |v| v.ttl_seconds);
                 Self::record(name, Some(kv), now + Duration::from_secs(ttl))
             })
             .collect())
@@ -591,16 +530,16 @@ async fn watch_prefix(
     // The first revision the watch must deliver; 0 until the current revision is known.
     let mut from = 0i64;
     loop {
-        let mut c = client.clone();
         if from == 0 {
             // Watching "from now" would leave a gap between a read and the watch's start: learn
             // the current revision and watch from the one after it.
-            let options = GetOptions::new()
-                .with_prefix()
-                .with_keys_only()
-                .with_limit(1);
-            match timeout(REQUEST_TIMEOUT, c.get(prefix.clone(), Some(options))).await {
-                Ok(Ok(response)) => from = response.header().map_or(0, |h| h.revision()) + 1,
+            let request = RangeRequest {
+                keys_only: true,
+                limit: 1,
+                ..RangeRequest::prefix(prefix.as_str())
+            };
+            match timeout(REQUEST_TIMEOUT, client.range(request)).await {
+                Ok(Ok(response)) => from = revision_of(response.header.as_ref()) + 1,
                 failed => {
                     let error = match failed {
                         Ok(Err(err)) => err.to_string(),
@@ -612,8 +551,11 @@ async fn watch_prefix(
                 }
             }
         }
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        let mut stream = match c.watch(prefix.clone(), Some(options)).await {
+        let request = WatchCreateRequest {
+            start_revision: from,
+            ..WatchCreateRequest::prefix(prefix.as_str())
+        };
+        let mut stream = match client.watch(request).await {
             Ok(stream) => stream,
             Err(err) => {
                 state.lock().expect("etcd store state poisoned").watching = false;
@@ -633,7 +575,7 @@ async fn watch_prefix(
                     break;
                 }
             };
-            if message.compact_revision() > 0 {
+            if message.compact_revision > 0 {
                 // The history we asked for is gone: start again from the current revision, and
                 // wake every waiter once so each reads the line again.
                 from = 0;
@@ -644,11 +586,15 @@ async fn watch_prefix(
                 }
                 break;
             }
+            if message.canceled {
+                warn!(reason = %message.cancel_reason, "etcd cancelled the watch; re-establishing it");
+                break;
+            }
             let mut s = state.lock().expect("etcd store state poisoned");
-            for event in message.events() {
-                let Some(kv) = event.kv() else { continue };
-                from = from.max(kv.mod_revision() + 1);
-                let Some(key) = kv.key_str().ok() else {
+            for event in &message.events {
+                let Some(kv) = &event.kv else { continue };
+                from = from.max(kv.mod_revision + 1);
+                let Some(key) = key_str(kv) else {
                     continue;
                 };
                 let Some((name, _)) = key
@@ -658,7 +604,7 @@ async fn watch_prefix(
                     continue;
                 };
                 s.observers.notify(name);
-                if event.event_type() == EventType::Delete {
+                if event.r#type() == EventType::Delete {
                     let woken: Vec<String> = s
                         .contenders
                         .iter()
@@ -673,35 +619,5 @@ async fn watch_prefix(
         }
         state.lock().expect("etcd store state poisoned").watching = false;
         sleep(Duration::from_millis(200)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_take_two_forms_and_refuse_the_rest() {
-        assert_eq!(
-            endpoint_url("127.0.0.1:2379").unwrap(),
-            "http://127.0.0.1:2379"
-        );
-        assert_eq!(
-            endpoint_url(" http://etcd-0:2379 ").unwrap(),
-            "http://etcd-0:2379"
-        );
-        assert!(
-            endpoint_url("https://etcd:2379")
-                .unwrap_err()
-                .contains("TLS")
-        );
-        assert!(endpoint_url("etcd").unwrap_err().contains("port"));
-        assert!(endpoint_url("etcd:http").unwrap_err().contains("port"));
-        assert!(
-            endpoint_url("grpc://etcd:2379")
-                .unwrap_err()
-                .contains("host:port")
-        );
-        assert!(endpoint_url("").unwrap_err().contains("empty"));
     }
 }
