@@ -17,9 +17,31 @@ pub enum StoreKind {
     Etcd,
 }
 
+/// The stores this build has, in the order `--version` names them. Every build has the memory
+/// store; the default features add the other two.
+pub const STORES: &[&str] = &[
+    "memory",
+    #[cfg(feature = "kubernetes")]
+    "kubernetes",
+    #[cfg(feature = "etcd")]
+    "etcd",
+];
+
+/// `--version`: the version and the stores, so whoever runs a binary can see what it can do.
+fn long_version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (stores: {})",
+            env!("CARGO_PKG_VERSION"),
+            STORES.join(", ")
+        )
+    });
+    &VERSION
+}
+
 /// The sync-elector sidecar: distributed locks and leader election for the programs in its pod.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sync-elector", version, about)]
+#[command(name = "sync-elector", version, long_version = long_version(), about)]
 pub struct Config {
     /// Address of the v1 and legacy API.
     #[arg(long, env = "SYNC_LISTEN", default_value = "127.0.0.1:13131")]
@@ -198,6 +220,20 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_names_the_stores_of_this_build() {
+        let err = Config::try_parse_from(["sync-elector", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        let shown = err.to_string();
+        assert!(shown.contains("stores: memory"), "{shown}");
+        assert_eq!(
+            shown.contains("kubernetes"),
+            cfg!(feature = "kubernetes"),
+            "{shown}"
+        );
+        assert_eq!(shown.contains("etcd"), cfg!(feature = "etcd"), "{shown}");
+    }
 
     #[test]
     fn defaults_match_the_design() {
