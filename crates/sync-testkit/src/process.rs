@@ -39,9 +39,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A fresh temporary folder named for `purpose` and this process.
+/// A fresh temporary folder named for `purpose`, this process and this call.
 pub fn temp_dir(purpose: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sync-test-{purpose}-{}", std::process::id()));
+    // Unique per call, not only per process: `cargo test` runs a binary's tests as threads of one
+    // process, and tests with the same purpose (every etcd conformance test starts a member
+    // named "conformance") would otherwise wipe each other's folders while they run.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("sync-test-{purpose}-{}-{call}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
