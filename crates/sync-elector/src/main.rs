@@ -1,4 +1,5 @@
 //! The sync-elector binary: flags, logs, serve until SIGTERM or SIGINT, then hand every lock over.
+//! SIGUSR1 logs the waiting queues and the store's state.
 
 use std::io::IsTerminal;
 
@@ -18,6 +19,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let server = Server::start(config).await?;
+    let manager = server.manager().clone();
+    sync_elector::shutdown::dump_on_sigusr1(move || {
+        tracing::warn!(state = %manager.describe(), "state dump (SIGUSR1)");
+    })
+    .context("could not listen for SIGUSR1")?;
     let signal = sync_elector::shutdown::signalled()
         .await
         .context("could not listen for SIGTERM and SIGINT")?;

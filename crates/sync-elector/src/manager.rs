@@ -256,6 +256,36 @@ impl Manager {
         &self.inner.metrics
     }
 
+    /// What this elector is doing, for a person looking at a stuck waiter: how many clients
+    /// wait for each lock here, the leases it holds, and the store's own state.
+    pub fn describe(&self) -> serde_json::Value {
+        let state = self.inner.state.lock().expect("manager state poisoned");
+        let waiting: std::collections::BTreeMap<String, usize> = state
+            .queues
+            .iter()
+            .map(|(name, queue)| (name.to_string(), queue.len()))
+            .collect();
+        let mut held: Vec<serde_json::Value> = state
+            .leases
+            .values()
+            .map(|lease| {
+                serde_json::json!({
+                    "lock": lease.name.as_str(),
+                    "holder": lease.holder,
+                    "token": lease.token,
+                })
+            })
+            .collect();
+        held.sort_by(|a, b| a["lock"].as_str().cmp(&b["lock"].as_str()));
+        serde_json::json!({
+            "identity": self.inner.identity,
+            "store": self.inner.store.kind(),
+            "waiting": waiting,
+            "held": held,
+            "store_state": self.inner.store.describe(),
+        })
+    }
+
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.is_cancelled()

@@ -1,4 +1,5 @@
-//! Waiting for the signals that end the elector: SIGTERM (a pod being stopped) and SIGINT.
+//! The signals the elector answers: SIGTERM (a pod being stopped) and SIGINT end it; SIGUSR1 asks
+//! it to log what it is waiting for.
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -10,4 +11,15 @@ pub async fn signalled() -> std::io::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Calls `dump` on every SIGUSR1, for as long as the elector runs.
+pub fn dump_on_sigusr1(dump: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            dump();
+        }
+    });
+    Ok(())
 }

@@ -146,6 +146,22 @@ impl ElectorProc {
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+
+    /// Asks the elector for its state (SIGUSR1) and returns the dump it logs: its wait queues,
+    /// its leases and the store's waiters. `None` if nothing came within a few seconds.
+    pub fn state_dump(&self) -> Option<String> {
+        let marker = "state dump";
+        let before = self.log().iter().filter(|l| l.contains(marker)).count();
+        self.signal("USR1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(line) = self.log().iter().filter(|l| l.contains(marker)).nth(before) {
+                return Some(line.clone());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 impl Drop for ElectorProc {

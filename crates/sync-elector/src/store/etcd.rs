@@ -484,6 +484,24 @@ impl Store for EtcdStore {
         }
     }
 
+    fn describe(&self) -> serde_json::Value {
+        let state = self.state();
+        let contenders: Vec<_> = state
+            .contenders
+            .iter()
+            .map(|((lock, holder), c)| {
+                serde_json::json!({
+                    "lock": lock,
+                    "holder": holder,
+                    "key": c.key,
+                    "revision": c.revision,
+                    "predecessor": c.predecessor,
+                })
+            })
+            .collect();
+        serde_json::json!({"watching": state.watching, "contenders": contenders})
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         if self.state().watching {
             Ok(())

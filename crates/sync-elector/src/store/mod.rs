@@ -166,4 +166,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// What the store keeps for this elector's waiters, for a person looking at a stuck one
+    /// (the elector logs it on SIGUSR1). `null` when there is nothing to show.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
