@@ -5,11 +5,13 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::EtcdCluster;
 use support::scenarios::{contest, failover_after_an_elector_is_killed, release_hands_over};
-use support::{ElectorProc, contend_and_check, token};
+use support::{ElectorProc, contend, contend_and_check, token};
 
 /// The child role: runs only when a test starts this binary as a client process.
 #[test]
@@ -45,6 +47,63 @@ fn contention_keeps_mutual_exclusion_with_increasing_tokens() {
         .map(|i| elector(&cluster, &format!("e{i}"), 5))
         .collect();
     contend_and_check(&electors, "contended", 6, 4);
+}
+
+/// The contention scenario again and again, to bring out what only load or an unlucky
+/// interleaving shows (issue 12: a waiter never woken): `SYNC_STRESS_RUNS` runs (default 20) of
+/// `SYNC_STRESS_CLIENTS` clients (default 4) on `SYNC_STRESS_ELECTORS` electors (default 2) over
+/// a 3-member etcd, `SYNC_STRESS_ROUNDS` rounds each (default 10), with `SYNC_STRESS_BURN`
+/// threads (default 2) spinning on the cores meanwhile. Two electors keep the line short, so a
+/// waiter is often right behind the holder, where the lost wake-up of issue 12 lived. Every
+/// stall is printed with each elector's state. Run it by name:
+/// `cargo test -p sync-elector --test etcd_cluster -- --ignored --nocapture contention_under_stress`
+#[test]
+#[ignore = "a stress run of several minutes; run it by name"]
+fn contention_under_stress() {
+    let setting = |name: &str, default: usize| {
+        std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+    };
+    let (runs, rounds) = (
+        setting("SYNC_STRESS_RUNS", 20),
+        setting("SYNC_STRESS_ROUNDS", 10),
+    );
+    let (electors, clients) = (
+        setting("SYNC_STRESS_ELECTORS", 2),
+        setting("SYNC_STRESS_CLIENTS", 4),
+    );
+    let spinning = Arc::new(AtomicBool::new(true));
+    let burners: Vec<_> = (0..setting("SYNC_STRESS_BURN", 2))
+        .map(|_| {
+            let spinning = spinning.clone();
+            std::thread::spawn(move || {
+                while spinning.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let cluster = EtcdCluster::start(3, "stress");
+    let mut stalls = Vec::new();
+    for run in 0..runs {
+        let electors: Vec<_> = (0..electors)
+            .map(|i| elector(&cluster, &format!("r{run}-e{i}"), 5))
+            .collect();
+        let started = Instant::now();
+        match contend(&electors, &format!("stress-{run}"), clients, rounds) {
+            Ok(()) => eprintln!("run {run}: ok in {:?}", started.elapsed()),
+            Err(stall) => {
+                eprintln!("run {run}: {stall}");
+                stalls.push(run);
+            }
+        }
+    }
+    spinning.store(false, Ordering::Relaxed);
+    burners.into_iter().for_each(|b| b.join().unwrap());
+    assert!(
+        stalls.is_empty(),
+        "{} of {runs} runs stalled: {stalls:?}",
+        stalls.len()
+    );
 }
 
 #[test]

@@ -335,10 +335,29 @@ pub fn token(event: &str) -> u64 {
     event.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// How long contending clients may all go without finishing a round before it counts as a
+/// stall. A round takes milliseconds; only a waiter that is never woken (or a machine stopped
+/// for this long) leaves every client waiting.
+const STALL: Duration = Duration::from_secs(30);
+
 /// Runs `clients` contending client processes spread over `electors`, each taking `lock`
 /// `rounds` times through the on-disk register, and checks the history: no overlapping critical
-/// sections, every round done, tokens strictly increasing.
+/// sections, every round done, tokens strictly increasing. A stall fails with every elector's
+/// state dump.
 pub fn contend_and_check(electors: &[ElectorProc], lock: &str, clients: usize, rounds: usize) {
+    if let Err(stall) = contend(electors, lock, clients, rounds) {
+        panic!("{stall}");
+    }
+}
+
+/// [`contend_and_check`], but a stall is returned, with every elector's state dump, instead
+/// of failing the test (the stress run counts them).
+pub fn contend(
+    electors: &[ElectorProc],
+    lock: &str,
+    clients: usize,
+    rounds: usize,
+) -> Result<(), String> {
     let dir = temp_dir(&format!("register-{lock}"));
     let children: Vec<_> = (0..clients)
         .map(|i| {
@@ -353,8 +372,27 @@ pub fn contend_and_check(electors: &[ElectorProc], lock: &str, clients: usize, r
             )
         })
         .collect();
-    for child in &children {
-        child.expect("done", Duration::from_secs(90));
+    let mut done = vec![false; clients];
+    let (mut finished, mut moved) = (0, Instant::now());
+    while done.contains(&false) {
+        for (child, done) in children.iter().zip(&mut done) {
+            *done = *done || child.next("done", Duration::from_millis(50)).is_some();
+        }
+        let now_finished = register(&dir).0.len();
+        if now_finished > finished {
+            (finished, moved) = (now_finished, Instant::now());
+        } else if moved.elapsed() > STALL {
+            let dumps: Vec<String> = electors
+                .iter()
+                .map(|e| e.state_dump().unwrap_or_else(|| "(no state dump)".into()))
+                .collect();
+            return Err(format!(
+                "a stall on {lock}: no round finished for {STALL:?}, {finished} of {} done; \
+                 the electors' state:\n{}",
+                clients * rounds,
+                dumps.join("\n")
+            ));
+        }
     }
     let (tokens, violations) = register(&dir);
     assert!(violations.is_empty(), "{violations:?}");
@@ -363,4 +401,5 @@ pub fn contend_and_check(electors: &[ElectorProc], lock: &str, clients: usize, r
         tokens.windows(2).all(|w| w[0] < w[1]),
         "tokens not strictly increasing: {tokens:?}"
     );
+    Ok(())
 }
