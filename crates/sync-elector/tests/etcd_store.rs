@@ -47,6 +47,21 @@ async fn one_member(name: &'static str) -> EtcdCluster {
         .unwrap()
 }
 
+/// The holder on one store and the waiter on another, as with two electors: the waiter's store
+/// hears of the release only through etcd's watch. The old waiter protocol lost this wake-up
+/// when the release fell between its two reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_from_another_elector_racing_an_attempt_never_strands_the_waiter() {
+    let cluster = one_member("race").await;
+    let (holders, waiters) = (store_on(&cluster).await, store_on(&cluster).await);
+    sync_elector::store::conformance::release_racing_an_attempt(
+        &holders,
+        &waiters,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
 fn claim(holder: &str) -> Claim {
     Claim {
         holder: holder.into(),

@@ -41,6 +41,20 @@ mod conformance {
     sync_elector::store_conformance!(super::fixture().await);
 }
 
+/// The holder on one store and the waiter on another, as with two electors: the waiter's store
+/// hears of the release only through its watch of the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_from_another_elector_racing_an_attempt_never_strands_the_waiter() {
+    let server = TestServer::start().await.unwrap();
+    let (holders, waiters) = (store_on(&server, "a").await, store_on(&server, "b").await);
+    sync_elector::store::conformance::release_racing_an_attempt(
+        &holders,
+        &waiters,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
 fn claim(holder: &str, ttl: u64) -> Claim {
     Claim {
         holder: holder.into(),

@@ -35,6 +35,25 @@ async fn acquire(store: &dyn Store, name: &LockName, claim: &Claim) -> StoreLeas
     }
 }
 
+/// Takes `name` for `claim` once this store sees it free: a store that learns of other stores'
+/// changes through a watch may still show the previous holder for a moment.
+async fn acquire_when_free(store: &dyn Store, name: &LockName, claim: &Claim) -> StoreLease {
+    let deadline = Instant::now() + SIGNAL_WAIT;
+    loop {
+        let mut changes = store.subscribe(name);
+        match store.try_acquire(name, claim).await.expect("store answers") {
+            Attempt::Acquired(lease) => return lease,
+            Attempt::Busy { current, .. } => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} never came free: {current:?}"
+                );
+                let _ = timeout(Duration::from_millis(200), changes.changed()).await;
+            }
+        }
+    }
+}
+
 async fn busy(store: &dyn Store, name: &LockName, claim: &Claim) -> super::Record {
     match store.try_acquire(name, claim).await.expect("store answers") {
         Attempt::Busy { current, .. } => current,
@@ -191,6 +210,50 @@ pub async fn a_waiter_is_woken_by_release(store: &dyn Store, ttl: Duration) {
     assert!(next.token > lease.token);
 }
 
+/// A release that lands while a waiter's attempt is under way, at any moment of it, either
+/// lets the attempt take the lock or wakes the waiter afterwards: a waiter is never left asleep
+/// behind a free lock. See [`release_racing_an_attempt`].
+pub async fn a_release_racing_an_attempt_never_strands_the_waiter(
+    store: &dyn Store,
+    ttl: Duration,
+) {
+    release_racing_an_attempt(store, store, ttl).await;
+}
+
+/// The race of [`a_release_racing_an_attempt_never_strands_the_waiter`] with the holder on one
+/// store and the waiter on another, as with two electors sharing a backend: the waiter's store
+/// learns of the release only from the backend. The manager subscribes before each attempt, as
+/// here; the release is tried at twenty moments, half a millisecond apart, from the attempt's
+/// start.
+pub async fn release_racing_an_attempt(holders: &dyn Store, waiters: &dyn Store, ttl: Duration) {
+    let name = name("race");
+    let waiter = claim("waiter", ttl);
+    for moment in 0..20u64 {
+        let holder = claim(&format!("holder-{moment}"), ttl);
+        let lease = acquire_when_free(holders, &name, &holder).await;
+        let mut changes = waiters.subscribe(&name);
+        let release = async {
+            sleep(Duration::from_micros(500 * moment)).await;
+            holders.release(&name, &lease).await
+        };
+        let (attempt, released) = tokio::join!(waiters.try_acquire(&name, &waiter), release);
+        released.expect("release");
+        let won = match attempt.expect("store answers") {
+            Attempt::Acquired(won) => won,
+            Attempt::Busy { .. } => {
+                timeout(SIGNAL_WAIT, changes.changed())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("a release {moment} half-milliseconds into the attempt woke nobody")
+                    })
+                    .expect("store alive");
+                acquire_when_free(waiters, &name, &waiter).await
+            }
+        };
+        waiters.release(&name, &won).await.expect("release");
+    }
+}
+
 /// `list` shows every lock the store has touched, sorted by name.
 pub async fn list_shows_locks(store: &dyn Store, ttl: Duration) {
     let first = name("list-a");
@@ -282,7 +345,8 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@tests $store, $ttl;
             acquire_free_lock, held_lock_is_busy, release_hands_over_with_higher_token,
             renewal_keeps_and_strangers_cannot, unrenewed_lock_expires, changes_are_signalled,
-            a_waiter_is_woken_by_release, list_shows_locks);
+            a_waiter_is_woken_by_release, a_release_racing_an_attempt_never_strands_the_waiter,
+            list_shows_locks);
     };
     (@tests $store:expr, $ttl:expr; $($check:ident),*) => {
         $(

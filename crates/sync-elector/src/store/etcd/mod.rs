@@ -8,29 +8,33 @@
 //! - Waiters are served in the order their keys were created (first come, first served across
 //!   every elector), and each waits for its *predecessor* only: one watch over the prefix, per
 //!   elector, wakes a waiter when the key just before its own is deleted. A release therefore
-//!   wakes one waiter, not all of them.
+//!   wakes one waiter, not all of them. [`line`] holds the rule that keeps that wake-up from
+//!   being lost, and a periodic sweep catches an event etcd never delivered ([`tasks`]).
 //! - Release revokes the holder's lease, which deletes its key. A claimant that stops waiting
 //!   revokes its lease too, leaving the line.
 //! - When the cluster loses quorum or the elector is cut off, renewals fail and the holder is told
 //!   "lost" by the renew deadline; the server-side lease may outlive that, which the
 //!   client-validity rule covers.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+mod line;
+mod tasks;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_rpc::{
-    Client, EventType, KeyValue, Options, PutRequest, RangeRequest, RangeResponse, SortOrder,
-    SortTarget, WatchCreateRequest,
+    Client, KeyValue, Options, PutRequest, RangeRequest, RangeResponse, SortOrder, SortTarget,
 };
 use serde::{Deserialize, Serialize};
 use sync_protocol::LockName;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, StoreLease};
+use self::line::{Contender, Id, Line, Position, position};
+use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
 
 /// How long one etcd request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,48 +51,24 @@ struct Value {
     ttl_seconds: u64,
 }
 
-/// A claimant of this elector waiting in line (not yet the owner).
-struct Contender {
-    lease: i64,
-    key: String,
-    revision: i64,
-    /// The key just before ours, whose deletion wakes us.
-    predecessor: Option<String>,
-    keepalive: JoinHandle<()>,
-}
-
-impl Drop for Contender {
-    fn drop(&mut self) {
-        self.keepalive.abort();
-    }
-}
-
-#[derive(Default)]
-struct State {
-    contenders: HashMap<(String, String), Contender>,
-    /// Waiters' signals: a predecessor went away, or this store changed the lock.
-    waiters: Signals,
-    /// Followers' signals: any change of the lock.
-    observers: Signals,
-    /// Whether the prefix watch is established.
-    watching: bool,
-}
-
 /// Locks on an etcd cluster.
 pub struct EtcdStore {
     client: Client,
     prefix: String,
-    state: Arc<Mutex<State>>,
+    line: Arc<Mutex<Line>>,
     /// Becomes true once the prefix watch has started. From then on it covers every change after
     /// any read this store makes, also across re-establishment (it resumes from the last
     /// revision seen), so a waiter cannot miss its predecessor's deletion.
     covered: tokio::sync::watch::Receiver<bool>,
-    watcher: JoinHandle<()>,
+    /// The prefix watch and the sweep.
+    tasks: [JoinHandle<()>; 2],
 }
 
 impl Drop for EtcdStore {
     fn drop(&mut self) {
-        self.watcher.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -121,17 +101,17 @@ where
 }
 
 /// Sends one keep-alive for `lease`: `true` while the lease lives, `false` once it is gone.
-async fn keep_alive_once(client: Client, lease: i64) -> Result<bool, etcd_rpc::Error> {
+async fn keep_alive_once(client: &Client, lease: i64) -> Result<bool, etcd_rpc::Error> {
     Ok(client.lease_keep_alive_once(lease).await?.is_some())
 }
 
 /// A key of ours as text (every key this store writes is).
-fn key_str(kv: &KeyValue) -> Option<&str> {
+pub(crate) fn key_str(kv: &KeyValue) -> Option<&str> {
     std::str::from_utf8(&kv.key).ok()
 }
 
 /// The revision a response was read or written at.
-fn revision_of(header: Option<&etcd_rpc::ResponseHeader>) -> i64 {
+pub(crate) fn revision_of(header: Option<&etcd_rpc::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision)
 }
 
@@ -150,27 +130,32 @@ impl EtcdStore {
         Ok(Self::with_client(client, prefix))
     }
 
-    /// A store over a client; starts its prefix watch at once.
+    /// A store over a client; starts its prefix watch and its sweep at once.
     fn with_client(client: Client, prefix: &str) -> Self {
-        let state = Arc::new(Mutex::new(State::default()));
+        let line = Arc::new(Mutex::new(Line::default()));
         let (cover, covered) = tokio::sync::watch::channel(false);
-        let watcher = tokio::spawn(watch_prefix(
+        let watcher = tokio::spawn(tasks::watch_prefix(
             client.clone(),
             prefix.to_owned(),
-            state.clone(),
+            line.clone(),
             cover,
+        ));
+        let sweep = tokio::spawn(tasks::sweep(
+            client.clone(),
+            prefix.to_owned(),
+            line.clone(),
         ));
         Self {
             client,
             prefix: prefix.to_owned(),
-            state,
+            line,
             covered,
-            watcher,
+            tasks: [watcher, sweep],
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("etcd store state poisoned")
+    fn line(&self) -> MutexGuard<'_, Line> {
+        tasks::lock(&self.line)
     }
 
     fn lock_prefix(&self, name: &LockName) -> String {
@@ -188,7 +173,7 @@ impl EtcdStore {
         claim: &Claim,
     ) -> Result<(i64, String, i64), StoreError> {
         let id = (name.to_string(), claim.holder.clone());
-        if let Some(c) = self.state().contenders.get(&id) {
+        if let Some(c) = self.line().contenders.get(&id) {
             return Ok((c.lease, c.key.clone(), c.revision));
         }
         let ttl = i64::try_from(claim.ttl.as_secs()).unwrap_or(i64::MAX);
@@ -212,22 +197,16 @@ impl EtcdStore {
         })
         .await?;
         let revision = revision_of(put.header.as_ref());
-        let keepalive = tokio::spawn(keep_alive(
+        let keepalive = tokio::spawn(tasks::keep_alive(
             client,
             lease,
             claim.ttl / 3,
-            self.state.clone(),
+            self.line.clone(),
             name.to_string(),
         ));
-        self.state().contenders.insert(
+        self.line().contenders.insert(
             id,
-            Contender {
-                lease,
-                key: key.clone(),
-                revision,
-                predecessor: None,
-                keepalive,
-            },
+            Contender::new(lease, key.clone(), revision, claim.ttl, Some(keepalive)),
         );
         Ok((lease, key, revision))
     }
@@ -250,22 +229,15 @@ impl EtcdStore {
         Ok((response.kvs.into_iter().next(), revision))
     }
 
-    /// The key created just before `revision` under `name`.
-    async fn predecessor(
-        &self,
-        name: &LockName,
-        revision: i64,
-    ) -> Result<Option<String>, StoreError> {
+    /// Every key in `name`'s line, oldest first, from one read: the owner and a waiter's
+    /// predecessor must come from the same revision.
+    async fn read_line(&self, name: &LockName) -> Result<Vec<KeyValue>, StoreError> {
         let request = RangeRequest {
             sort_target: SortTarget::Create as i32,
-            sort_order: SortOrder::Descend as i32,
-            max_create_revision: revision - 1,
-            limit: 1,
-            keys_only: true,
+            sort_order: SortOrder::Ascend as i32,
             ..RangeRequest::prefix(self.lock_prefix(name))
         };
-        let response = self.range("reading the line", request).await?;
-        Ok(response.kvs.first().and_then(key_str).map(str::to_owned))
+        Ok(self.range("reading the line", request).await?.kvs)
     }
 
     async fn exists(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -342,27 +314,37 @@ impl Store for EtcdStore {
                 )
             })?
             .map_err(|_| unavailable("watching locks", "the watch on etcd stopped"))?;
+        let id: Id = (name.to_string(), claim.holder.clone());
         for _ in 0..2 {
-            let id = (name.to_string(), claim.holder.clone());
-            let waited = self.state().contenders.contains_key(&id);
+            let waited = self.line().contenders.contains_key(&id);
             let (lease, key, revision) = self.place(name, claim).await?;
-            let (owner, read_at) = self.owner(name).await?;
-            match owner {
-                Some(kv) if key_str(&kv) == Some(key.as_str()) => {
+            // From here on, deletions in this lock's line are recorded for us (see `line`).
+            self.line().begin_read(&id);
+            let line = match self.read_line(name).await {
+                Ok(line) => line,
+                Err(err) => {
+                    self.line().end_read(&id);
+                    return Err(err);
+                }
+            };
+            match position(&line, &key) {
+                Position::Head => {
+                    self.line().end_read(&id);
                     // A waiter's lease was last kept alive up to a third of the ttl ago, but
                     // the grant's validity is counted from this call: refresh the lease first,
                     // or it could run out in etcd before the holder's renew deadline.
                     if waited
                         && !call("refreshing the lease", || {
-                            keep_alive_once(self.client.clone(), lease)
+                            keep_alive_once(&self.client, lease)
                         })
                         .await?
                     {
-                        self.state().contenders.remove(&id);
+                        self.line().contenders.remove(&id);
                         continue;
                     }
-                    self.state().contenders.remove(&id);
-                    self.state().waiters.notify(name.as_str());
+                    let mut l = self.line();
+                    l.contenders.remove(&id);
+                    l.waiters.notify(name.as_str());
                     return Ok(Attempt::Acquired(StoreLease {
                         holder: claim.holder.clone(),
                         token: u64::try_from(revision).unwrap_or(0),
@@ -371,27 +353,18 @@ impl Store for EtcdStore {
                         revision: lease.to_string(),
                     }));
                 }
-                Some(kv) if kv.create_revision < revision => {
-                    let predecessor = self.predecessor(name, revision).await?;
-                    if let Some(c) = self.state().contenders.get_mut(&id) {
-                        c.predecessor = predecessor.clone();
-                    }
-                    // The predecessor may have gone between the read and now: look once more,
-                    // so its deletion cannot slip between the watch and our registration.
-                    if let Some(p) = &predecessor
-                        && self.exists(p).await?.is_none()
-                    {
-                        self.state().waiters.notify(name.as_str());
-                    }
-                    debug!(lock = %name, read_at, "waiting for the predecessor");
+                Position::Behind { owner, predecessor } => {
+                    let predecessor = key_str(predecessor).unwrap_or_default();
+                    self.line().wait_behind(&id, predecessor);
+                    debug!(lock = %name, predecessor, "waiting for the predecessor");
                     return Ok(Attempt::Busy {
-                        current: Self::record(name, Some(&kv), Instant::now() + claim.ttl),
+                        current: Self::record(name, Some(owner), Instant::now() + claim.ttl),
                         retry_at: None,
                     });
                 }
-                _ => {
+                Position::Gone => {
                     // Our key is gone (its lease ran out while we waited): queue again.
-                    self.state().contenders.remove(&id);
+                    self.line().contenders.remove(&id);
                 }
             }
         }
@@ -403,10 +376,7 @@ impl Store for EtcdStore {
 
     async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
         let id = self.owned(name, lease).await?;
-        let alive = call("renewing the lease", || {
-            keep_alive_once(self.client.clone(), id)
-        })
-        .await?;
+        let alive = call("renewing the lease", || keep_alive_once(&self.client, id)).await?;
         if !alive {
             return Err(StoreError::NotHolder);
         }
@@ -416,7 +386,7 @@ impl Store for EtcdStore {
     async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
         let id = self.owned(name, lease).await?;
         self.revoke(id).await?;
-        self.state().waiters.notify(name.as_str());
+        self.line().waiters.notify(name.as_str());
         Ok(())
     }
 
@@ -465,16 +435,16 @@ impl Store for EtcdStore {
     }
 
     fn subscribe(&self, name: &LockName) -> Changes {
-        self.state().waiters.subscribe(name.as_str())
+        self.line().waiters.subscribe(name.as_str())
     }
 
     fn observe(&self, name: &LockName) -> Changes {
-        self.state().observers.subscribe(name.as_str())
+        self.line().observers.subscribe(name.as_str())
     }
 
     async fn abandon(&self, name: &LockName, claim: &Claim) {
         let contender = self
-            .state()
+            .line()
             .contenders
             .remove(&(name.to_string(), claim.holder.clone()));
         if let Some(c) = contender
@@ -485,25 +455,11 @@ impl Store for EtcdStore {
     }
 
     fn describe(&self) -> serde_json::Value {
-        let state = self.state();
-        let contenders: Vec<_> = state
-            .contenders
-            .iter()
-            .map(|((lock, holder), c)| {
-                serde_json::json!({
-                    "lock": lock,
-                    "holder": holder,
-                    "key": c.key,
-                    "revision": c.revision,
-                    "predecessor": c.predecessor,
-                })
-            })
-            .collect();
-        serde_json::json!({"watching": state.watching, "contenders": contenders})
+        self.line().describe()
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        if self.state().watching {
+        if self.line().watching {
             Ok(())
         } else {
             Err(unavailable(
@@ -511,131 +467,5 @@ impl Store for EtcdStore {
                 "the watch on etcd is not established",
             ))
         }
-    }
-}
-
-/// Keeps a waiting claimant's lease alive; when it cannot, wakes the waiter so it queues again.
-async fn keep_alive(
-    client: Client,
-    lease: i64,
-    every: Duration,
-    state: Arc<Mutex<State>>,
-    name: String,
-) {
-    let every = every.max(Duration::from_millis(200));
-    loop {
-        sleep(every).await;
-        let alive = timeout(REQUEST_TIMEOUT, keep_alive_once(client.clone(), lease)).await;
-        if let Ok(Ok(false)) = alive {
-            state
-                .lock()
-                .expect("etcd store state poisoned")
-                .waiters
-                .notify(&name);
-            return;
-        }
-    }
-}
-
-/// One watch over the whole prefix: followers hear every change of their lock; a waiter hears
-/// only the deletion of its predecessor. Re-established after errors, from the last revision seen.
-async fn watch_prefix(
-    client: Client,
-    prefix: String,
-    state: Arc<Mutex<State>>,
-    cover: tokio::sync::watch::Sender<bool>,
-) {
-    // The first revision the watch must deliver; 0 until the current revision is known.
-    let mut from = 0i64;
-    loop {
-        if from == 0 {
-            // Watching "from now" would leave a gap between a read and the watch's start: learn
-            // the current revision and watch from the one after it.
-            let request = RangeRequest {
-                keys_only: true,
-                limit: 1,
-                ..RangeRequest::prefix(prefix.as_str())
-            };
-            match timeout(REQUEST_TIMEOUT, client.range(request)).await {
-                Ok(Ok(response)) => from = revision_of(response.header.as_ref()) + 1,
-                failed => {
-                    let error = match failed {
-                        Ok(Err(err)) => err.to_string(),
-                        _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
-                    };
-                    warn!(%error, "could not read etcd's revision; retrying");
-                    sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-        }
-        let request = WatchCreateRequest {
-            start_revision: from,
-            ..WatchCreateRequest::prefix(prefix.as_str())
-        };
-        let mut stream = match client.watch(request).await {
-            Ok(stream) => stream,
-            Err(err) => {
-                state.lock().expect("etcd store state poisoned").watching = false;
-                warn!(error = %err, "could not watch etcd; retrying");
-                sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        state.lock().expect("etcd store state poisoned").watching = true;
-        cover.send_replace(true);
-        loop {
-            let message = match stream.message().await {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(err) => {
-                    warn!(error = %err, "the etcd watch broke; re-establishing it");
-                    break;
-                }
-            };
-            if message.compact_revision > 0 {
-                // The history we asked for is gone: start again from the current revision, and
-                // wake every waiter once so each reads the line again.
-                from = 0;
-                let mut s = state.lock().expect("etcd store state poisoned");
-                let names: Vec<String> = s.contenders.keys().map(|(n, _)| n.clone()).collect();
-                for name in names {
-                    s.waiters.notify(&name);
-                }
-                break;
-            }
-            if message.canceled {
-                warn!(reason = %message.cancel_reason, "etcd cancelled the watch; re-establishing it");
-                break;
-            }
-            let mut s = state.lock().expect("etcd store state poisoned");
-            for event in &message.events {
-                let Some(kv) = &event.kv else { continue };
-                from = from.max(kv.mod_revision + 1);
-                let Some(key) = key_str(kv) else {
-                    continue;
-                };
-                let Some((name, _)) = key
-                    .strip_prefix(prefix.as_str())
-                    .and_then(|k| k.rsplit_once('/'))
-                else {
-                    continue;
-                };
-                s.observers.notify(name);
-                if event.r#type() == EventType::Delete {
-                    let woken: Vec<String> = s
-                        .contenders
-                        .iter()
-                        .filter(|(_, c)| c.predecessor.as_deref() == Some(key))
-                        .map(|((n, _), _)| n.clone())
-                        .collect();
-                    for name in woken {
-                        s.waiters.notify(&name);
-                    }
-                }
-            }
-        }
-        state.lock().expect("etcd store state poisoned").watching = false;
-        sleep(Duration::from_millis(200)).await;
     }
 }
