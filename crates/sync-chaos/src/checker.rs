@@ -11,13 +11,16 @@
 //!   unless it was paused (DESIGN.md, client validity).
 //! - **Recovery**: after each fault, the time with no holder, counted from when the fault healed
 //!   (or the holder went, if later), stays within ttl plus the stated bound.
+//! - **Liveness**: no worker waits longer than ttl plus the same bound while the lock is free or
+//!   held only by dead holders (killed, or paused), outside faults that stop every waiter
+//!   ([`Fault::halts_waiters`]). A waiter that is never woken fails it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::history::Section;
+use crate::history::{Section, Wait};
 use crate::nemesis::{Fault, Injected};
 use crate::register::Write;
 
@@ -55,6 +58,11 @@ pub struct Findings {
     pub max_no_holder_ms: BTreeMap<String, u64>,
     /// The bound those must stay within: ttl plus the stated slack.
     pub no_holder_bound_ms: u64,
+    /// Waits for the lock.
+    pub waits: u64,
+    /// The longest stretch any worker waited while the lock was free or held only by dead
+    /// holders, outside faults that stop every waiter, in ms (bound: `no_holder_bound_ms`).
+    pub max_wait_lock_free_ms: u64,
     /// Every failed check, in words.
     pub failures: Vec<String>,
 }
@@ -66,10 +74,11 @@ impl Findings {
     }
 }
 
-/// Checks a run. `sections` come from every worker; `writes` in the order the register decided
-/// them; `end` is when the run stopped.
+/// Checks a run. `sections` and `waits` come from every worker; `writes` in the order the
+/// register decided them; `end` is when the run stopped.
 pub fn check(
     sections: &[Section],
+    waits: &[Wait],
     writes: &[Write],
     faults: &[Injected],
     ttl: Duration,
@@ -91,6 +100,7 @@ pub fn check(
     fencing(&mut f, writes, &sections);
     overlaps(&mut f, writes, faults, &sections);
     recovery(&mut f, faults, &sections, ttl + slack, end);
+    liveness(&mut f, waits, faults, &sections, ttl + slack);
     f
 }
 
@@ -245,6 +255,73 @@ fn recovery(
     }
 }
 
+/// For every wait, the longest stretch with the lock free or held only by dead holders.
+fn liveness(
+    f: &mut Findings,
+    waits: &[Wait],
+    faults: &[Injected],
+    sections: &[&Section],
+    bound: Duration,
+) {
+    // When a live worker held the lock (a section, less the times its worker was paused), or a
+    // fault kept every waiter waiting: sorted and merged.
+    let mut blocked: Vec<(u64, u64)> = Vec::new();
+    for s in sections {
+        let mut from = s.acq;
+        let mut pauses: Vec<&Injected> = faults
+            .iter()
+            .filter(|x| x.fault == Fault::PauseHolder && x.worker == Some(s.worker))
+            .filter(|x| x.start < s.end && x.end > s.acq)
+            .collect();
+        pauses.sort_by_key(|x| x.start);
+        for pause in pauses {
+            blocked.push((from, pause.start.max(from)));
+            from = from.max(pause.end);
+        }
+        blocked.push((from, s.end.max(from)));
+    }
+    blocked.extend(
+        faults
+            .iter()
+            .filter(|x| x.fault.halts_waiters())
+            .map(|x| (x.start, x.end)),
+    );
+    blocked.retain(|(from, to)| to > from);
+    blocked.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (from, to) in blocked {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    f.waits = waits.len() as u64;
+    for w in waits {
+        let longest = longest_gap(&merged, w.from, w.to);
+        let ms = longest.as_millis() as u64;
+        f.max_wait_lock_free_ms = f.max_wait_lock_free_ms.max(ms);
+        if longest > bound {
+            f.failures.push(format!(
+                "liveness: worker {} waited {longest:?} with the lock free or held only by dead \
+                 holders (bound {bound:?})",
+                w.worker
+            ));
+        }
+    }
+}
+
+/// The longest stretch of `[from, to]` outside every interval of `merged` (sorted, disjoint).
+fn longest_gap(merged: &[(u64, u64)], from: u64, to: u64) -> Duration {
+    let first = merged.partition_point(|(_, end)| *end <= from);
+    let (mut longest, mut at) = (0, from);
+    for (start, end) in merged[first..].iter().take_while(|(start, _)| *start < to) {
+        longest = longest.max(start.saturating_sub(at));
+        at = at.max(*end);
+    }
+    longest = longest.max(to.saturating_sub(at));
+    Duration::from_nanos(longest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,9 +361,19 @@ mod tests {
     }
 
     fn run(sections: &[Section], writes: &[Write], faults: &[Injected]) -> Findings {
+        run_with_waits(sections, &[], writes, faults)
+    }
+
+    fn run_with_waits(
+        sections: &[Section],
+        waits: &[Wait],
+        writes: &[Write],
+        faults: &[Injected],
+    ) -> Findings {
         let ttl = Duration::from_secs(3);
         check(
             sections,
+            waits,
             writes,
             faults,
             ttl,
@@ -390,5 +477,79 @@ mod tests {
             "{:?}",
             f.failures
         );
+    }
+
+    fn wait(worker: u32, from: u64, to: u64) -> Wait {
+        Wait {
+            worker,
+            from: from * MS,
+            to: to * MS,
+        }
+    }
+
+    fn liveness_failures(f: &Findings) -> usize {
+        f.failures
+            .iter()
+            .filter(|m| m.starts_with("liveness"))
+            .count()
+    }
+
+    #[test]
+    fn a_waiter_behind_live_holders_is_not_starved() {
+        let sections = [
+            section(1, 10, 0, 9_000, Ending::Released),
+            section(2, 11, 9_001, 20_000, Ending::Open),
+        ];
+        let f = run_with_waits(&sections, &[wait(2, 10, 9_001)], &[], &[]);
+        assert_eq!(liveness_failures(&f), 0, "{:?}", f.failures);
+        assert_eq!(
+            (f.waits, f.max_wait_lock_free_ms),
+            (1, 1),
+            "the hand-over's 1 ms"
+        );
+    }
+
+    #[test]
+    fn a_waiter_left_asleep_behind_a_free_lock_fails() {
+        let sections = [
+            section(1, 10, 0, 100, Ending::Released),
+            section(2, 11, 9_000, 20_000, Ending::Open),
+        ];
+        let f = run_with_waits(&sections, &[wait(2, 50, 9_000)], &[], &[]);
+        assert_eq!(f.max_wait_lock_free_ms, 8_900);
+        assert_eq!(liveness_failures(&f), 1, "{:?}", f.failures);
+    }
+
+    #[test]
+    fn a_paused_holder_counts_as_dead_and_store_outages_do_not_count() {
+        // Holder 1 paused from 100 ms: the lock is held only by a dead holder from then on.
+        let sections = [
+            section(1, 10, 0, 9_500, Ending::Lost),
+            section(2, 11, 9_000, 20_000, Ending::Open),
+        ];
+        let f = run_with_waits(
+            &sections,
+            &[wait(2, 50, 9_000)],
+            &[],
+            &[pause(1, 100, 9_400)],
+        );
+        assert_eq!(f.max_wait_lock_free_ms, 8_900);
+        assert_eq!(liveness_failures(&f), 1, "{:?}", f.failures);
+        // The same wait with the store down for everyone from 100 to 5,000 ms: 4 s counted.
+        let outage = Injected {
+            fault: Fault::ApiErrors,
+            start: 100 * MS,
+            end: 5_000 * MS,
+            worker: None,
+            pod: None,
+        };
+        let f = run_with_waits(
+            &sections,
+            &[wait(2, 50, 9_000)],
+            &[],
+            &[pause(1, 100, 9_400), outage],
+        );
+        assert_eq!(f.max_wait_lock_free_ms, 4_000);
+        assert_eq!(liveness_failures(&f), 0, "{:?}", f.failures);
     }
 }

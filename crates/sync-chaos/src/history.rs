@@ -1,5 +1,6 @@
-//! Reads the workers' history files into critical sections: who held the lock with which token,
-//! from when to when, how it ended, and when the worker was told it had lost it.
+//! Reads the workers' history files into critical sections (who held the lock with which token,
+//! from when to when, how it ended, and when the worker was told it had lost it) and waits (from
+//! asking for the lock to getting it, failing, or being killed).
 
 use std::path::Path;
 
@@ -37,11 +38,24 @@ pub struct Section {
     pub told: Option<u64>,
 }
 
-/// A worker's sections and how many acquire attempts failed.
+/// One wait of one worker for the lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wait {
+    /// The worker.
+    pub worker: u32,
+    /// When it asked.
+    pub from: u64,
+    /// When the wait ended: granted, failed, killed, or the end of the run.
+    pub to: u64,
+}
+
+/// A worker's sections and waits, and how many acquire attempts failed.
 #[derive(Debug, Default)]
 pub struct WorkerHistory {
     /// The sections, in order.
     pub sections: Vec<Section>,
+    /// The waits, in order.
+    pub waits: Vec<Wait>,
     /// Failed acquire attempts (`ERR` lines).
     pub errors: u64,
 }
@@ -59,6 +73,7 @@ pub fn read(path: &Path, worker: u32, kills: &[u64], run_end: u64) -> Result<Wor
 pub fn parse(text: &str, worker: u32, kills: &[u64], run_end: u64) -> WorkerHistory {
     let mut history = WorkerHistory::default();
     let mut open: Option<Section> = None;
+    let mut waiting: Option<u64> = None;
     for line in text.lines() {
         let mut parts = line.split_whitespace();
         let (Some(kind), Some(Ok(at))) = (parts.next(), parts.next().map(str::parse::<u64>)) else {
@@ -74,6 +89,11 @@ pub fn parse(text: &str, worker: u32, kills: &[u64], run_end: u64) -> WorkerHist
                 history.sections.push(section);
             }
         };
+        let mut stop_waiting = |to: u64| {
+            if let Some(from) = waiting.take() {
+                history.waits.push(Wait { worker, from, to });
+            }
+        };
         match kind {
             "START" => {
                 let killed = kills
@@ -82,12 +102,18 @@ pub fn parse(text: &str, worker: u32, kills: &[u64], run_end: u64) -> WorkerHist
                     .filter(|k| *k <= at)
                     .max()
                     .unwrap_or(at);
+                stop_waiting(killed);
                 close(&mut open, killed, Ending::Killed);
+            }
+            "WAIT" => {
+                stop_waiting(at);
+                waiting = Some(at);
             }
             "ACQ" => {
                 let Some(Ok(token)) = parts.next().map(str::parse) else {
                     continue;
                 };
+                stop_waiting(at);
                 close(&mut open, at, Ending::Lost);
                 open = Some(Section {
                     worker,
@@ -111,13 +137,23 @@ pub fn parse(text: &str, worker: u32, kills: &[u64], run_end: u64) -> WorkerHist
                     section.told = Some(section.told.map_or(at, |t| t.min(at)));
                 }
             }
-            "ERR" => history.errors += 1,
+            "ERR" => {
+                stop_waiting(at);
+                history.errors += 1;
+            }
             _ => {}
         }
     }
     if let Some(mut section) = open {
         section.end = run_end;
         history.sections.push(section);
+    }
+    if let Some(from) = waiting {
+        history.waits.push(Wait {
+            worker,
+            from,
+            to: run_end,
+        });
     }
     history
 }
@@ -146,5 +182,14 @@ mod tests {
             ]
         );
         assert_eq!(h.errors, 1);
+    }
+
+    #[test]
+    fn waits_end_by_grant_error_kill_or_the_run() {
+        let text = "START 1 9\nWAIT 2\nACQ 10 5\nREL 20\nWAIT 21\nERR 25 down\nWAIT 26\n\
+                    START 70 10\nWAIT 71\n";
+        let h = parse(text, 3, &[60], 100);
+        let got: Vec<(u64, u64)> = h.waits.iter().map(|w| (w.from, w.to)).collect();
+        assert_eq!(got, vec![(2, 10), (21, 25), (26, 60), (71, 100)]);
     }
 }

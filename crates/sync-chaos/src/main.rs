@@ -193,6 +193,7 @@ fn run_store(
     system.stop();
 
     let mut sections = Vec::new();
+    let mut waits = Vec::new();
     let mut acquire_errors = 0;
     for w in &system.workers {
         let kills: Vec<u64> = faults
@@ -203,12 +204,21 @@ fn run_store(
         let history = history::read(&system.history(w.id), w.id, &kills, end)?;
         acquire_errors += history.errors;
         sections.extend(history.sections);
+        waits.extend(history.waits);
     }
-    let findings = checker::check(&sections, &register.log(), &faults, ttl, args.slack, end);
+    let findings = checker::check(
+        &sections,
+        &waits,
+        &register.log(),
+        &faults,
+        ttl,
+        args.slack,
+        end,
+    );
     std::fs::write(
         dir.join("history.json"),
         serde_json::to_string(&serde_json::json!({
-            "sections": sections, "writes": register.log(), "faults": faults,
+            "sections": sections, "waits": waits, "writes": register.log(), "faults": faults,
         }))?,
     )?;
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();

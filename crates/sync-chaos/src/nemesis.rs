@@ -69,6 +69,22 @@ impl Fault {
         faults
     }
 
+    /// Whether, while it is in force, waiters may wait for the fault's own sake: the store is
+    /// down or slow for everyone, or an elector that waiters talk to is stopped. The liveness
+    /// check does not count those stretches; every other fault leaves at most a dead holder,
+    /// whose lease runs out within the ttl.
+    pub fn halts_waiters(self) -> bool {
+        matches!(
+            self,
+            Fault::KillElector
+                | Fault::PauseElector
+                | Fault::ApiErrors
+                | Fault::ApiLatency
+                | Fault::EtcdLeaderKill
+                | Fault::EtcdQuorumLoss
+        )
+    }
+
     /// The fault's name in reports.
     pub fn name(self) -> String {
         serde_json::to_value(self)

@@ -132,6 +132,13 @@ impl Report {
             if let Some(gap) = s.findings.max_no_holder_ms.get("none") {
                 let _ = writeln!(md, "| (before any fault) | - | {gap} |");
             }
+            let _ = writeln!(
+                md,
+                "\nLiveness: {} waits; the longest any worker waited while the lock was free or \
+                 held only by dead holders, outside faults that stop every waiter: {} ms (bound \
+                 {} ms).",
+                s.findings.waits, s.findings.max_wait_lock_free_ms, s.findings.no_holder_bound_ms
+            );
             for failure in &s.findings.failures {
                 let _ = writeln!(md, "\nFAILED: {failure}");
             }

@@ -4,6 +4,7 @@
 //! event with the shared clock's time, to its history file, which survives `kill -9`:
 //!
 //! - `START <t> <pid>`: the process started;
+//! - `WAIT <t>`: it asks for the lock;
 //! - `ACQ <t> <token>`: the lock was granted;
 //! - `REL <t>`: done with the critical section, releasing;
 //! - `LOST <t> <reason>`: the client library said the lock was lost (from its callback);
@@ -110,6 +111,7 @@ async fn contend(
             .lock(&name)
             .ttl(ttl)
             .on_lost(move || told.line("LOST", "the client library said so"));
+        history.line("WAIT", "");
         let guard = match lock.acquire().await {
             Ok(guard) => guard,
             Err(err) => {

@@ -1,5 +1,5 @@
 //! The short chaos run CI makes: on each store, every fault kind once, with the whole history
-//! checked (fencing, overlaps, told-in-time, recovery). The harness exits non-zero when the
+//! checked (fencing, overlaps, told-in-time, recovery, liveness). The harness exits non-zero when the
 //! checker finds anything; this test also reads its report to check that each fault really ran
 //! and that the locks kept changing hands.
 
@@ -44,6 +44,8 @@ fn short_run(store: &str, kinds: &[&str]) {
     // Half the sections hold for up to two ttls, so a minute holds a few dozen.
     assert!(findings["sections"]["released"].as_u64().unwrap() > 5);
     assert!(findings["writes_accepted"].as_u64().unwrap() > 20);
+    // The liveness check saw real waits, and none went over its bound (a failure above).
+    assert!(findings["waits"].as_u64().unwrap() > 5, "{findings}");
     let _ = std::fs::remove_dir_all(&out);
 }
 
