@@ -27,6 +27,7 @@ pub mod api;
 pub mod config;
 pub mod lease;
 pub mod legacy;
+mod linger;
 pub mod manager;
 pub mod metrics;
 mod serve;

@@ -5,7 +5,9 @@
 //! Limits against hostile or broken clients: at most `max_connections` at once (over every
 //! listener; the rest wait in the kernel's accept queue), and a connection that has not sent a
 //! whole request head within the client timeout is closed. Once it has, it may idle between
-//! requests as long as it likes: the original bindings poll every 10 s on one connection.
+//! requests as long as it likes: the original bindings poll every 10 s on one connection. A
+//! connection the elector ends lingers ([`crate::linger`]), so that a client still sending a
+//! body it refused reads the answer rather than a reset.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
+
+use crate::linger::Lingering;
 
 /// Streams one HTTP/2 connection may carry: a client holding many locks keeps an event stream
 /// open for each, on one connection (hyper's default is 200).
@@ -103,11 +107,12 @@ pub async fn serve(
             request
         });
         let service = TowerToHyperService::new(service);
+        let first_request = limits.first_request;
+        // The permit goes with the socket: a lingering connection still counts under the cap.
+        let socket = Lingering::new(socket, permit, spoke.clone(), first_request);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
         let connection = graceful.watch(connection.into_owned());
-        let first_request = limits.first_request;
         tokio::spawn(async move {
-            let _permit = permit;
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = &mut connection => ended,

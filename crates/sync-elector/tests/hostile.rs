@@ -108,6 +108,48 @@ async fn idle_slow_and_oversized_clients_do_not_hold_up_the_others() {
     drop(hostile);
 }
 
+/// A client that writes its whole oversized body before it reads (as Python's `requests` does)
+/// reads the 413 the elector sent, not a reset: the elector lingers, reading and discarding the
+/// rest. The body goes out in 32 KiB pieces 2 ms apart, as over a network: on loopback the
+/// kernel's buffers would otherwise swallow all 2 MiB before the elector closes, and no reset
+/// could show.
+#[test]
+fn a_client_that_sends_a_whole_oversized_body_before_reading_gets_its_413() {
+    let elector = support::start_elector(&[]);
+    let addr = elector.url.trim_start_matches("http://").to_owned();
+    let body = vec![b' '; 2 << 20];
+    for attempt in 0..3 {
+        let mut stream = TcpStream::connect(&addr).expect("the elector accepts");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /v1/locks/big/acquire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        for (i, piece) in body.chunks(32 << 10).enumerate() {
+            stream.write_all(piece).unwrap_or_else(|err| {
+                panic!("attempt {attempt}: sending the body failed after {i} pieces: {err}")
+            });
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .unwrap_or_else(|err| panic!("attempt {attempt}: reading the answer failed: {err}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "attempt {attempt}: {answer}"
+        );
+        assert!(answer.contains("\"error\":\"body_too_large\""), "{answer}");
+    }
+}
+
 /// Sends `request` on `stream` and reads one answer (head and a Content-Length body).
 fn exchange(stream: &mut TcpStream, request: &str) -> String {
     stream.write_all(request.as_bytes()).unwrap();
