@@ -97,6 +97,23 @@ pub struct Client {
     channel: Channel,
 }
 
+impl Error {
+    /// `call` failed with `status`.
+    fn call(call: &'static str, status: tonic::Status) -> Self {
+        Error::Call {
+            call,
+            status: Box::new(status),
+        }
+    }
+}
+
+/// Waits until the channel can take a call of `call`: a member is connected.
+async fn ready(grpc: &mut Grpc<Channel>, call: &'static str) -> Result<(), Error> {
+    grpc.ready()
+        .await
+        .map_err(|err| Error::call(call, tonic::Status::unavailable(err.to_string())))
+}
+
 impl Client {
     /// A client of the cluster at `endpoints` (`host:port` or `http://host:port`). Connections
     /// open on first use, so this fails only on malformed endpoints. Needs a tokio runtime.
@@ -222,13 +239,7 @@ impl Client {
         Res: prost::Message + Default + Send + Sync + 'static,
     {
         let mut grpc = self.grpc();
-        let failed = |status| Error::Call {
-            call,
-            status: Box::new(status),
-        };
-        grpc.ready()
-            .await
-            .map_err(|err| failed(tonic::Status::unavailable(err.to_string())))?;
+        ready(&mut grpc, call).await?;
         let response = grpc
             .unary(
                 tonic::Request::new(request),
@@ -236,7 +247,7 @@ impl Client {
                 ProstCodec::default(),
             )
             .await
-            .map_err(failed)?;
+            .map_err(|status| Error::call(call, status))?;
         Ok(response.into_inner())
     }
 }

@@ -34,13 +34,7 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Res: prost::Message + Default + Send + Sync + 'static,
 {
-    let failed = |status| Error::Call {
-        call,
-        status: Box::new(status),
-    };
-    grpc.ready()
-        .await
-        .map_err(|err| failed(tonic::Status::unavailable(err.to_string())))?;
+    crate::ready(&mut grpc, call).await?;
     let response = grpc
         .streaming(
             tonic::Request::new(requests(receiver)),
@@ -48,7 +42,7 @@ where
             ProstCodec::default(),
         )
         .await
-        .map_err(failed)?;
+        .map_err(|status| Error::call(call, status))?;
     Ok(response.into_inner())
 }
 
@@ -84,10 +78,10 @@ impl Watch {
             } else {
                 created.cancel_reason
             };
-            return Err(Error::Call {
-                call: Self::CALL,
-                status: Box::new(tonic::Status::failed_precondition(reason)),
-            });
+            return Err(Error::call(
+                Self::CALL,
+                tonic::Status::failed_precondition(reason),
+            ));
         }
         Ok(Self {
             responses,
@@ -167,8 +161,8 @@ impl KeepAlive {
 }
 
 async fn next<T>(responses: &mut Streaming<T>, call: &'static str) -> Result<Option<T>, Error> {
-    responses.message().await.map_err(|status| Error::Call {
-        call,
-        status: Box::new(status),
-    })
+    responses
+        .message()
+        .await
+        .map_err(|status| Error::call(call, status))
 }
