@@ -5,8 +5,9 @@
 //!   holders ever carry the same token.
 //! - **Token order**: tokens increase in the order the grants reached the workers.
 //! - **Overlaps**: two critical sections at once, by wall clock. Allowed only when the earlier
-//!   holder was paused (SIGSTOP) past its lease; then none of its writes may be accepted after the
-//!   new holder's first.
+//!   holder was paused (SIGSTOP) past its lease, or had been told of its loss before the new grant
+//!   (a worker leaves its section at its next check, after its sleep between writes); either way,
+//!   none of its writes may be accepted after the new holder's first.
 //! - **Told in time**: a holder that lost its lock heard so before anyone else acquired it,
 //!   unless it was paused (DESIGN.md, client validity).
 //! - **Recovery**: after each fault, the time with no holder, counted from when the fault healed
@@ -43,9 +44,12 @@ pub struct Findings {
     pub overlaps: u64,
     /// Overlaps whose earlier holder was paused past its lease.
     pub overlaps_paused: u64,
-    /// Writes a paused holder got accepted after the next holder's first write (must be 0).
+    /// Overlaps whose earlier holder, not paused, had been told of its loss before the next
+    /// grant, and left its section at its next check.
+    pub overlaps_told_first: u64,
+    /// Writes an overlapping holder got accepted after the next holder's first write (must be 0).
     pub overlap_writes_accepted_late: u64,
-    /// Writes a paused holder made after it resumed that fencing refused.
+    /// Writes an overlapping holder made after the next holder's first that fencing refused.
     pub overlap_writes_refused: u64,
     /// Sections that ended in a loss the worker was told of.
     pub lost_told: u64,
@@ -180,15 +184,18 @@ fn overlaps(f: &mut Findings, writes: &[Write], faults: &[Injected], sections: &
         }
         for b in sections[i + 1..].iter().take_while(|b| b.acq < a.end) {
             f.overlaps += 1;
-            if !paused(faults, a.worker, a.acq, b.acq) {
+            if paused(faults, a.worker, a.acq, b.acq) {
+                f.overlaps_paused += 1;
+            } else if a.told.is_some_and(|told| told <= b.acq) {
+                f.overlaps_told_first += 1;
+            } else {
                 f.failures.push(format!(
                     "overlap: worker {} (token {}, {:?}) still held when worker {} acquired \
-                     (token {}), and it was not paused",
+                     (token {}), and it was neither paused nor told",
                     a.worker, a.token, a.ending, b.worker, b.token
                 ));
                 continue;
             }
-            f.overlaps_paused += 1;
             let first_b = writes
                 .iter()
                 .find(|w| w.accepted && w.token == b.token)
@@ -200,7 +207,7 @@ fn overlaps(f: &mut Findings, writes: &[Write], faults: &[Injected], sections: &
                 if w.accepted {
                     f.overlap_writes_accepted_late += 1;
                     f.failures.push(format!(
-                        "fencing: paused worker {} got token {} accepted after token {}",
+                        "fencing: overlapping worker {} got token {} accepted after token {}",
                         a.worker, a.token, b.token
                     ));
                 } else {
@@ -235,12 +242,13 @@ fn recovery(
         gaps.push((until, end));
     }
     for (from, to) in gaps {
-        // The fault in force (or the last one) when the gap began, else the first during it.
+        // Of the faults that struck before the gap ended, the one healed last: a fault that
+        // strikes while the system is still recovering from another delays the recovery, so
+        // the gap counts from the later heal and is put down to that fault.
         let cause = faults
             .iter()
-            .rev()
-            .find(|x| x.start <= from)
-            .or_else(|| faults.iter().find(|x| x.start <= to));
+            .filter(|x| x.start <= to)
+            .max_by_key(|x| (x.end, x.start));
         let since = cause.map_or(from, |x| from.max(x.end));
         let waited = Duration::from_nanos(to.saturating_sub(since));
         let kind = cause.map_or_else(|| "none".to_owned(), |x| x.fault.name());
@@ -551,5 +559,49 @@ mod tests {
         );
         assert_eq!(f.max_wait_lock_free_ms, 4_000);
         assert_eq!(liveness_failures(&f), 0, "{:?}", f.failures);
+    }
+
+    #[test]
+    fn a_holder_told_before_the_next_grant_may_leave_its_section_late_but_not_write() {
+        // Told at 900 ms, the next grant at 1,000 ms, the worker's END at 1,002 ms.
+        let mut told = section(1, 10, 0, 1_002, Ending::Lost);
+        told.told = Some(900 * MS);
+        let sections = [told, section(2, 11, 1_000, 20_000, Ending::Open)];
+        let clean = [write(800, 1, 10, true), write(1_001, 2, 11, true)];
+        let f = run(&sections, &clean, &[]);
+        assert!(f.passed(), "{:?}", f.failures);
+        assert_eq!((f.overlaps, f.overlaps_told_first), (1, 1));
+
+        let late = [
+            write(800, 1, 10, true),
+            write(1_001, 2, 11, true),
+            write(1_002, 1, 10, true),
+        ];
+        let f = run(&sections, &late, &[]);
+        assert_eq!(f.overlap_writes_accepted_late, 1, "{:?}", f.failures);
+        assert!(!f.passed());
+    }
+
+    #[test]
+    fn a_gap_across_two_faults_counts_from_the_later_heal() {
+        let fault = |fault, start, end| Injected {
+            fault,
+            start: start * MS,
+            end: end * MS,
+            worker: None,
+            pod: None,
+        };
+        let sections = [
+            section(1, 10, 0, 200, Ending::Released),
+            section(2, 11, 11_500, 20_000, Ending::Open),
+        ];
+        let faults = [
+            fault(Fault::EtcdQuorumLoss, 100, 3_000),
+            fault(Fault::EtcdLeaderKill, 5_000, 8_000),
+        ];
+        let f = run(&sections, &[], &faults);
+        assert!(f.passed(), "{:?}", f.failures);
+        assert_eq!(f.max_no_holder_ms["etcd-leader-kill"], 3_500);
+        assert!(!f.max_no_holder_ms.contains_key("etcd-quorum-loss"));
     }
 }

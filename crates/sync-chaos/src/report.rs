@@ -71,7 +71,7 @@ impl Report {
         );
         md.push_str(
             "| store | seconds | faults | critical sections (released / lost / killed / open) | \
-             writes accepted / refused | fencing violations | overlaps (all with a paused holder?) | \
+             writes accepted / refused | fencing violations | overlaps (paused / told first; all?) | \
              losses told before the next grant | verdict |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for s in &self.stores {
@@ -79,7 +79,7 @@ impl Report {
             let n = |k: &str| f.sections.get(k).copied().unwrap_or(0);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} / {} / {} / {} | {} / {} | {} | {} ({}) | {} of {} ({} late while paused) | {} |",
+                "| {} | {} | {} | {} / {} / {} / {} | {} / {} | {} | {} ({} / {}; {}) | {} of {} ({} late while paused) | {} |",
                 s.store,
                 s.seconds,
                 s.faults.values().sum::<u64>(),
@@ -91,7 +91,9 @@ impl Report {
                 f.writes_refused,
                 f.fencing_violations + f.duplicate_tokens + f.overlap_writes_accepted_late,
                 f.overlaps,
-                if f.overlaps == f.overlaps_paused {
+                f.overlaps_paused,
+                f.overlaps_told_first,
+                if f.overlaps == f.overlaps_paused + f.overlaps_told_first {
                     "yes"
                 } else {
                     "NO"
