@@ -252,13 +252,20 @@ impl Client {
     }
 }
 
+/// `prefix` as a range's first key, and the end of the range of every key that starts with it.
+fn prefix_range(prefix: impl Into<Vec<u8>>) -> (Vec<u8>, Vec<u8>) {
+    let key = prefix.into();
+    let end = prefix_end(&key);
+    (key, end)
+}
+
 impl RangeRequest {
     /// A read of every key that starts with `prefix`.
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
-        let key = prefix.into();
+        let (key, range_end) = prefix_range(prefix);
         Self {
-            range_end: prefix_end(&key),
             key,
+            range_end,
             ..Default::default()
         }
     }
@@ -267,10 +274,10 @@ impl RangeRequest {
 impl WatchCreateRequest {
     /// A watch of every key that starts with `prefix`, from now.
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
-        let key = prefix.into();
+        let (key, range_end) = prefix_range(prefix);
         Self {
-            range_end: prefix_end(&key),
             key,
+            range_end,
             ..Default::default()
         }
     }

@@ -360,10 +360,18 @@ mod tests {
 
     fn pause(worker: u32, start: u64, end: u64) -> Injected {
         Injected {
-            fault: Fault::PauseHolder,
+            worker: Some(worker),
+            ..outage(Fault::PauseHolder, start, end)
+        }
+    }
+
+    /// A fault of no worker or pod, from `start` to `end` ms.
+    fn outage(fault: Fault, start: u64, end: u64) -> Injected {
+        Injected {
+            fault,
             start: start * MS,
             end: end * MS,
-            worker: Some(worker),
+            worker: None,
             pod: None,
         }
     }
@@ -472,11 +480,8 @@ mod tests {
             section(2, 11, 9_200, 20_000, Ending::Open),
         ];
         let faults = [Injected {
-            fault: Fault::KillElector,
-            start: 100 * MS,
-            end: 1_100 * MS,
-            worker: None,
             pod: Some(0),
+            ..outage(Fault::KillElector, 100, 1_100)
         }];
         let f = run(&sections, &[], &faults);
         assert_eq!(f.max_no_holder_ms["kill-elector"], 8_100);
@@ -544,18 +549,11 @@ mod tests {
         assert_eq!(f.max_wait_lock_free_ms, 8_900);
         assert_eq!(liveness_failures(&f), 1, "{:?}", f.failures);
         // The same wait with the store down for everyone from 100 to 5,000 ms: 4 s counted.
-        let outage = Injected {
-            fault: Fault::ApiErrors,
-            start: 100 * MS,
-            end: 5_000 * MS,
-            worker: None,
-            pod: None,
-        };
         let f = run_with_waits(
             &sections,
             &[wait(2, 50, 9_000)],
             &[],
-            &[pause(1, 100, 9_400), outage],
+            &[pause(1, 100, 9_400), outage(Fault::ApiErrors, 100, 5_000)],
         );
         assert_eq!(f.max_wait_lock_free_ms, 4_000);
         assert_eq!(liveness_failures(&f), 0, "{:?}", f.failures);
@@ -584,20 +582,13 @@ mod tests {
 
     #[test]
     fn a_gap_across_two_faults_counts_from_the_later_heal() {
-        let fault = |fault, start, end| Injected {
-            fault,
-            start: start * MS,
-            end: end * MS,
-            worker: None,
-            pod: None,
-        };
         let sections = [
             section(1, 10, 0, 200, Ending::Released),
             section(2, 11, 11_500, 20_000, Ending::Open),
         ];
         let faults = [
-            fault(Fault::EtcdQuorumLoss, 100, 3_000),
-            fault(Fault::EtcdLeaderKill, 5_000, 8_000),
+            outage(Fault::EtcdQuorumLoss, 100, 3_000),
+            outage(Fault::EtcdLeaderKill, 5_000, 8_000),
         ];
         let f = run(&sections, &[], &faults);
         assert!(f.passed(), "{:?}", f.failures);
