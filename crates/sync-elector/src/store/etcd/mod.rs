@@ -8,8 +8,8 @@
 //! - Waiters are served in the order their keys were created (first come, first served across
 //!   every elector), and each waits for its *predecessor* only: one watch over the prefix, per
 //!   elector, wakes a waiter when the key just before its own is deleted. A release therefore
-//!   wakes one waiter, not all of them. [`line`] holds the rule that keeps that wake-up from
-//!   being lost, and a periodic sweep catches an event etcd never delivered ([`tasks`]).
+//!   wakes one waiter, not all of them. `line.rs` holds the rule that keeps that wake-up from
+//!   being lost, and a periodic sweep catches an event etcd never delivered (`tasks.rs`).
 //! - Release revokes the holder's lease, which deletes its key. A claimant that stops waiting
 //!   revokes its lease too, leaving the line.
 //! - When the cluster loses quorum or the elector is cut off, renewals fail and the holder is told
