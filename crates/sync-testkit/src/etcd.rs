@@ -1,6 +1,8 @@
-//! Real etcd members from Debian's `etcd-server`, started on loopback ports picked at run time, with data in a temporary folder.
+//! Real etcd members, started on loopback ports picked at run time, with data in a temporary
+//! folder: Debian's `etcd-server` for our etcd store, or another etcd binary (the 3.6 server that
+//! `scripts/install-test-deps` builds for the real kube-apiserver).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ struct Member {
 
 /// A cluster of etcd processes.
 pub struct EtcdCluster {
+    binary: PathBuf,
     members: Vec<Member>,
     dir: PathBuf,
     initial_cluster: String,
@@ -37,6 +40,12 @@ impl EtcdCluster {
             Command::new("etcd").arg("--version").output().is_ok(),
             "etcd is not installed: run scripts/test (it installs Debian's etcd-server), or apt-get install etcd-server etcd-client"
         );
+        Self::start_binary(Path::new("etcd"), size, test, extra_hosts)
+    }
+
+    /// Starts `size` members of the etcd server `binary` (health is still checked with
+    /// Debian's `etcdctl`, which speaks the same v3 API).
+    pub fn start_binary(binary: &Path, size: usize, test: &str, extra_hosts: &[String]) -> Self {
         let dir = temp_dir(&format!("etcd-{test}"));
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -52,6 +61,7 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
+            binary: binary.to_owned(),
             members,
             dir,
             initial_cluster,
@@ -77,7 +87,7 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new("etcd")
+        let child = Command::new(&self.binary)
             .args(["--name", &m.name, "--data-dir", &data.display().to_string()])
             .args([
                 "--listen-client-urls",
@@ -110,6 +120,11 @@ impl EtcdCluster {
             .spawn()
             .expect("etcd starts");
         self.members[i].child = Some(child);
+    }
+
+    /// The folder that holds every member's data.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The client endpoint of member `i`.

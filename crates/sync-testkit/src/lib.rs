@@ -1,17 +1,21 @@
 //! Real parts, started for real, shared by the elector's tests, the benchmark harness and the
 //! chaos harness: the `sync-elector` binary as a child process ([`ElectorProc`]), real etcd
-//! clusters from Debian's `etcd-server` ([`EtcdCluster`]), each store started with electors on it
+//! clusters from Debian's `etcd-server` ([`EtcdCluster`]), a real kube-apiserver with its etcd
+//! ([`ControlPlane`]), each store started with electors on it
 //! ([`stores::Backend`]), one clock for every process ([`clock`]), and small process helpers.
 //!
 //! These are test tools: they panic with a message that says what is missing or what went wrong.
 
 pub mod clock;
+mod control_plane;
 mod elector;
 mod etcd;
 pub mod http;
+mod pki;
 mod process;
 pub mod stores;
 
+pub use control_plane::{ControlPlane, control_plane_dir};
 pub use elector::{ElectorProc, built_elector, release_elector};
 pub use etcd::EtcdCluster;
 pub use process::{free_port, machine, signal_pid, temp_dir, wait_child};

@@ -1,12 +1,13 @@
 //! The stores a harness runs against, started for real: the embedded memory store, the Kubernetes
-//! API test server (in this process, over real HTTP), and etcd from Debian's `etcd-server`. Each
-//! starts electors on itself and counts the requests a store receives.
+//! API test server (in this process, over real HTTP), a real kube-apiserver ([`ControlPlane`]),
+//! and etcd from Debian's `etcd-server`. Each starts electors on itself and counts the requests a
+//! store receives.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{ElectorProc, EtcdCluster};
+use crate::{ControlPlane, ElectorProc, EtcdCluster};
 use anyhow::{Context, Result, bail};
 use kube_test_server::TestServer;
 
@@ -22,18 +23,29 @@ pub enum StoreKind {
     Kubernetes,
     /// etcd.
     Etcd,
+    /// Kubernetes Leases on a real kube-apiserver ([`ControlPlane`]).
+    KubeApiServer,
 }
 
 impl StoreKind {
-    /// Every store, in report order.
+    /// Every store the benchmark and chaos harnesses run by default, in report order.
     pub const ALL: [StoreKind; 3] = [StoreKind::Memory, StoreKind::Kubernetes, StoreKind::Etcd];
 
-    /// The store's name, as in `--store`.
+    /// The store's name in reports and harness flags.
     pub fn name(self) -> &'static str {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::Kubernetes => "kubernetes",
             StoreKind::Etcd => "etcd",
+            StoreKind::KubeApiServer => "kube-apiserver",
+        }
+    }
+
+    /// The elector's `--store` for it.
+    pub fn store_flag(self) -> &'static str {
+        match self {
+            StoreKind::KubeApiServer => "kubernetes",
+            other => other.name(),
         }
     }
 
@@ -56,6 +68,32 @@ pub enum Backend {
     },
     /// The etcd member.
     Etcd(EtcdCluster),
+    /// A real kube-apiserver, and the namespace this backend's Leases live in.
+    KubeApiServer {
+        /// The control plane.
+        plane: Plane,
+        /// The namespace, of this backend's own on a shared control plane.
+        namespace: String,
+    },
+}
+
+/// A real kube-apiserver for one backend: the process's shared one, when nothing will fault it,
+/// or one of its own.
+pub enum Plane {
+    /// [`ControlPlane::shared`].
+    Shared(&'static ControlPlane),
+    /// Started for this backend alone: faults may kill, pause and restart it.
+    Own(Box<ControlPlane>),
+}
+
+impl std::ops::Deref for Plane {
+    type Target = ControlPlane;
+    fn deref(&self) -> &ControlPlane {
+        match self {
+            Plane::Shared(plane) => plane,
+            Plane::Own(plane) => plane,
+        }
+    }
 }
 
 impl Backend {
@@ -77,7 +115,22 @@ impl Backend {
                 dir: crate::temp_dir("stores-kube"),
             },
             StoreKind::Etcd => Backend::Etcd(EtcdCluster::start(etcd_members, "stores")),
+            StoreKind::KubeApiServer => {
+                let plane = ControlPlane::shared();
+                Backend::KubeApiServer {
+                    namespace: plane.create_namespace("stores"),
+                    plane: Plane::Shared(plane),
+                }
+            }
         })
+    }
+
+    /// A real kube-apiserver of its own, for harnesses that fault it; Leases in `default`.
+    pub fn own_kube_apiserver(test: &str) -> Self {
+        Backend::KubeApiServer {
+            plane: Plane::Own(Box::new(ControlPlane::start(test))),
+            namespace: "default".into(),
+        }
     }
 
     /// Which store this is.
@@ -86,6 +139,7 @@ impl Backend {
             Backend::Memory => StoreKind::Memory,
             Backend::Kubernetes { .. } => StoreKind::Kubernetes,
             Backend::Etcd(_) => StoreKind::Etcd,
+            Backend::KubeApiServer { .. } => StoreKind::KubeApiServer,
         }
     }
 
@@ -109,9 +163,14 @@ impl Backend {
     /// The flags and environment that put an elector named `identity` on this store with the
     /// default ttl `ttl` (for harnesses that start electors their own way).
     pub fn elector_args(&self, identity: &str, ttl: u64) -> Result<(Vec<String>, Environment)> {
-        let mut args: Vec<String> = ["--store", self.kind().name(), "--ttl", &format!("{ttl}s")]
-            .map(String::from)
-            .into();
+        let mut args: Vec<String> = [
+            "--store",
+            self.kind().store_flag(),
+            "--ttl",
+            &format!("{ttl}s"),
+        ]
+        .map(String::from)
+        .into();
         let mut env = Vec::new();
         match self {
             Backend::Memory => {}
@@ -121,6 +180,10 @@ impl Backend {
             }
             Backend::Etcd(cluster) => {
                 args.extend(["--etcd-endpoints".to_owned(), cluster.endpoints()]);
+            }
+            Backend::KubeApiServer { plane, namespace } => {
+                args.extend(["--namespace".to_owned(), namespace.clone()]);
+                env.push(("KUBECONFIG", plane.admin_kubeconfig().display().to_string()));
             }
         }
         Ok((args, env))
@@ -163,6 +226,9 @@ impl Backend {
                 ]))
             }
             Backend::Etcd(cluster) => etcd_messages(&cluster.endpoint(0)),
+            Backend::KubeApiServer { .. } => {
+                bail!("requests to the real kube-apiserver are not counted yet")
+            }
         }
     }
 }

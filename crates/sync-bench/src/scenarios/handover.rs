@@ -31,7 +31,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         let goal = match kind {
             StoreKind::Memory => "2 ms (p99)",
             StoreKind::Etcd => "10 ms (p99)",
-            StoreKind::Kubernetes => "50 ms (p99)",
+            StoreKind::Kubernetes | StoreKind::KubeApiServer => "50 ms (p99)",
         };
         let row = run.report.add(
             "handover",
