@@ -36,7 +36,8 @@ use crate::rng::Rng;
 #[derive(Parser, Debug)]
 #[command(name = "sync-chaos")]
 struct Args {
-    /// `memory`, `kubernetes`, `etcd`, or `all`.
+    /// `memory`, `kubernetes` (the API test server), `kube-apiserver` (a real one), `etcd`, or
+    /// `all` (every store but `kube-apiserver`).
     #[arg(long, default_value = "all")]
     store: String,
     /// How long the nemesis runs on each store.
@@ -75,9 +76,13 @@ fn main() -> Result<()> {
         name => vec![
             StoreKind::ALL
                 .into_iter()
+                .chain([StoreKind::KubeApiServer])
                 .find(|k| k.name() == name)
                 .with_context(|| {
-                    format!("unknown store {name:?}: memory, kubernetes, etcd or all")
+                    format!(
+                        "unknown store {name:?}: memory, kubernetes (the API test server), \
+                         kube-apiserver (a real one, from scripts/install-test-deps), etcd or all"
+                    )
                 })?,
         ],
     };

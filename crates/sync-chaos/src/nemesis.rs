@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 use sync_testkit::clock::now_ns;
-use sync_testkit::stores::{Backend, StoreKind};
+use sync_testkit::stores::{Backend, Plane, StoreKind};
 
 use crate::pods::System;
 use crate::register::Register;
@@ -40,6 +40,13 @@ pub enum Fault {
     EtcdQuorumLoss,
     /// The holder's pod cut off from etcd (its network namespace's link down) for 1.5 ttl.
     NetPartition,
+    /// `kill -9` of the real kube-apiserver, restarted after 1 ttl; healed when it is ready.
+    ApiserverKill,
+    /// SIGSTOP of the real kube-apiserver for 1.5 ttl, then SIGCONT.
+    ApiserverPause,
+    /// `kill -9` of the real kube-apiserver's etcd, restarted after 1 ttl; healed when the
+    /// apiserver is ready again.
+    ApiserverEtcdKill,
 }
 
 impl Fault {
@@ -65,6 +72,11 @@ impl Fault {
                     faults.push(Fault::NetPartition);
                 }
             }
+            StoreKind::KubeApiServer => faults.extend([
+                Fault::ApiserverKill,
+                Fault::ApiserverPause,
+                Fault::ApiserverEtcdKill,
+            ]),
         }
         faults
     }
@@ -82,6 +94,9 @@ impl Fault {
                 | Fault::ApiLatency
                 | Fault::EtcdLeaderKill
                 | Fault::EtcdQuorumLoss
+                | Fault::ApiserverKill
+                | Fault::ApiserverPause
+                | Fault::ApiserverEtcdKill
         )
     }
 
@@ -229,6 +244,34 @@ pub fn inject(
             // Healed once the cluster has a leader again.
             let all: Vec<usize> = (0..cluster.size()).collect();
             cluster.wait_healthy(&all);
+        }
+        Fault::ApiserverKill | Fault::ApiserverPause | Fault::ApiserverEtcdKill => {
+            let Backend::KubeApiServer {
+                plane: Plane::Own(plane),
+                ..
+            } = &mut system.backend
+            else {
+                anyhow::bail!("{} needs a kube-apiserver of the run's own", fault.name());
+            };
+            match fault {
+                Fault::ApiserverKill => {
+                    plane.kill_apiserver();
+                    std::thread::sleep(ttl);
+                    plane.restart_apiserver();
+                }
+                Fault::ApiserverPause => {
+                    plane.pause_apiserver(true);
+                    std::thread::sleep(held);
+                    plane.pause_apiserver(false);
+                }
+                _ => {
+                    plane.etcd().kill(0);
+                    std::thread::sleep(ttl);
+                    plane.etcd().restart(0);
+                    plane.etcd().wait_healthy(&[0]);
+                    plane.wait_ready();
+                }
+            }
         }
         Fault::NetPartition => {
             at_pod = Some(pod);

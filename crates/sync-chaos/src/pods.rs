@@ -94,6 +94,8 @@ impl System {
                 .map(|n| n.host_addr.clone())
                 .collect();
             Backend::Etcd(EtcdCluster::start_on(3, "chaos", &hosts))
+        } else if kind == StoreKind::KubeApiServer {
+            Backend::own_kube_apiserver("chaos")
         } else {
             Backend::start_with(kind, runtime, 3)?
         };

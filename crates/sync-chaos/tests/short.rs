@@ -69,6 +69,13 @@ fn kubernetes_store_survives_every_fault_once() {
 }
 
 #[test]
+fn kubernetes_store_on_a_real_kube_apiserver_survives_every_fault_once() {
+    let mut kinds = EVERY_STORE.to_vec();
+    kinds.extend(["apiserver-kill", "apiserver-pause", "apiserver-etcd-kill"]);
+    short_run("kube-apiserver", &kinds);
+}
+
+#[test]
 fn etcd_store_survives_every_fault_once() {
     let mut kinds = EVERY_STORE.to_vec();
     kinds.extend(["etcd-leader-kill", "etcd-quorum-loss"]);

@@ -1,6 +1,7 @@
 //! Several electors as separate processes, each with its own identity and kubeconfig, sharing
-//! one Kubernetes API: the Kubernetes API test server, with faults injected; and the same
-//! fault-free scenarios against a real cluster when `SYNC_TEST_KUBECONFIG` names one.
+//! one Kubernetes API: a real kube-apiserver (sync-testkit's `ControlPlane`, a namespace per
+//! test), the Kubernetes API test server, with faults injected; and the same fault-free scenarios
+//! against another real cluster when `SYNC_TEST_KUBECONFIG` names one.
 
 #![cfg(feature = "kubernetes")]
 
@@ -28,8 +29,11 @@ enum Cluster {
         _runtime: tokio::runtime::Runtime,
         dir: PathBuf,
     },
-    /// A real cluster, through the kubeconfig `SYNC_TEST_KUBECONFIG` names.
-    Real { kubeconfig: PathBuf },
+    /// A real cluster, through a kubeconfig, in `namespace` (else the kubeconfig's).
+    Real {
+        kubeconfig: PathBuf,
+        namespace: Option<String>,
+    },
 }
 
 impl Cluster {
@@ -40,6 +44,15 @@ impl Cluster {
             server,
             _runtime: runtime,
             dir: temp_dir(test),
+        }
+    }
+
+    /// The real kube-apiserver this test binary shares, in a namespace of this test's own.
+    fn kube_apiserver(test: &str) -> Self {
+        let plane = sync_testkit::ControlPlane::shared();
+        Cluster::Real {
+            kubeconfig: plane.admin_kubeconfig().to_owned(),
+            namespace: Some(plane.create_namespace(test)),
         }
     }
 
@@ -57,15 +70,25 @@ impl Cluster {
 
     /// An elector named `identity` with `ttl`, on this cluster.
     fn elector(&self, identity: &str, ttl: u64) -> ElectorProc {
+        let ttl = format!("{ttl}s");
+        let mut args = vec!["--store", "kubernetes", "--ttl", &ttl];
         let kubeconfig = match self {
             Cluster::TestServer { server, dir, .. } => {
                 server.write_kubeconfig(dir, identity).unwrap()
             }
-            Cluster::Real { kubeconfig } => kubeconfig.clone(),
+            Cluster::Real {
+                kubeconfig,
+                namespace,
+            } => {
+                if let Some(namespace) = namespace {
+                    args.extend(["--namespace", namespace]);
+                }
+                kubeconfig.clone()
+            }
         };
         support::elector(
             identity,
-            &["--store", "kubernetes", "--ttl", &format!("{ttl}s")],
+            &args,
             &[("KUBECONFIG", kubeconfig.display().to_string())],
         )
     }
@@ -116,6 +139,28 @@ fn sigterm_hands_over_at_once(cluster: &Cluster) {
             .expect("exits")
             .success()
     );
+}
+
+#[test]
+fn on_kube_apiserver_mutual_exclusion_with_strictly_increasing_tokens() {
+    mutual_exclusion_with_increasing_tokens(&Cluster::kube_apiserver("exclusive"));
+}
+
+#[test]
+fn on_kube_apiserver_release_hands_over_to_another_elector() {
+    let cluster = Cluster::kube_apiserver("handover");
+    release_hands_over(&cluster.start(), &lock_name("handover"));
+}
+
+#[test]
+fn on_kube_apiserver_a_killed_electors_lock_moves_after_about_a_ttl() {
+    let cluster = Cluster::kube_apiserver("failover");
+    failover_after_an_elector_is_killed(&cluster.start(), &lock_name("failover"), 4);
+}
+
+#[test]
+fn on_kube_apiserver_sigterm_hands_the_lock_over_at_once() {
+    sigterm_hands_over_at_once(&Cluster::kube_apiserver("sigterm"));
 }
 
 #[test]
@@ -238,6 +283,7 @@ fn real_cluster_scenarios() {
         .expect("SYNC_TEST_KUBECONFIG must name the kubeconfig of the cluster to test against");
     let cluster = Cluster::Real {
         kubeconfig: PathBuf::from(kubeconfig),
+        namespace: None,
     };
     mutual_exclusion_with_increasing_tokens(&cluster);
     release_hands_over(&cluster.start(), &lock_name("handover"));

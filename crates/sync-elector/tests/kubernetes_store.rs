@@ -1,5 +1,6 @@
-//! The Kubernetes store against the Kubernetes API test server over real HTTP: the shared
-//! conformance suite, the client-go record format, compare-and-set races, API load and errors.
+//! The Kubernetes store over real HTTP: the shared conformance suite against a real
+//! kube-apiserver (sync-testkit's `ControlPlane`) and against the Kubernetes API test server, and
+//! on the test server the client-go record format, compare-and-set races, API load and errors.
 
 #![cfg(feature = "kubernetes")]
 
@@ -39,6 +40,55 @@ async fn fixture() -> Guarded<KubernetesStore> {
 
 mod conformance {
     sync_elector::store_conformance!(super::fixture().await);
+}
+
+/// A store on the real kube-apiserver shared by this test process, as its admin, in namespace
+/// `namespace`.
+async fn real_store_in(namespace: &str) -> KubernetesStore {
+    let plane = sync_testkit::ControlPlane::shared();
+    let kubeconfig = Kubeconfig::read_from(plane.admin_kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), namespace);
+    for _ in 0..500 {
+        if store.ready().await.is_ok() {
+            return store;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the store on the real kube-apiserver never synced");
+}
+
+/// A namespace of its own on the shared real kube-apiserver, for one test.
+fn real_namespace(test: &str) -> String {
+    // Starting the control plane blocks; that is fine for a test's own runtime thread.
+    sync_testkit::ControlPlane::shared().create_namespace(test)
+}
+
+async fn real_fixture() -> KubernetesStore {
+    real_store_in(&real_namespace("conformance")).await
+}
+
+/// The same suite against a real kube-apiserver v1.37 and its etcd 3.6.
+mod conformance_on_kube_apiserver {
+    sync_elector::store_conformance!(super::real_fixture().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_kube_apiserver_a_release_from_another_elector_racing_an_attempt_never_strands_the_waiter()
+ {
+    let namespace = real_namespace("race");
+    let (holders, waiters) = (
+        real_store_in(&namespace).await,
+        real_store_in(&namespace).await,
+    );
+    sync_elector::store::conformance::release_racing_an_attempt(
+        &holders,
+        &waiters,
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 /// The holder on one store and the waiter on another, as with two electors: the waiter's store

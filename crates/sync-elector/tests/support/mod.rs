@@ -89,7 +89,8 @@ impl OnStore {
 }
 
 /// Declares one test per store for `check(kind: StoreKind)`, in a module named after it:
-/// `check::memory`, `check::kubernetes` and `check::etcd`.
+/// `check::memory`, `check::kubernetes` (the API test server), `check::kube_apiserver` (a real
+/// one, shared by the test binary, a namespace per test) and `check::etcd`.
 #[allow(unused_macros)] // only the tests that run on every store use it
 macro_rules! on_every_store {
     ($check:ident) => {
@@ -104,6 +105,11 @@ macro_rules! on_every_store {
             #[test]
             fn kubernetes() {
                 super::$check(StoreKind::Kubernetes);
+            }
+
+            #[test]
+            fn kube_apiserver() {
+                super::$check(StoreKind::KubeApiServer);
             }
 
             #[test]
