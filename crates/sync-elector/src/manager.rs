@@ -53,6 +53,9 @@ struct State {
     /// When a lease of each lock last ended here, for the handover-time histogram.
     freed_at: HashMap<LockName, Instant>,
     next_waiter: u64,
+    /// The last store failure an acquire logged, so a failure that repeats (a missing
+    /// permission, an outage) is logged once per change, not on every client's retry.
+    last_acquire_failure: Option<String>,
 }
 
 /// How a lease ended.
@@ -355,6 +358,11 @@ impl Manager {
             match store.try_acquire(&name, &claim).await {
                 Ok(Attempt::Acquired(store_lease)) => {
                     contention.pressed = false;
+                    self.inner
+                        .state
+                        .lock()
+                        .expect("manager state poisoned")
+                        .last_acquire_failure = None;
                     let (store_lease, sent) = self.confirm(&name, store_lease, sent).await?;
                     drop(place);
                     return Ok(self.install(name, store_lease, sent, legacy, waited));
@@ -372,7 +380,13 @@ impl Manager {
                     }
                 }
                 Err(err) => {
-                    warn!(lock = %name, error = %err, "store failed while acquiring");
+                    let message = err.to_string();
+                    let mut state = self.inner.state.lock().expect("manager state poisoned");
+                    if state.last_acquire_failure.as_ref() != Some(&message) {
+                        warn!(lock = %name, error = %message, "store failed while acquiring (logged again only when the failure changes)");
+                        state.last_acquire_failure = Some(message);
+                    }
+                    drop(state);
                     return Err(AcquireError::Store(err));
                 }
             }
@@ -543,6 +557,7 @@ impl Manager {
         if let Ending::Lost(reason) = &ending {
             self.inner.metrics.losses.inc();
             warn!(lock = %lease.name, holder = %lease.holder, token = lease.token, %reason, "lease lost");
+            self.inner.store.lost(&lease.name, &lease.holder);
         } else {
             info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "released");
         }

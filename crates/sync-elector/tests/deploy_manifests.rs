@@ -40,7 +40,7 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> T {
 }
 
 #[test]
-fn rbac_grants_leases_in_the_namespace_and_nothing_else() {
+fn rbac_grants_what_the_store_uses_in_the_namespace_and_nothing_else() {
     let docs = documents("rbac.yaml");
     let mut kinds = BTreeSet::new();
     for (api_version, kind, value) in docs {
@@ -55,19 +55,36 @@ fn rbac_grants_leases_in_the_namespace_and_nothing_else() {
                 assert_eq!(api_version, "rbac.authorization.k8s.io/v1");
                 let role: Role = parse(value);
                 let rules = role.rules.unwrap();
-                assert_eq!(rules.len(), 1, "one rule");
-                assert_eq!(
-                    rules[0].api_groups.as_deref(),
-                    Some(&["coordination.k8s.io".to_owned()][..])
-                );
-                assert_eq!(
-                    rules[0].resources.as_deref(),
-                    Some(&["leases".to_owned()][..])
-                );
-                let verbs: BTreeSet<_> = rules[0].verbs.iter().map(String::as_str).collect();
-                assert_eq!(
-                    verbs,
-                    BTreeSet::from(["get", "list", "watch", "create", "update", "patch"])
+                // Exactly what the store uses (its permission checker's list) and the Event
+                // writer's create: a Role broader than needed is a defect.
+                let granted: BTreeSet<(String, String, String)> = rules
+                    .iter()
+                    .flat_map(|rule| {
+                        let groups = rule.api_groups.clone().unwrap_or_default();
+                        let resources = rule.resources.clone().unwrap_or_default();
+                        let mut each = Vec::new();
+                        for g in &groups {
+                            for r in &resources {
+                                for v in &rule.verbs {
+                                    each.push((g.clone(), r.clone(), v.clone()));
+                                }
+                            }
+                        }
+                        each
+                    })
+                    .collect();
+                let needed: BTreeSet<(String, String, String)> =
+                    sync_elector::store::kubernetes::access::NEEDED
+                        .iter()
+                        .chain(&[("", "events", "create")])
+                        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+                        .collect();
+                assert_eq!(granted, needed);
+                assert!(
+                    rules
+                        .iter()
+                        .all(|r| r.resource_names.is_none() && r.non_resource_urls.is_none()),
+                    "no other kinds of grant"
                 );
             }
             "RoleBinding" => {

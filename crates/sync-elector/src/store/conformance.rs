@@ -293,6 +293,9 @@ impl<S: Store> Guarded<S> {
 
 #[async_trait::async_trait]
 impl<S: Store> Store for Guarded<S> {
+    fn lost(&self, name: &LockName, holder: &str) {
+        self.store.lost(name, holder);
+    }
     fn kind(&self) -> &'static str {
         self.store.kind()
     }

@@ -162,6 +162,11 @@ pub trait Store: Send + Sync + 'static {
     /// stopping): drop whatever place in line the store keeps for it.
     async fn abandon(&self, _name: &LockName, _claim: &Claim) {}
 
+    /// The manager ended `holder`'s holding of `name` as lost (its renewals failed, or the store
+    /// said it is no longer ours), for stores that record leadership changes where people look
+    /// (the Kubernetes store's Events). Must not block.
+    fn lost(&self, _name: &LockName, _holder: &str) {}
+
     /// Whether the store can serve now (for `/readyz`).
     async fn ready(&self) -> Result<(), StoreError> {
         Ok(())

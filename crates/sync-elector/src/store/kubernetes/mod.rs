@@ -13,6 +13,8 @@
 //! - The fencing token is `leaseTransitions + 1`; every acquisition adds one to
 //!   `leaseTransitions`. Release clears the holder (as client-go's `ReleaseOnCancel` does); a
 //!   Lease is never deleted, because the token lives in it.
+//! - Leadership changes are recorded as Events on the Lease ([`events`]), and a `403` makes the
+//!   store find out which permissions it lacks and report them until they are back ([`access`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,12 @@ use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info, warn};
 
 use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, StoreLease};
+
+pub mod access;
+pub mod events;
+
+use access::Access;
+use events::{Change, Recorder};
 
 /// The label on every Lease this store creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sync-elector");
@@ -48,11 +56,15 @@ pub struct KubernetesStore {
     namespace: String,
     cache: Arc<Mutex<Cache>>,
     reflector: JoinHandle<()>,
+    access: Arc<Access>,
+    checker: JoinHandle<()>,
+    events: Recorder,
 }
 
 impl Drop for KubernetesStore {
     fn drop(&mut self) {
         self.reflector.abort();
+        self.checker.abort();
     }
 }
 
@@ -205,7 +217,7 @@ fn unavailable(step: &str, err: kube::Error) -> StoreError {
         kube::Error::Api(status) => {
             let hint = match status.code {
                 403 => {
-                    "; give the elector's service account the Role in deploy/rbac.yaml (get, list, watch, create, update, patch on leases)"
+                    "; give the elector's service account the Role in deploy/rbac.yaml (get, list, watch, create, update on leases)"
                 }
                 404 => "; check the namespace (--namespace)",
                 _ => "",
@@ -221,6 +233,16 @@ fn unavailable(step: &str, err: kube::Error) -> StoreError {
         store: "kubernetes",
         message,
     }
+}
+
+/// [`unavailable`], telling `access` of a 403.
+fn failed(access: &Access, step: &str, err: kube::Error) -> StoreError {
+    let forbidden = status_code(&err) == Some(403);
+    let error = unavailable(step, err);
+    if forbidden && let StoreError::Unavailable { message, .. } = &error {
+        access.forbidden(message);
+    }
+    error
 }
 
 fn timed_out(step: &str) -> StoreError {
@@ -256,17 +278,37 @@ impl KubernetesStore {
         Ok(Self::new(client, &namespace))
     }
 
-    /// A store over `client` in `namespace`; starts its reflector at once.
+    /// A store over `client` in `namespace`; starts its reflector, its permission checker and
+    /// its Event writer at once.
     pub fn new(client: kube::Client, namespace: &str) -> Self {
-        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let cache = Arc::new(Mutex::new(Cache::default()));
-        let reflector = tokio::spawn(reflect(api.clone(), cache.clone()));
+        let access = Arc::new(Access::default());
+        let reflector = tokio::spawn(reflect(api.clone(), cache.clone(), access.clone()));
         Self {
             api,
             namespace: namespace.to_owned(),
             cache,
             reflector,
+            checker: access::start(client.clone(), namespace, access.clone()),
+            access,
+            events: Recorder::start(client, namespace),
         }
+    }
+
+    /// Turns a kube error into a store error; a 403 also tells the permission checker.
+    fn failed(&self, step: &str, err: kube::Error) -> StoreError {
+        failed(&self.access, step, err)
+    }
+
+    /// Records a leadership change of the Lease `lease` as an Event.
+    fn record(&self, lease: &Lease, holder: &str, what: &'static str) {
+        self.events.record(Change {
+            lease: lease.metadata.name.clone().unwrap_or_default(),
+            uid: lease.metadata.uid.clone(),
+            holder: holder.to_owned(),
+            what,
+        });
     }
 
     /// The namespace of the Leases.
@@ -289,7 +331,7 @@ impl KubernetesStore {
         let lease = timeout(REQUEST_TIMEOUT, self.api.get_opt(name))
             .await
             .map_err(|_| timed_out("reading the Lease"))?
-            .map_err(|e| unavailable("reading the Lease", e))?;
+            .map_err(|e| self.failed("reading the Lease", e))?;
         let mut cache = self.cache();
         match lease {
             Some(lease) => {
@@ -331,7 +373,7 @@ impl KubernetesStore {
                 Ok(None)
             }
             Ok(Err(err)) if !create && status_code(&err) == Some(404) => Err(StoreError::NotHolder),
-            Ok(Err(err)) => Err(unavailable(step, err)),
+            Ok(Err(err)) => Err(self.failed(step, err)),
         }
     }
 
@@ -401,6 +443,12 @@ impl Store for KubernetesStore {
     }
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        if let Some(message) = self.access.denied() {
+            return Err(StoreError::Unavailable {
+                store: "kubernetes",
+                message,
+            });
+        }
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
             let current = self.current(name.as_str(), refresh).await?;
@@ -419,6 +467,7 @@ impl Store for KubernetesStore {
             let create = current.is_none();
             let lease = Self::lease_for(name, current.as_ref(), claim);
             if let Some(written) = self.write(lease, create, "taking the Lease").await? {
+                self.record(&written, &claim.holder, "became leader");
                 return Ok(Attempt::Acquired(Self::store_lease(&written)));
             }
         }
@@ -470,11 +519,8 @@ impl Store for KubernetesStore {
             if let Some(annotations) = current.metadata.annotations.as_mut() {
                 annotations.remove(VALUE_ANNOTATION);
             }
-            if self
-                .write(current, false, "releasing the Lease")
-                .await?
-                .is_some()
-            {
+            if let Some(written) = self.write(current, false, "releasing the Lease").await? {
+                self.record(&written, &lease.holder, "stopped leading");
                 return Ok(());
             }
         }
@@ -498,7 +544,7 @@ impl Store for KubernetesStore {
             let list = timeout(REQUEST_TIMEOUT, self.api.list(&ListParams::default()))
                 .await
                 .map_err(|_| timed_out("listing Leases"))?
-                .map_err(|e| unavailable("listing Leases", e))?;
+                .map_err(|e| self.failed("listing Leases", e))?;
             let mut cache = self.cache();
             for lease in list.items {
                 cache.upsert(lease);
@@ -521,7 +567,24 @@ impl Store for KubernetesStore {
         self.cache().signals.subscribe(name.as_str())
     }
 
+    fn lost(&self, name: &LockName, holder: &str) {
+        let lease = self
+            .cache()
+            .leases
+            .get(name.as_str())
+            .map(|s| s.lease.clone());
+        if let Some(lease) = lease {
+            self.record(&lease, holder, "stopped leading");
+        }
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
+        if let Some(message) = self.access.denied() {
+            return Err(StoreError::Unavailable {
+                store: "kubernetes",
+                message,
+            });
+        }
         let cache = self.cache();
         match (&cache.trouble, cache.synced) {
             (Some(trouble), _) => Err(StoreError::Unavailable {
@@ -539,7 +602,7 @@ impl Store for KubernetesStore {
 
 /// Keeps the cache in step with the API server: list, then watch from the list's
 /// resourceVersion; re-watch when a watch ends, re-list after 410 Gone, back off on errors.
-async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>) {
+async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>, access: Arc<Access>) {
     let mut backoff = Duration::from_millis(200);
     let trouble = |message: String| {
         let mut c = cache.lock().expect("kubernetes cache poisoned");
@@ -552,7 +615,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>) {
         let list = match timeout(REQUEST_TIMEOUT, api.list(&ListParams::default())).await {
             Ok(Ok(list)) => list,
             Ok(Err(err)) => {
-                trouble(unavailable("listing Leases", err).to_string());
+                trouble(failed(&access, "listing Leases", err).to_string());
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -587,7 +650,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>) {
             let stream = match api.watch(&params, &version).await {
                 Ok(stream) => stream,
                 Err(err) => {
-                    trouble(unavailable("watching Leases", err).to_string());
+                    trouble(failed(&access, "watching Leases", err).to_string());
                     sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
