@@ -321,15 +321,19 @@ async fn update(
     State(shared): State<Arc<Shared>>,
     Path((namespace, name)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let object = parse_body(&body)?;
-    Ok(Json(
-        shared
-            .objects
-            .lock()
-            .expect("objects poisoned")
-            .update(&namespace, &name, object)?,
-    ))
+    let (object, created) = shared
+        .objects
+        .lock()
+        .expect("objects poisoned")
+        .put(&namespace, &name, object)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(object)))
 }
 
 async fn delete(

@@ -261,6 +261,36 @@ impl Objects {
         Ok(object)
     }
 
+    /// `PUT` of a Lease, as the real API server answers it: a Lease that does not exist is created
+    /// (Leases allow create-on-update; `true` says it was), and one that exists needs the
+    /// resourceVersion it is replacing (Leases do not allow unconditional updates: 422 without it,
+    /// 409 Conflict when it is not the current one).
+    pub fn put(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+    ) -> Result<(Value, bool), ApiError> {
+        validate(&object, namespace, Some(name))?;
+        if !self
+            .objects
+            .contains_key(&(namespace.to_owned(), name.to_owned()))
+        {
+            if let Some(meta) = object["metadata"].as_object_mut() {
+                meta.remove("resourceVersion");
+            }
+            return Ok((self.create(namespace, object)?, true));
+        }
+        if meta_str(&object, "resourceVersion").is_none_or(str::is_empty) {
+            return Err(ApiError::invalid(
+                name,
+                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                    .into(),
+            ));
+        }
+        Ok((self.update(namespace, name, object)?, false))
+    }
+
     /// Replaces a Lease. A resourceVersion in the body must match (else 409 Conflict); an
     /// update that changes nothing keeps the resourceVersion, as the real server does.
     pub fn update(
@@ -418,6 +448,23 @@ mod tests {
     fn lease(name: &str) -> Value {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
                "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
+    }
+
+    #[test]
+    fn put_creates_a_missing_lease_and_needs_a_version_for_an_existing_one() {
+        let mut o = Objects::new(10);
+        let mut stale = lease("x");
+        stale["metadata"]["resourceVersion"] = json!("5");
+        let (created, was_created) = o.put("default", "x", stale).unwrap();
+        assert!(was_created, "as the real server: create-on-update");
+        assert_ne!(created["metadata"]["resourceVersion"], json!("5"));
+        assert_eq!(
+            o.put("default", "x", lease("x")).unwrap_err().code(),
+            422,
+            "no unconditional update"
+        );
+        let (_, was_created) = o.put("default", "x", created).unwrap();
+        assert!(!was_created);
     }
 
     #[test]
