@@ -141,49 +141,50 @@ fn sigterm_hands_over_at_once(cluster: &Cluster) {
     );
 }
 
-#[test]
-fn on_kube_apiserver_mutual_exclusion_with_strictly_increasing_tokens() {
-    mutual_exclusion_with_increasing_tokens(&Cluster::kube_apiserver("exclusive"));
+/// Declares `scenario` as two tests, `NAME::kube_apiserver` and `NAME::test_server`, each on a
+/// cluster of its own (a namespace named from `prefix` on the real server).
+macro_rules! on_both_servers {
+    ($name:ident, $prefix:literal, $scenario:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn kube_apiserver() {
+                ($scenario)(&Cluster::kube_apiserver($prefix));
+            }
+
+            #[test]
+            fn test_server() {
+                ($scenario)(&Cluster::test_server(concat!("k8s-", $prefix)));
+            }
+        }
+    };
 }
 
-#[test]
-fn on_kube_apiserver_release_hands_over_to_another_elector() {
-    let cluster = Cluster::kube_apiserver("handover");
-    release_hands_over(&cluster.start(), &lock_name("handover"));
-}
-
-#[test]
-fn on_kube_apiserver_a_killed_electors_lock_moves_after_about_a_ttl() {
-    let cluster = Cluster::kube_apiserver("failover");
-    failover_after_an_elector_is_killed(&cluster.start(), &lock_name("failover"), 4);
-}
-
-#[test]
-fn on_kube_apiserver_sigterm_hands_the_lock_over_at_once() {
-    sigterm_hands_over_at_once(&Cluster::kube_apiserver("sigterm"));
-}
-
-#[test]
-fn mutual_exclusion_with_strictly_increasing_tokens() {
-    mutual_exclusion_with_increasing_tokens(&Cluster::test_server("k8s-exclusive"));
-}
-
-#[test]
-fn release_hands_over_to_another_elector() {
-    let cluster = Cluster::test_server("k8s-handover");
-    release_hands_over(&cluster.start(), &lock_name("handover"));
-}
-
-#[test]
-fn a_killed_electors_lock_moves_after_about_a_ttl() {
-    let cluster = Cluster::test_server("k8s-failover");
-    failover_after_an_elector_is_killed(&cluster.start(), &lock_name("failover"), 4);
-}
-
-#[test]
-fn sigterm_hands_the_lock_over_at_once() {
-    sigterm_hands_over_at_once(&Cluster::test_server("k8s-sigterm"));
-}
+on_both_servers!(
+    mutual_exclusion_with_strictly_increasing_tokens,
+    "exclusive",
+    mutual_exclusion_with_increasing_tokens
+);
+on_both_servers!(
+    release_hands_over_to_another_elector,
+    "handover",
+    |cluster: &Cluster| release_hands_over(&cluster.start(), &lock_name("handover"))
+);
+on_both_servers!(
+    a_killed_electors_lock_moves_after_about_a_ttl,
+    "failover",
+    |cluster: &Cluster| failover_after_an_elector_is_killed(
+        &cluster.start(),
+        &lock_name("failover"),
+        4
+    )
+);
+on_both_servers!(
+    sigterm_hands_the_lock_over_at_once,
+    "sigterm",
+    sigterm_hands_over_at_once
+);
 
 #[test]
 fn during_an_api_outage_the_holder_is_told_and_nobody_else_acquires() {

@@ -79,57 +79,54 @@ fn lease(name: &str, holder: Option<&str>, duration: i64, rv: Option<&str>) -> V
     json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec })
 }
 
-/// The script: every kind of request the store makes, and the mistakes it could make.
-async fn script(client: &kube::Client, ns: &str) -> Vec<(String, Answer)> {
-    let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases");
-    let item = |name: &str| format!("{leases}/{name}");
-    let mut answers = Vec::new();
-    let mut last_rv = String::new();
-    let mut step = |what: &str, answer: Value| -> Value {
+/// One run of the script on one server: each request's reduced answer, in order.
+struct Run<'a> {
+    client: &'a kube::Client,
+    answers: Vec<(String, Answer)>,
+}
+
+impl Run<'_> {
+    /// Sends a request, records what must agree, and returns the whole answer.
+    async fn step(&mut self, what: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+        let answer = send(self.client, method, path, body).await;
+        self.record(what, &answer);
+        answer
+    }
+
+    fn record(&mut self, what: &str, answer: &Value) {
         let status = answer["status"].as_u64().unwrap() as u16;
         let body = &answer["body"];
         let reason = (body["kind"] == "Status" && status >= 400)
             .then(|| body["reason"].as_str().unwrap_or_default().to_owned());
-        let mut facts = Vec::new();
+        let mut facts: Vec<(String, Value)> = Vec::new();
+        let mut fact = |name: &str, value: Value| facts.push((name.to_owned(), value));
         if status < 300 && body["kind"] == "Lease" {
             let meta = &body["metadata"];
-            facts.push(("has uid".into(), json!(meta["uid"].is_string())));
-            facts.push((
-                "numeric resourceVersion".into(),
-                json!(
-                    meta["resourceVersion"]
-                        .as_str()
-                        .is_some_and(|v| v.parse::<u64>().is_ok())
-                ),
-            ));
-            facts.push((
-                "has creationTimestamp".into(),
+            fact("has uid", json!(meta["uid"].is_string()));
+            let rv = meta["resourceVersion"].as_str();
+            fact(
+                "numeric resourceVersion",
+                json!(rv.is_some_and(|v| v.parse::<u64>().is_ok())),
+            );
+            fact(
+                "has creationTimestamp",
                 json!(meta["creationTimestamp"].is_string()),
-            ));
-            facts.push(("namespace".into(), meta["namespace"].clone()));
-            facts.push((
-                "holderIdentity".into(),
-                body["spec"]["holderIdentity"].clone(),
-            ));
-            facts.push((
-                "leaseTransitions".into(),
-                body["spec"]["leaseTransitions"].clone(),
-            ));
+            );
+            fact("namespace", meta["namespace"].clone());
+            fact("holderIdentity", body["spec"]["holderIdentity"].clone());
+            fact("leaseTransitions", body["spec"]["leaseTransitions"].clone());
         }
         if status < 300 && body["kind"] == "LeaseList" {
-            facts.push((
-                "list resourceVersion".into(),
+            fact(
+                "list resourceVersion",
                 json!(body["metadata"]["resourceVersion"].is_string()),
-            ));
-            facts.push((
-                "items".into(),
-                json!(body["items"].as_array().map_or(0, Vec::len)),
-            ));
+            );
+            fact("items", json!(body["items"].as_array().map_or(0, Vec::len)));
         }
         if body["kind"] == "WatchEvents" {
-            facts.push(("events".into(), body["events"].clone()));
+            fact("events", body["events"].clone());
         }
-        answers.push((
+        self.answers.push((
             what.to_owned(),
             Answer {
                 status,
@@ -137,172 +134,118 @@ async fn script(client: &kube::Client, ns: &str) -> Vec<(String, Answer)> {
                 facts,
             },
         ));
-        answer
+    }
+}
+
+fn rv_of(answer: &Value) -> String {
+    answer["body"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The script: every kind of request the store makes, and the mistakes it could make.
+async fn script(client: &kube::Client, ns: &str) -> Vec<(String, Answer)> {
+    use Method as M;
+    let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases");
+    let a = format!("{leases}/a");
+    let x = |name: &str, duration, rv: Option<&str>| Some(lease(name, Some("x/1"), duration, rv));
+    let mut run = Run {
+        client,
+        answers: Vec::new(),
     };
 
-    let created = step(
-        "create a",
-        send(
-            client,
-            Method::POST,
-            &leases,
-            Some(lease("a", Some("x/1"), 15, None)),
-        )
-        .await,
-    );
-    last_rv.clone_from(
-        &created["body"]["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    );
-    step(
-        "create a again",
-        send(
-            client,
-            Method::POST,
-            &leases,
-            Some(lease("a", Some("x/1"), 15, None)),
-        )
-        .await,
-    );
-    step("get a", send(client, Method::GET, &item("a"), None).await);
-    step(
-        "update a with a stale resourceVersion",
-        send(
-            client,
-            Method::PUT,
-            &item("a"),
-            Some(lease("a", Some("y/2"), 15, Some("1"))),
-        )
-        .await,
-    );
-    let updated = step(
-        "update a with its resourceVersion",
-        send(
-            client,
-            Method::PUT,
-            &item("a"),
-            Some(lease("a", Some("y/2"), 15, Some(&last_rv))),
-        )
-        .await,
-    );
-    let rv = updated["body"]["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    step(
-        "release a: holderIdentity null",
-        send(
-            client,
-            Method::PUT,
-            &item("a"),
-            Some(lease("a", None, 1, Some(&rv))),
-        )
-        .await,
-    );
-    step(
+    let created = run
+        .step("create a", M::POST, &leases, x("a", 15, None))
+        .await;
+    run.step("create a again", M::POST, &leases, x("a", 15, None))
+        .await;
+    run.step("get a", M::GET, &a, None).await;
+    let stale = Some(lease("a", Some("y/2"), 15, Some("1")));
+    run.step("update a with a stale resourceVersion", M::PUT, &a, stale)
+        .await;
+    let current = Some(lease("a", Some("y/2"), 15, Some(&rv_of(&created))));
+    let updated = run
+        .step("update a with its resourceVersion", M::PUT, &a, current)
+        .await;
+    let release = Some(lease("a", None, 1, Some(&rv_of(&updated))));
+    run.step("release a: holderIdentity null", M::PUT, &a, release)
+        .await;
+    run.step(
         "update a without a resourceVersion",
-        send(
-            client,
-            Method::PUT,
-            &item("a"),
-            Some(lease("a", Some("z/3"), 15, None)),
-        )
-        .await,
-    );
-    step(
+        M::PUT,
+        &a,
+        x("a", 15, None),
+    )
+    .await;
+    let b = format!("{leases}/b");
+    run.step(
         "update b, which does not exist",
-        send(
-            client,
-            Method::PUT,
-            &item("b"),
-            Some(lease("b", Some("x/1"), 15, Some("5"))),
-        )
-        .await,
-    );
-    step(
-        "get b, which does not exist",
-        send(client, Method::GET, &item("b"), None).await,
-    );
-    step(
+        M::PUT,
+        &b,
+        x("b", 15, Some("5")),
+    )
+    .await;
+    run.step("get b, which does not exist", M::GET, &b, None)
+        .await;
+    run.step(
         "create with leaseDurationSeconds 0",
-        send(
-            client,
-            Method::POST,
-            &leases,
-            Some(lease("c", Some("x/1"), 0, None)),
-        )
-        .await,
-    );
-    step(
+        M::POST,
+        &leases,
+        x("c", 0, None),
+    )
+    .await;
+    run.step(
         "create with an invalid name",
-        send(
-            client,
-            Method::POST,
-            &leases,
-            Some(lease("Bad_Name", Some("x/1"), 15, None)),
-        )
-        .await,
-    );
-    step(
+        M::POST,
+        &leases,
+        x("Bad_Name", 15, None),
+    )
+    .await;
+    run.step(
         "update with another name in the body",
-        send(
-            client,
-            Method::PUT,
-            &item("a"),
-            Some(lease("other", Some("x/1"), 15, None)),
-        )
-        .await,
-    );
-    step(
+        M::PUT,
+        &a,
+        x("other", 15, None),
+    )
+    .await;
+    let elsewhere = "/apis/coordination.k8s.io/v1/namespaces/no-such-namespace/leases";
+    run.step(
         "create in a namespace that does not exist",
-        send(
-            client,
-            Method::POST,
-            "/apis/coordination.k8s.io/v1/namespaces/no-such-namespace/leases",
-            Some(lease("d", Some("x/1"), 15, None)),
-        )
-        .await,
-    );
-    step(
+        M::POST,
+        elsewhere,
+        x("d", 15, None),
+    )
+    .await;
+    run.step(
         "create with a body that is not JSON",
-        send(client, Method::POST, &leases, Some(json!("not an object"))).await,
-    );
-    let listed = step("list", send(client, Method::GET, &leases, None).await);
+        M::POST,
+        &leases,
+        Some(json!("not an object")),
+    )
+    .await;
+    let listed = run.step("list", M::GET, &leases, None).await;
     // A watch from the list's resourceVersion sees what came after it, and nothing before.
-    let from = listed["body"]["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    step(
+    run.step(
         "create e after the list",
-        send(
-            client,
-            Method::POST,
-            &leases,
-            Some(lease("e", Some("x/1"), 15, None)),
-        )
-        .await,
-    );
-    let watched = watch(
+        M::POST,
+        &leases,
+        x("e", 15, None),
+    )
+    .await;
+    let from = rv_of(&listed);
+    let events = watch(
         client,
         &format!("{leases}?watch=1&resourceVersion={from}&timeoutSeconds=1"),
     )
     .await;
-    step(
+    run.record(
         "watch from the list's resourceVersion",
-        json!({ "status": 200, "body": { "kind": "WatchEvents", "events": watched } }),
+        &json!({ "status": 200, "body": { "kind": "WatchEvents", "events": events } }),
     );
-    step(
-        "delete a",
-        send(client, Method::DELETE, &item("a"), None).await,
-    );
-    step(
-        "delete a again",
-        send(client, Method::DELETE, &item("a"), None).await,
-    );
-    answers
+    run.step("delete a", M::DELETE, &a, None).await;
+    run.step("delete a again", M::DELETE, &a, None).await;
+    run.answers
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,12 +253,9 @@ async fn the_test_server_answers_as_the_real_kube_apiserver() {
     let plane = tokio::task::spawn_blocking(sync_testkit::ControlPlane::shared)
         .await
         .unwrap();
-    let namespace = {
-        let plane = plane;
-        tokio::task::spawn_blocking(move || plane.create_namespace("fidelity"))
-            .await
-            .unwrap()
-    };
+    let namespace = tokio::task::spawn_blocking(move || plane.create_namespace("fidelity"))
+        .await
+        .unwrap();
     let real = client(Kubeconfig::read_from(plane.admin_kubeconfig()).unwrap()).await;
     let server = TestServer::start().await.unwrap();
     server.add_namespace(&namespace);
