@@ -637,6 +637,8 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// The keeper of one lease: follows its clock until the lease ends.
 async fn keep(manager: Manager, lease: Arc<Lease>) {
     let store = manager.inner.store.clone();
+    // The last renewal failure logged: the same failure again is not logged again.
+    let mut last_failure: Option<String> = None;
     loop {
         let step = lease
             .clock
@@ -668,6 +670,7 @@ async fn keep(manager: Manager, lease: Arc<Lease>) {
                 };
                 match result {
                     Ok(Ok(renewed)) => {
+                        last_failure = None;
                         *lease.store_lease.lock().expect("store lease poisoned") = renewed;
                         lease
                             .clock
@@ -680,7 +683,11 @@ async fn keep(manager: Manager, lease: Arc<Lease>) {
                         return;
                     }
                     Ok(Err(err)) => {
-                        warn!(lock = %lease.name, error = %err, "renewal failed; retrying until the renew deadline");
+                        let message = err.to_string();
+                        if last_failure.as_ref() != Some(&message) {
+                            warn!(lock = %lease.name, error = %message, "renewal failed; retrying until the renew deadline (the same failure is not logged again)");
+                            last_failure = Some(message);
+                        }
                         lease
                             .clock
                             .lock()

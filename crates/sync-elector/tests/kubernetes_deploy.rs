@@ -156,7 +156,7 @@ fn electors_do_all_their_work_with_the_deploy_service_accounts_token_alone() {
 fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recovers() {
     let plane = ControlPlane::shared();
     let (namespace, kubeconfig) = namespace_with_deploy_rbac(plane, "unbound");
-    let elector = elector_with(&kubeconfig, &namespace, "a", 15);
+    let elector = elector_with(&kubeconfig, &namespace, "a", 6);
     let ready = |elector: &ElectorProc| http("GET", &format!("{}/readyz", elector.url), None);
     eventually(Duration::from_secs(30), "ready", || {
         (ready(&elector).0 == 200).then_some(())
@@ -168,8 +168,13 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
     let id = lease["lease_id"].as_str().expect("a lease id").to_owned();
     let (status, _) = http("DELETE", &format!("{}/v1/leases/{id}", elector.url), None);
     assert_eq!(status, 204);
+    // A holder renewing every 2 s (ttl 6 s) while the binding goes away.
+    let holder = support::holder(&elector, "held", 6);
+    holder.expect("acquired", Duration::from_secs(20));
 
     plane.kubectl_ok(&["delete", "rolebinding", "sync-elector", "-n", &namespace]);
+    // Its renewals are refused: it is told at the renew deadline.
+    holder.expect("lost", Duration::from_secs(20));
     // The API's authorizer takes the removal within moments; the next write is refused.
     let (status, error) = eventually(Duration::from_secs(30), "a refused acquire", || {
         let answer = try_once();

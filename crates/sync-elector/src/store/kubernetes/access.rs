@@ -49,10 +49,13 @@ impl Access {
     }
 
     /// The API answered 403 to `message`: deny at once with it (the API's own message names
-    /// the verb, the resource and the namespace), and have the checker find out exactly what is
-    /// missing and when it is back.
+    /// the verb, the resource and the namespace), unless a denial is already known (the checker's
+    /// fuller message stays, so repeated 403s do not flip the log between the two), and have the
+    /// checker find out exactly what is missing and when it is back.
     pub fn forbidden(&self, message: &str) {
-        self.set(Some(message.to_owned()));
+        if self.denied().is_none() {
+            self.set(Some(message.to_owned()));
+        }
         self.check.notify_one();
     }
 
