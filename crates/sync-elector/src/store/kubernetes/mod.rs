@@ -11,7 +11,7 @@
 //!   seen its record unchanged for `leaseDurationSeconds` *on its own monotonic clock*; `renewTime`
 //!   is written for people and for client-go, never compared with the local wall clock.
 //! - The fencing token is `leaseTransitions + 1`; every acquisition adds one to
-//!   `leaseTransitions`. Release clears the holder (as client-go's `ReleaseOnCancel` does); a
+//!   `leaseTransitions`. Release empties the holder as client-go's `ReleaseOnCancel` does; a
 //!   Lease is never deleted, because the token lives in it.
 //! - Leadership changes are recorded as Events on the Lease ([`events`]), and a `403` makes the
 //!   store find out which permissions it lacks and report them until they are back ([`access`]).
@@ -511,10 +511,14 @@ impl Store for KubernetesStore {
             let mut current = self.owned(name, lease, refresh).await?;
             refresh = true;
             if let Some(spec) = current.spec.as_mut() {
-                // As client-go's ReleaseOnCancel: no holder, a 1 s duration, the same transitions.
-                spec.holder_identity = None;
+                // As client-go's ReleaseOnCancel writes it: an empty holder (the empty string,
+                // not an absent field), a 1 s duration, acquire and renew times of now, the same
+                // transitions.
+                let now = now_micro();
+                spec.holder_identity = Some(String::new());
                 spec.lease_duration_seconds = Some(1);
-                spec.renew_time = Some(now_micro());
+                spec.acquire_time = Some(now.clone());
+                spec.renew_time = Some(now);
             }
             if let Some(annotations) = current.metadata.annotations.as_mut() {
                 annotations.remove(VALUE_ANNOTATION);
