@@ -1,7 +1,8 @@
 //! A real Kubernetes control plane on loopback: kube-apiserver and its etcd 3.6 server, both
 //! built from their published Go modules by `scripts/install-test-deps`, on ports picked at run
 //! time, with certificates made for the run ([`crate::pki`]), RBAC authorization, an admin
-//! identity and its kubeconfig.
+//! identity and its kubeconfig, a kubeconfig per user a test names, and an audit log of every
+//! Lease request by user, which [`ControlPlane::requests`] counts.
 //!
 //! Only the API runs: no kubelet, scheduler or controller-manager, so objects are stored, served
 //! and watched, and pods never start. Tests can kill, pause and restart the apiserver and its
@@ -35,16 +36,29 @@ pub fn control_plane_dir() -> PathBuf {
 
 /// A built control-plane binary (`kube-apiserver` or `etcd`). Panics with what to run when it
 /// is missing: these tests are never skipped silently.
-fn binary(name: &str) -> PathBuf {
+pub(crate) fn binary(name: &str) -> PathBuf {
     let path = control_plane_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: run scripts/install-test-deps (it builds kube-apiserver and etcd 3.6 from \
+        "{} is missing: run scripts/install-test-deps (it builds kube-apiserver, etcd 3.6 and client-go-elector from \
          their Go modules, once) or scripts/test",
         path.display()
     );
     path
 }
+
+/// What the audit log records: each Lease request's metadata (who, which verb), when a watch
+/// starts and when any request completes; nothing else.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  resources:
+  - group: coordination.k8s.io
+    resources: [leases]
+- level: None
+";
 
 /// kube-apiserver and its etcd, started for real.
 pub struct ControlPlane {
@@ -74,6 +88,7 @@ impl ControlPlane {
             pki,
         };
         std::fs::write(&plane.admin, plane.admin_kubeconfig_text()).unwrap();
+        std::fs::write(plane.dir.join("audit-policy.yaml"), AUDIT_POLICY).unwrap();
         let started = Instant::now();
         plane.spawn_apiserver();
         plane.wait_ready();
@@ -131,6 +146,11 @@ impl ControlPlane {
             .args(["--service-cluster-ip-range", "10.96.0.0/16"])
             // A loopback address cannot be the `kubernetes` Service's endpoint.
             .args(["--endpoint-reconciler-type", "none"])
+            .args([
+                "--audit-policy-file",
+                &path(&self.dir.join("audit-policy.yaml")),
+            ])
+            .args(["--audit-log-path", &path(&self.dir.join("audit.log"))])
             .args(["--profiling=false", "--v", "1"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -205,6 +225,49 @@ impl ControlPlane {
         );
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// Writes a kubeconfig for user `name` (a client certificate of its own, in
+    /// `system:masters`, namespace `namespace`) and returns its path. The audit log tells this
+    /// user's requests apart: see [`Self::requests`].
+    pub fn user_kubeconfig(&self, name: &str, namespace: &str) -> PathBuf {
+        let (cert, key) = self.pki.user(name).expect("making a client certificate");
+        let path = self.dir.join(format!("user-{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\n{}users:\n- name: {name}\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+            self.cluster_and_context(name, namespace),
+            cert.display(),
+            key.display(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Requests to Leases that user `user` has made so far, by verb (`get`, `list`, `create`,
+    /// `update`, `patch`, `delete`; `watch` counts watches opened), from the audit log.
+    pub fn requests(&self, user: &str) -> std::collections::BTreeMap<String, u64> {
+        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::new();
+        for line in log.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if event["user"]["username"] != user {
+                continue;
+            }
+            let verb = event["verb"].as_str().unwrap_or_default();
+            let stage = event["stage"].as_str().unwrap_or_default();
+            // A watch is counted when it starts; every other request when it completes.
+            let counted = if verb == "watch" {
+                stage == "ResponseStarted"
+            } else {
+                stage == "ResponseComplete"
+            };
+            if counted {
+                *counts.entry(verb.to_owned()).or_insert(0) += 1;
+            }
+        }
+        counts
     }
 
     /// Runs kubectl as the admin.

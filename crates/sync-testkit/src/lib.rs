@@ -1,11 +1,12 @@
 //! Real parts, started for real, shared by the elector's tests, the benchmark harness and the
 //! chaos harness: the `sync-elector` binary as a child process ([`ElectorProc`]), real etcd
 //! clusters from Debian's `etcd-server` ([`EtcdCluster`]), a real kube-apiserver with its etcd
-//! ([`ControlPlane`]), each store started with electors on it
+//! ([`ControlPlane`]), client-go's leader election as a peer ([`client_go::ClientGoElector`]), each store started with electors on it
 //! ([`stores::Backend`]), one clock for every process ([`clock`]), and small process helpers.
 //!
 //! These are test tools: they panic with a message that says what is missing or what went wrong.
 
+pub mod client_go;
 pub mod clock;
 mod control_plane;
 mod elector;

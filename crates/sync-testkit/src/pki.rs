@@ -1,6 +1,7 @@
 //! The certificates and keys a test control plane needs, made fresh for each one: a CA, the
-//! apiserver's serving certificate for `127.0.0.1` and `localhost`, an admin client certificate
-//! in `system:masters`, and the key that signs service-account tokens.
+//! apiserver's serving certificate for `127.0.0.1` and `localhost`, client certificates (the
+//! admin's, and one per user a test names, all in `system:masters`), and the key that signs
+//! service-account tokens.
 
 use std::path::{Path, PathBuf};
 
@@ -20,16 +21,14 @@ pub struct Pki {
     pub admin: (PathBuf, PathBuf),
     /// The service-account token signing key (private, PKCS#8) and its public key.
     pub service_account: (PathBuf, PathBuf),
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
     /// Makes every file in `dir`.
     pub fn create(dir: &Path) -> Result<Self> {
-        let write = |name: &str, pem: String| -> Result<PathBuf> {
-            let path = dir.join(name);
-            std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
-            Ok(path)
-        };
+        let write = |name: &str, pem: String| write(dir, name, pem);
 
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -46,32 +45,9 @@ impl Pki {
         let ca = write("ca.crt", ca_cert.pem())?;
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let leaf = |names: Vec<String>,
-                    cn: &str,
-                    org: Option<&str>,
-                    usage: ExtendedKeyUsagePurpose,
-                    file: &str|
-         -> Result<(PathBuf, PathBuf)> {
-            let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(names)?;
-            params.distinguished_name.push(DnType::CommonName, cn);
-            if let Some(org) = org {
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, org);
-            }
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![usage];
-            let cert = params.signed_by(&key, &issuer)?;
-            Ok((
-                write(&format!("{file}.crt"), cert.pem())?,
-                write(&format!("{file}.key"), key.serialize_pem())?,
-            ))
-        };
         let serving = leaf(
+            &issuer,
+            dir,
             vec!["127.0.0.1".into(), "localhost".into(), "kubernetes".into()],
             "kube-apiserver",
             None,
@@ -79,6 +55,8 @@ impl Pki {
             "serving",
         )?;
         let admin = leaf(
+            &issuer,
+            dir,
             Vec::new(),
             "sync-test-admin",
             Some("system:masters"),
@@ -96,6 +74,59 @@ impl Pki {
             serving,
             admin,
             service_account,
+            dir: dir.to_owned(),
+            issuer,
         })
     }
+
+    /// A client certificate and key for user `name` in `system:masters` (so the API's audit log
+    /// tells this user's requests from everyone else's).
+    pub fn user(&self, name: &str) -> Result<(PathBuf, PathBuf)> {
+        leaf(
+            &self.issuer,
+            &self.dir,
+            Vec::new(),
+            name,
+            Some("system:masters"),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &format!("user-{name}"),
+        )
+    }
+}
+
+/// A certificate signed by `issuer` for `names` (subject alternative names), `cn` and `org`,
+/// with `usage`, written to `dir/file.{crt,key}`.
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    dir: &Path,
+    names: Vec<String>,
+    cn: &str,
+    org: Option<&str>,
+    usage: ExtendedKeyUsagePurpose,
+    file: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(org) = org {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((
+        write(dir, &format!("{file}.crt"), cert.pem())?,
+        write(dir, &format!("{file}.key"), key.serialize_pem())?,
+    ))
+}
+
+fn write(dir: &Path, name: &str, pem: String) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }

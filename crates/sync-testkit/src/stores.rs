@@ -197,19 +197,31 @@ impl Backend {
         }
     }
 
-    /// Writes a kubeconfig for client `name` of the Kubernetes test server (for the Kubernetes
-    /// alternatives; the server counts that client's requests).
+    /// Writes a kubeconfig for client `name` of the Kubernetes API (for the Kubernetes
+    /// alternatives; the test server, or the real one's audit log, counts that client's requests).
     pub fn kubeconfig(&self, name: &str) -> Result<String> {
         match self {
             Backend::Kubernetes { server, dir } => {
                 Ok(server.write_kubeconfig(dir, name)?.display().to_string())
             }
-            _ => bail!("only the Kubernetes store has kubeconfigs"),
+            Backend::KubeApiServer { plane, namespace } => {
+                Ok(plane.user_kubeconfig(name, namespace).display().to_string())
+            }
+            _ => bail!("only the Kubernetes stores have kubeconfigs"),
+        }
+    }
+
+    /// The namespace the Kubernetes stores' Leases live in.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Backend::KubeApiServer { namespace, .. } => namespace,
+            _ => "default",
         }
     }
 
     /// Requests the store has received so far, by method, from everyone (etcd: gRPC messages
-    /// received, from its own metrics; Kubernetes: from `client`'s counts). Empty for memory.
+    /// received, from its own metrics; Kubernetes: from `client`'s counts, at the test server or
+    /// in the real API server's audit log). Empty for memory.
     pub fn requests(&self, client: &str) -> Result<HashMap<String, f64>> {
         match self {
             Backend::Memory => Ok(HashMap::new()),
@@ -226,9 +238,11 @@ impl Backend {
                 ]))
             }
             Backend::Etcd(cluster) => etcd_messages(&cluster.endpoint(0)),
-            Backend::KubeApiServer { .. } => {
-                bail!("requests to the real kube-apiserver are not counted yet")
-            }
+            Backend::KubeApiServer { plane, .. } => Ok(plane
+                .requests(client)
+                .into_iter()
+                .map(|(verb, n)| (verb, n as f64))
+                .collect()),
         }
     }
 }

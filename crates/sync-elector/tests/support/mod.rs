@@ -200,6 +200,11 @@ impl ClientProc {
         }
     }
 
+    /// Every event line that has arrived and was not read yet.
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -274,7 +279,11 @@ pub fn child_main() {
             .lock(lock_name)
             .ttl(Duration::from_secs(ttl))
             .on_lost(move || {
-                event(format!("lost after {:?}", started.elapsed()));
+                event(format!(
+                    "lost after {:?} at {}",
+                    started.elapsed(),
+                    sync_testkit::clock::now_ns()
+                ));
                 std::process::exit(0);
             });
         match role.as_str() {
@@ -300,6 +309,35 @@ pub fn child_main() {
                 guard.release().await.unwrap();
                 event("released");
                 std::future::pending::<()>().await;
+            }
+            "churn" => {
+                // Takes the lock and gives it back, again and again, for random times; each
+                // event carries the shared clock (client_go.rs checks them against client-go's).
+                let idle: u64 =
+                    std::env::var("SYNC_TEST_IDLE_MAX_MS").map_or(800, |v| v.parse().unwrap());
+                let mut seed = u64::from(std::process::id()) ^ sync_testkit::clock::now_ns();
+                let mut between = move |lo: u64, hi: u64| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    Duration::from_millis(lo + (seed >> 33) % (hi - lo))
+                };
+                loop {
+                    let guard = match lock.acquire().await {
+                        Ok(guard) => guard,
+                        Err(err) => {
+                            event(format!("error {err}"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let now = sync_testkit::clock::now_ns();
+                    event(format!("acquired {} at {now}", guard.fencing_token()));
+                    tokio::time::sleep(between(200, 1500)).await;
+                    event(format!("releasing at {}", sync_testkit::clock::now_ns()));
+                    let _ = guard.release().await;
+                    tokio::time::sleep(between(100, idle)).await;
+                }
             }
             "hold-without-callback" => {
                 let bare = sync_client::Client::new()
