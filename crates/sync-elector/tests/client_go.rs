@@ -23,18 +23,7 @@ fn child_process() {
 /// Our elector named `identity`, as user `identity` (a client certificate of its own).
 fn our_elector(plane: &ControlPlane, namespace: &str, identity: &str, ttl: u64) -> ElectorProc {
     let kubeconfig = plane.user_kubeconfig(identity, namespace);
-    support::elector(
-        identity,
-        &[
-            "--store",
-            "kubernetes",
-            "--namespace",
-            namespace,
-            "--ttl",
-            &format!("{ttl}s"),
-        ],
-        &[("KUBECONFIG", kubeconfig.display().to_string())],
-    )
+    support::kube_elector(&kubeconfig, namespace, identity, ttl)
 }
 
 fn client_go(

@@ -26,22 +26,6 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
-/// An elector named `identity` in `namespace`, authenticated by `kubeconfig`.
-fn elector_with(kubeconfig: &Path, namespace: &str, identity: &str, ttl: u64) -> ElectorProc {
-    support::elector(
-        identity,
-        &[
-            "--store",
-            "kubernetes",
-            "--namespace",
-            namespace,
-            "--ttl",
-            &format!("{ttl}s"),
-        ],
-        &[("KUBECONFIG", kubeconfig.display().to_string())],
-    )
-}
-
 /// A namespace with `deploy/rbac.yaml` applied, and a kubeconfig holding only its
 /// ServiceAccount's token, made as `kubectl create token` makes it.
 fn namespace_with_deploy_rbac(plane: &ControlPlane, test: &str) -> (String, PathBuf) {
@@ -105,7 +89,8 @@ fn kubectl_apply_of_deploy_passes_the_servers_full_validation() {
 fn electors_do_all_their_work_with_the_deploy_service_accounts_token_alone() {
     let plane = ControlPlane::shared();
     let (namespace, kubeconfig) = namespace_with_deploy_rbac(plane, "sa");
-    let start = |identity: &str, ttl: u64| elector_with(&kubeconfig, &namespace, identity, ttl);
+    let start =
+        |identity: &str, ttl: u64| support::kube_elector(&kubeconfig, &namespace, identity, ttl);
     // Acquire, wait by the watch, release, hand over, renew: every verb of the Role.
     release_hands_over(&start, "handover");
 
@@ -156,7 +141,7 @@ fn electors_do_all_their_work_with_the_deploy_service_accounts_token_alone() {
 fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recovers() {
     let plane = ControlPlane::shared();
     let (namespace, kubeconfig) = namespace_with_deploy_rbac(plane, "unbound");
-    let elector = elector_with(&kubeconfig, &namespace, "a", 6);
+    let elector = support::kube_elector(&kubeconfig, &namespace, "a", 6);
     let ready = |elector: &ElectorProc| http("GET", &format!("{}/readyz", elector.url), None);
     eventually(Duration::from_secs(30), "ready", || {
         (ready(&elector).0 == 200).then_some(())
@@ -241,7 +226,7 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
 fn the_readmes_kubectl_commands_print_what_the_readme_says() {
     let plane = ControlPlane::shared();
     // The README's commands name no namespace: they run in the kubeconfig's, `default`.
-    let elector = elector_with(plane.admin_kubeconfig(), "default", "pod-a", 15);
+    let elector = support::kube_elector(plane.admin_kubeconfig(), "default", "pod-a", 15);
     let holder = support::holder(&elector, "test", 15);
     holder.expect("acquired", Duration::from_secs(20));
 

@@ -29,6 +29,23 @@ pub fn elector(identity: &str, args: &[&str], env: &[(&str, String)]) -> Elector
     )
 }
 
+/// An elector named `identity` on the Kubernetes store in `namespace`, authenticated by
+/// `kubeconfig`, with lock ttl `ttl` seconds.
+pub fn kube_elector(kubeconfig: &Path, namespace: &str, identity: &str, ttl: u64) -> ElectorProc {
+    elector(
+        identity,
+        &[
+            "--store",
+            "kubernetes",
+            "--namespace",
+            namespace,
+            "--ttl",
+            &format!("{ttl}s"),
+        ],
+        &[("KUBECONFIG", kubeconfig.display().to_string())],
+    )
+}
+
 /// Sends `method url`, with `body` as JSON text when given, and returns the status and the answer
 /// as JSON (`Null` when the answer is not JSON, such as a 204).
 pub async fn call(
