@@ -5,13 +5,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Proc;
 use crate::control_plane::binary;
-use crate::{signal_pid, wait_child};
 
 /// client-go's three timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +48,17 @@ pub struct Transition {
 
 /// A client-go candidate, started for real.
 pub struct ClientGoElector {
-    child: Child,
+    process: Proc,
     /// The candidate's identity.
     pub identity: String,
     seen: Arc<Mutex<Vec<Transition>>>,
     lines: Receiver<Transition>,
+}
+
+/// The built `client-go-elector` program (panics with what to run when it is missing). Its
+/// `--worker` mode speaks sync-bench's worker protocol.
+pub fn program() -> std::path::PathBuf {
+    binary("client-go-elector")
 }
 
 impl ClientGoElector {
@@ -66,7 +72,7 @@ impl ClientGoElector {
         timings: Timings,
     ) -> Self {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
-        let mut child = Command::new(binary("client-go-elector"))
+        let mut child = Command::new(program())
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--namespace", namespace, "--lease", lease])
@@ -104,7 +110,7 @@ impl ClientGoElector {
             }
         });
         let candidate = Self {
-            child,
+            process: Proc::new(child),
             identity: identity.to_owned(),
             seen,
             lines,
@@ -141,27 +147,19 @@ impl ClientGoElector {
     pub fn transitions(&self) -> Vec<Transition> {
         self.seen.lock().unwrap().clone()
     }
+}
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name (`TERM` releases the Lease, `KILL`, `STOP`, `CONT`).
-    pub fn signal(&self, signal: &str) {
-        signal_pid(self.pid(), signal);
-    }
-
-    /// Waits for the process to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        wait_child(&mut self.child, within)
+/// The process: its id, signals (`TERM` releases the Lease, `KILL`, `STOP`, `CONT`), waiting for
+/// its exit (dropping the candidate kills it).
+impl std::ops::Deref for ClientGoElector {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.process
     }
 }
 
-impl Drop for ClientGoElector {
-    fn drop(&mut self) {
-        signal_pid(self.pid(), "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::DerefMut for ClientGoElector {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.process
     }
 }

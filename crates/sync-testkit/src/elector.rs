@@ -3,12 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{signal_pid, wait_child};
+use crate::Proc;
 
 /// Builds the workspace's release elector with cargo (a no-op when it is current) and returns
 /// its path, next to the running executable. For harnesses run with `cargo run --release`.
@@ -55,7 +55,7 @@ pub fn built_elector() -> PathBuf {
 
 /// The elector binary, started for real.
 pub struct ElectorProc {
-    child: Child,
+    process: Proc,
     /// Base URL of the v1 API.
     pub url: String,
     /// Base URL of the legacy-only listener, when `--legacy-listen` was given.
@@ -120,26 +120,11 @@ impl ElectorProc {
             }
         }
         Self {
-            child,
+            process: Proc::new(child),
             url: url.unwrap(),
             legacy_url,
             log,
         }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`).
-    pub fn signal(&self, signal: &str) {
-        signal_pid(self.pid(), signal);
-    }
-
-    /// Waits for the process to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        wait_child(&mut self.child, within)
     }
 
     /// What the elector has logged so far.
@@ -164,10 +149,16 @@ impl ElectorProc {
     }
 }
 
-impl Drop for ElectorProc {
-    fn drop(&mut self) {
-        signal_pid(self.pid(), "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The process: its id, signals, waiting for its exit (dropping the elector kills it).
+impl std::ops::Deref for ElectorProc {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for ElectorProc {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.process
     }
 }

@@ -19,4 +19,4 @@ pub mod stores;
 pub use control_plane::{ControlPlane, control_plane_dir};
 pub use elector::{ElectorProc, built_elector, release_elector};
 pub use etcd::EtcdCluster;
-pub use process::{free_port, machine, signal_pid, temp_dir, wait_child};
+pub use process::{Proc, free_port, machine, signal_pid, temp_dir, wait_child};

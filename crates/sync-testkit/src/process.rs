@@ -1,4 +1,5 @@
-//! Process helpers: signals by name, waiting for an exit, loopback ports and temporary folders.
+//! Process helpers: a child process the harness owns, signals by name, waiting for an exit,
+//! loopback ports and temporary folders.
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +17,40 @@ pub fn signal_pid(pid: u32, signal: &str) {
         status.success() || signal == "CONT",
         "kill -{signal} {pid} failed"
     );
+}
+
+/// A child process the harness owns. Dropping it wakes it (in case a test paused it with
+/// SIGSTOP), kills it and reaps it, so no test leaves a process behind.
+pub struct Proc(Child);
+
+impl Proc {
+    /// Takes ownership of `child`.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`, `USR1`).
+    pub fn signal(&self, signal: &str) {
+        signal_pid(self.pid(), signal);
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.0, within)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        signal_pid(self.pid(), "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Waits up to `within` for `child` to exit.
