@@ -45,7 +45,7 @@ pub struct Access {
 impl Access {
     /// The message naming what is missing, while something is.
     pub fn denied(&self) -> Option<String> {
-        self.denied.lock().expect("access state poisoned").clone()
+        self.state().clone()
     }
 
     /// The API answered 403 to `message`: deny at once with it (the API's own message names
@@ -53,24 +53,34 @@ impl Access {
     /// fuller message stays, so repeated 403s do not flip the log between the two), and have the
     /// checker find out exactly what is missing and when it is back.
     pub fn forbidden(&self, message: &str) {
-        if self.denied().is_none() {
-            self.set(Some(message.to_owned()));
+        {
+            // One lock for the check and the change: a checker's verdict cannot slip in between.
+            let mut state = self.state();
+            if state.is_none() {
+                change(&mut state, Some(message.to_owned()));
+            }
         }
         self.check.notify_one();
     }
 
     fn set(&self, denied: Option<String>) {
-        let mut state = self.denied.lock().expect("access state poisoned");
-        if *state != denied {
-            match &denied {
-                Some(message) => warn!(%message, "Kubernetes permissions"),
-                None => {
-                    info!("Kubernetes permissions: every permission the elector needs is granted")
-                }
-            }
-        }
-        *state = denied;
+        change(&mut self.state(), denied);
     }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.denied.lock().expect("access state poisoned")
+    }
+}
+
+/// Puts `denied` in `state`, logging when that changes it.
+fn change(state: &mut Option<String>, denied: Option<String>) {
+    if *state != denied {
+        match &denied {
+            Some(message) => warn!(%message, "Kubernetes permissions"),
+            None => info!("Kubernetes permissions: every permission the elector needs is granted"),
+        }
+    }
+    *state = denied;
 }
 
 /// The missing permissions, as one message; `None` when nothing is missing.
