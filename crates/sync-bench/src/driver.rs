@@ -84,6 +84,11 @@ impl Worker {
         Ok(self.stdin.flush()?)
     }
 
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the worker with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -22,8 +22,14 @@ pub const TTL_ENV: &str = "BENCH_TTL";
 pub const ETCD_ENV: &str = "BENCH_ETCD";
 /// The environment variable giving the legacy URL for `original`.
 pub const LEGACY_ENV: &str = "BENCH_LEGACY_URL";
-/// The environment variable giving the kubeconfig for `lease-manager`; the identity is its user.
+/// The environment variable giving the kubeconfig for `lease-manager` and `client-go`; the
+/// identity is its user.
 pub const KUBECONFIG_ENV: &str = "BENCH_KUBECONFIG";
+/// The environment variable giving the Lease's namespace for `client-go`.
+pub const NAMESPACE_ENV: &str = "BENCH_NAMESPACE";
+/// The environment variable giving client-go's timings for `client-go`: lease duration, renew
+/// deadline and retry period, as Go durations (`15s,10s,2s`).
+pub const TIMINGS_ENV: &str = "BENCH_CLIENT_GO_TIMINGS";
 
 fn say(line: String) {
     use std::io::Write;
@@ -72,6 +78,9 @@ async fn queue_again(order: Order, stdin: &mut Lines<BufReader<Stdin>>) -> Resul
 
 /// Runs the worker role `role` until the harness closes stdin or kills it.
 pub fn run(role: &str) -> Result<()> {
+    if role == "client-go" {
+        return client_go();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -139,17 +148,53 @@ async fn v3lock(stdin: &mut Lines<BufReader<Stdin>>) -> Result<()> {
     }
 }
 
+/// client-go's leader election (`test-deps/client-go-elector --worker`), which speaks this
+/// protocol itself: this process becomes it (exec), so that killing the worker kills client-go.
+/// Its identity is the kubeconfig's user and this process's id, unique as a pod name would be.
+fn client_go() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let kubeconfig = var(KUBECONFIG_ENV)?;
+    let timings = var(TIMINGS_ENV)?;
+    let [lease_duration, renew_deadline, retry_period] = timings
+        .split(',')
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{TIMINGS_ENV} is three durations: 15s,10s,2s"))?;
+    let identity = format!("{}-{}", kubeconfig_user(&kubeconfig)?, std::process::id());
+    let program = sync_testkit::client_go::program();
+    let err = std::process::Command::new(&program)
+        .args(["--worker", "--kubeconfig", &kubeconfig])
+        .args([
+            "--namespace",
+            &var(NAMESPACE_ENV)?,
+            "--lease",
+            &var(LOCK_ENV)?,
+        ])
+        .args(["--identity", &identity])
+        .args(["--lease-duration", lease_duration])
+        .args(["--renew-deadline", renew_deadline])
+        .args(["--retry-period", retry_period])
+        .exec();
+    Err(err).with_context(|| format!("starting {}", program.display()))
+}
+
+/// The first user a kubeconfig names.
+fn kubeconfig_user(path: &str) -> Result<String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+    Ok(kubeconfig
+        .auth_infos
+        .first()
+        .map(|a| a.name.clone())
+        .unwrap_or_default())
+}
+
 /// kube-lease-manager with its default timings (a 30 s lease, renewed 5 s before it ends), in
 /// its manual mode: `changed()` kept running while holding, `release()` to let go.
 async fn lease_manager(stdin: &mut Lines<BufReader<Stdin>>) -> Result<()> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let path = var(KUBECONFIG_ENV)?;
+    let identity = kubeconfig_user(&path)?;
     let kubeconfig = Kubeconfig::read_from(&path)?;
-    let identity = kubeconfig
-        .auth_infos
-        .first()
-        .map(|a| a.name.clone())
-        .unwrap_or_default();
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(config)?;

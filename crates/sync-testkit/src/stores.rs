@@ -183,7 +183,9 @@ impl Backend {
             }
             Backend::KubeApiServer { plane, namespace } => {
                 args.extend(["--namespace".to_owned(), namespace.clone()]);
-                env.push(("KUBECONFIG", plane.admin_kubeconfig().display().to_string()));
+                // A user of its own, so that the audit log counts this elector's requests.
+                let kubeconfig = plane.user_kubeconfig(identity, namespace);
+                env.push(("KUBECONFIG", kubeconfig.display().to_string()));
             }
         }
         Ok((args, env))

@@ -19,7 +19,7 @@ const CLIENTS: usize = 16;
 /// Measures every store.
 pub fn run(run: &mut Run) -> Result<()> {
     let floor = super::floor::floor(run)?;
-    for kind in StoreKind::ALL {
+    for kind in run.stores("acquire") {
         let backend = run.backend(kind)?;
         let elector = backend.elector(&run.elector, "bench-acquire", 15, &[])?;
         let client = sync_client::Client::builder().url(&elector.url).build()?;

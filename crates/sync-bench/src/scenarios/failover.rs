@@ -23,7 +23,7 @@ const TTL: u64 = 5;
 /// Measures every store, then etcd's v3lock.
 pub fn run(run: &mut Run) -> Result<()> {
     let trials = run.pick(10, 30);
-    for kind in StoreKind::ALL {
+    for kind in run.stores("failover") {
         let backend = run.backend(kind)?;
         let electors_ = electors(run, &backend, 2, 15)?;
         let env = ours_env(&electors_, "bench-failover", 15);
@@ -80,6 +80,9 @@ pub fn run(run: &mut Run) -> Result<()> {
                     .note = Some("default timings".into());
             }
         }
+        if kind == StoreKind::KubeApiServer {
+            client_go(run, &backend)?;
+        }
         if kind == StoreKind::Etcd {
             let endpoints = backend.etcd_endpoints().expect("etcd");
             let env = move |_| {
@@ -100,6 +103,34 @@ pub fn run(run: &mut Run) -> Result<()> {
                 )
                 .note = Some("the lock goes when the dead holder's session lease runs out".into());
         }
+    }
+    Ok(())
+}
+
+/// client-go with each set of timings: the leader's process is killed, and a candidate takes
+/// over once the Lease has gone unrenewed for its duration, at its next retry. client-go runs in
+/// the application's process, so there is no elector to kill apart from it.
+fn client_go(run: &mut Run, backend: &sync_testkit::stores::Backend) -> Result<()> {
+    for timings in &super::client_go::TIMINGS {
+        let figure = "leader's process killed, to next acquire (15 s lease)";
+        let lease = super::client_go::lease("failover", timings);
+        let env = super::client_go::env(backend, &lease, timings)?;
+        let samples = process_killed("client-go", &env, run.pick(1, 3), Duration::from_secs(60))?;
+        run.report
+            .add(
+                "failover",
+                timings.system,
+                figure,
+                Unit::Seconds,
+                Summary::of_durations(&samples).expect("samples"),
+            )
+            .note = Some(timings.note.into());
+        run.report.missing(
+            "failover",
+            timings.system,
+            "holder's elector killed",
+            "does not apply: client-go's election runs inside the application's process",
+        );
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Footprint: the elector's time from start to ready, its resident memory idle, with many held
-//! locks, and with many waiters on one lock (read from `/proc/PID/status`).
+//! locks, and with many waiters on one lock (read from `/proc/PID/status`); on the real
+//! kube-apiserver, also a program holding one lock through ours and through client-go.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 
 use super::Run;
+use super::handover::ours_env;
+use crate::driver::Worker;
 use crate::report::Unit;
 use crate::stats::Summary;
 use sync_testkit::stores::StoreKind;
@@ -14,7 +17,7 @@ use sync_testkit::stores::StoreKind;
 /// Measures every store.
 pub fn run(run: &mut Run) -> Result<()> {
     let (locks, waiters) = run.pick((2_000, 200), (10_000, 1_000));
-    for kind in StoreKind::ALL {
+    for kind in run.stores("footprint") {
         let backend = run.backend(kind)?;
         let system = kind.system();
         let mut starts = Vec::new();
@@ -86,7 +89,75 @@ pub fn run(run: &mut Run) -> Result<()> {
             Unit::MiB,
             Summary::of(&[with_waiters]).expect("one"),
         );
+        if kind == StoreKind::KubeApiServer {
+            drop(elector);
+            one_holder(run)?;
+        }
     }
+    Ok(())
+}
+
+/// A program that holds one Lock: ours (an application process with our client, and its
+/// elector) beside client-go's (one process, the election inside it), each read after holding
+/// for a few renewals.
+fn one_holder(run: &mut Run) -> Result<()> {
+    // A namespace of its own: the Kubernetes store caches every Lease in its namespace, and the
+    // one above still holds the thousands just measured.
+    let backend = &run.backend(StoreKind::KubeApiServer)?;
+    let hold = Duration::from_secs(run.pick(6, 12));
+    let elector = backend.elector(&run.elector, "bench-one", 15, &[])?;
+    let ours = Worker::spawn(
+        "ours",
+        &ours_env(std::slice::from_ref(&elector), "bench-one", 15)(0),
+    )?;
+    ours.expect("ACQ", Duration::from_secs(30))?;
+    std::thread::sleep(hold);
+    let (app, sidecar) = (rss_mib(ours.pid())?, rss_mib(elector.pid())?);
+    let system = StoreKind::KubeApiServer.system();
+    for (figure, mib, note) in [
+        (
+            "memory of the elector, one lock held",
+            sidecar,
+            "the sidecar",
+        ),
+        (
+            "memory of the application holding one lock",
+            app,
+            "sync-bench's worker: our client library on a one-thread runtime",
+        ),
+    ] {
+        run.report
+            .add(
+                "footprint",
+                &system,
+                figure,
+                Unit::MiB,
+                Summary::of(&[mib]).expect("one"),
+            )
+            .note = Some(note.into());
+    }
+    drop((ours, elector));
+
+    let timings = &super::client_go::TIMINGS[0];
+    let lease = super::client_go::lease("footprint", timings);
+    let leader = Worker::spawn(
+        "client-go",
+        &super::client_go::env(backend, &lease, timings)?(0),
+    )?;
+    leader.expect("ACQ", Duration::from_secs(60))?;
+    std::thread::sleep(hold);
+    run.report
+        .add(
+            "footprint",
+            timings.system,
+            "memory of the application holding one lock",
+            Unit::MiB,
+            Summary::of(&[rss_mib(leader.pid())?]).expect("one"),
+        )
+        .note = Some(
+        "client-go-elector: client-go's LeaderElector in a Go program that does nothing else"
+            .into(),
+    );
     Ok(())
 }
 

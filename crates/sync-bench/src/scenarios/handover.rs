@@ -22,12 +22,19 @@ pub type SlotEnv<'a> = &'a dyn Fn(usize) -> Vec<(&'static str, String)>;
 /// Measures every store, then etcd's v3lock, then the original bindings.
 pub fn run(run: &mut Run) -> Result<()> {
     let trials = run.pick(50, 300);
-    for kind in StoreKind::ALL {
+    for kind in run.stores("handover") {
         let backend = run.backend(kind)?;
         let electors = electors(run, &backend, 2, 15)?;
         let env = ours_env(&electors, "bench-handover", 15);
-        let samples = trials_of("ours", &env, trials, true, Duration::from_secs(30))
-            .map_err(|err| with_logs(err, &electors))?;
+        let samples = trials_of(
+            "ours",
+            &env,
+            trials,
+            true,
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )
+        .map_err(|err| with_logs(err, &electors))?;
         let goal = match kind {
             StoreKind::Memory => "2 ms (p99)",
             StoreKind::Etcd => "10 ms (p99)",
@@ -53,7 +60,14 @@ pub fn run(run: &mut Run) -> Result<()> {
                     (TTL_ENV, "15".to_owned()),
                 ]
             };
-            let samples = trials_of("v3lock", &env, trials, true, Duration::from_secs(30))?;
+            let samples = trials_of(
+                "v3lock",
+                &env,
+                trials,
+                true,
+                Duration::from_secs(30),
+                Duration::ZERO,
+            )?;
             run.report
                 .add(
                     "handover",
@@ -69,6 +83,40 @@ pub fn run(run: &mut Run) -> Result<()> {
             lease_manager(run, &backend)?;
             original(run, &electors)?;
         }
+        if kind == StoreKind::KubeApiServer {
+            client_go(run, &backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// client-go's leader election with each set of timings: the leader cancels (ReleaseOnCancel
+/// releases the Lease), a candidate takes over at its next retry.
+fn client_go(run: &mut Run, backend: &Backend) -> Result<()> {
+    for timings in &super::client_go::TIMINGS {
+        let lease = super::client_go::lease("handover", timings);
+        let env = super::client_go::env(backend, &lease, timings)?;
+        let samples = trials_of(
+            "client-go",
+            &env,
+            run.pick(3, 10),
+            true,
+            Duration::from_secs(60),
+            // A release comes at any moment of a candidate's retry cycle, not just after a try.
+            timings.retry.mul_f64(1.0 + 1.2),
+        )?;
+        run.report
+            .add(
+                "handover",
+                timings.system,
+                "release to next acquire",
+                Unit::Seconds,
+                Summary::of_durations(&samples).expect("samples"),
+            )
+            .note = Some(format!(
+            "{}; a candidate tries again after 1 to 2.2 retry periods (client-go jitters by a factor of 1.2)",
+            timings.note
+        ));
     }
     Ok(())
 }
@@ -82,6 +130,7 @@ fn lease_manager(run: &mut Run, backend: &Backend) -> Result<()> {
         run.pick(1, 3),
         true,
         Duration::from_secs(60),
+        Duration::ZERO,
     )?;
     run.report
         .add("handover", "kube-lease-manager", "release to next acquire", Unit::Seconds, Summary::of_durations(&samples).expect("samples"))
@@ -89,7 +138,8 @@ fn lease_manager(run: &mut Run, backend: &Backend) -> Result<()> {
     Ok(())
 }
 
-/// The environment of kube-lease-manager worker `i` on lease `lock`: its own kubeconfig.
+/// The environment of Kubernetes worker `i` on lease `lock` (kube-lease-manager, and client-go
+/// through [`super::client_go::env`]): a kubeconfig of its own for each of two slots.
 pub fn lease_manager_env(
     backend: &Backend,
     lock: &str,
@@ -130,7 +180,14 @@ fn original(run: &mut Run, electors: &[ElectorProc]) -> Result<()> {
             (LOCK_ENV, "bench-original".to_owned()),
         ]
     };
-    let samples = trials_of("original", &env, 3, false, Duration::from_secs(60))?;
+    let samples = trials_of(
+        "original",
+        &env,
+        3,
+        false,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )?;
     run.report
         .add(
             scenario,
@@ -188,12 +245,17 @@ pub fn ours_env(
 /// Two workers of `role` take turns holding the lock, `trials` times; each sample is from the
 /// holder's `REL` to the other's `ACQ`, after which the old holder queues again. A role that
 /// cannot queue again (`requeues` false) is replaced by a fresh worker after each trial.
+///
+/// A role whose waiter polls needs `spread`: the holder waits a different part of it before
+/// each release (spread evenly over the trials), so that releases fall at every point of the
+/// waiter's polling cycle rather than just after the try it made when it queued.
 pub fn trials_of(
     role: &str,
     env: SlotEnv,
     trials: usize,
     requeues: bool,
     within: Duration,
+    spread: Duration,
 ) -> Result<Vec<Duration>> {
     let first = Worker::spawn(role, &env(0))?;
     let mut token = first.expect("ACQ", within)?.token;
@@ -201,8 +263,10 @@ pub fn trials_of(
     settle_start();
     let mut samples = Vec::with_capacity(trials);
     let mut holder = 0;
-    for _ in 0..trials {
+    for trial in 0..trials {
         let waiter = 1 - holder;
+        // The golden ratio's multiples modulo 1 cover [0, 1) evenly for any number of trials.
+        std::thread::sleep(spread.mul_f64((trial as f64 * 0.618_033_988_75).fract()));
         slots[holder].order("release")?;
         let released = slots[holder].expect("REL", within)?;
         let acquired = slots[waiter].expect("ACQ", within)?;

@@ -1,7 +1,8 @@
 //! Store load: the requests an idle waiting elector and a holding elector send to the store, per
-//! minute, in a steady state (ttl 15 s). The Kubernetes test server counts requests per client;
-//! for etcd, its own metrics count gRPC messages received, and the waiter's share is the
-//! difference between a window with the holder alone and a window with both.
+//! minute, in a steady state (ttl 15 s). The Kubernetes test server, and the real kube-apiserver's
+//! audit log, count requests per client; for etcd, its own metrics count gRPC messages received,
+//! and the waiter's share is the difference between a window with the holder alone and a window
+//! with both.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,10 +20,12 @@ use sync_testkit::stores::{Backend, StoreKind};
 /// The ttl of the measured locks, in seconds (the elector's default).
 const TTL: u64 = 15;
 
-/// Measures Kubernetes and etcd (the memory store has no store to load), then etcd's v3lock.
+/// Measures every store but memory (it has no store to load), then kube-lease-manager, client-go
+/// and etcd's v3lock beside the store they use.
 pub fn run(run: &mut Run) -> Result<()> {
     let window = Duration::from_secs(run.pick(10, 60));
-    for kind in [StoreKind::Kubernetes, StoreKind::Etcd] {
+    let stores = run.stores("load");
+    for kind in stores.into_iter().filter(|k| *k != StoreKind::Memory) {
         let backend = run.backend(kind)?;
         let system = kind.system();
         let holder_elector = backend.elector(&run.elector, "load-holder", TTL, &[])?;
@@ -32,7 +35,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         )?;
         holder.expect("ACQ", Duration::from_secs(30))?;
         let (holder_rate, waiter_rate, waiter) = match kind {
-            StoreKind::Kubernetes => {
+            StoreKind::Kubernetes | StoreKind::KubeApiServer => {
                 let waiter = waiting(run, &backend)?;
                 let rates = per_minute(&backend, &["load-holder", "load-waiter"], window)?;
                 (rates[0].clone(), rates[1].clone(), waiter)
@@ -63,13 +66,13 @@ pub fn run(run: &mut Run) -> Result<()> {
             Some("one write per ttl/3 = 12/min"),
             None,
         );
-        if kind == StoreKind::Kubernetes {
-            lease_manager(run, &backend, window)?;
-        }
-        if kind == StoreKind::Etcd {
-            // Only v3lock's clients may talk to etcd while it is measured.
-            drop((holder, holder_elector, waiter));
-            v3lock(run, &backend, window)?;
+        // Only the alternative's clients may talk to the store while it is measured.
+        drop((holder, holder_elector, waiter));
+        match kind {
+            StoreKind::Kubernetes => lease_manager(run, &backend, window)?,
+            StoreKind::KubeApiServer => client_go(run, &backend, window)?,
+            StoreKind::Etcd => v3lock(run, &backend, window)?,
+            StoreKind::Memory => {}
         }
     }
     Ok(())
@@ -113,6 +116,33 @@ fn lease_manager(run: &mut Run, backend: &Backend, window: Duration) -> Result<(
         None,
         note,
     );
+    Ok(())
+}
+
+/// client-go with each set of timings: a leader and a candidate, counted per client in the
+/// real API server's audit log.
+fn client_go(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
+    for timings in &super::client_go::TIMINGS {
+        let lease = super::client_go::lease("load", timings);
+        let env = super::client_go::env(backend, &lease, timings)?;
+        let holder = Worker::spawn("client-go", &env(0))?;
+        holder.expect("ACQ", Duration::from_secs(60))?;
+        let _standby = Worker::spawn("client-go", &env(1))?;
+        settle_start();
+        let users = [format!("{lease}-1"), format!("{lease}-0")];
+        let rates = per_minute(backend, &[&users[0], &users[1]], window)?;
+        let note = Some(timings.note);
+        add(
+            run,
+            timings.system,
+            "standby",
+            &rates[0],
+            window,
+            None,
+            note,
+        );
+        add(run, timings.system, "holder", &rates[1], window, None, note);
+    }
     Ok(())
 }
 

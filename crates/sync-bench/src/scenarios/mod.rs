@@ -2,6 +2,7 @@
 //! alternatives it applies to, and adds its rows to the report.
 
 pub mod acquire;
+pub mod client_go;
 pub mod failover;
 pub mod floor;
 pub mod footprint;
@@ -48,6 +49,33 @@ impl Run {
     /// `quick` in a quick run, else `full`.
     pub fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick { quick } else { full }
+    }
+
+    /// The stores scenario `scenario` measures: [`StoreKind::ALL`], then the real kube-apiserver
+    /// when `scripts/install-test-deps` has built it (with client-go's leader election); when it
+    /// has not, a row says so and what to run.
+    pub fn stores(&mut self, scenario: &str) -> Vec<StoreKind> {
+        let mut stores = StoreKind::ALL.to_vec();
+        let dir = sync_testkit::control_plane_dir();
+        let missing: Vec<&str> = ["kube-apiserver", "etcd", "client-go-elector"]
+            .into_iter()
+            .filter(|name| !dir.join(name).exists())
+            .collect();
+        if missing.is_empty() {
+            stores.push(StoreKind::KubeApiServer);
+        } else {
+            self.report.missing(
+                scenario,
+                &StoreKind::KubeApiServer.system(),
+                "every figure, and client-go's beside it",
+                &format!(
+                    "not built: {} missing from {}; run scripts/install-test-deps",
+                    missing.join(", "),
+                    dir.display()
+                ),
+            );
+        }
+        stores
     }
 
     /// Starts `kind` for one scenario.
