@@ -1,4 +1,8 @@
 //! The connection to the elector: its address, the HTTP client, and the protocol's requests.
+//!
+//! This is the bottom of the crate: it knows nothing of locks or elections. The layers go one
+//! way, `client` ← `heartbeat` ← `lock` ← `election`, and each adds its own constructor to
+//! [`Client`] (`Client::lock` in lock.rs, `Client::election` in election.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +16,7 @@ use sync_protocol::{
     URL_ENV, codes, paths,
 };
 
-use crate::election::Election;
 use crate::error::{Error, Result};
-use crate::lock::Lock;
 
 /// A handle on the elector. Cheap to clone; clones share one connection pool.
 ///
@@ -170,22 +172,6 @@ impl Client {
     /// The elector's base URL.
     pub fn url(&self) -> &str {
         &self.inner.base
-    }
-
-    /// A handle on the lock `name`. No I/O happens until it is acquired.
-    pub fn lock(&self, name: impl Into<String>) -> Lock {
-        Lock::with_client(self.clone(), name)
-    }
-
-    /// An election for `name` that calls `on_elected` when this replica becomes leader and
-    /// `on_lost` when it stops being leader.
-    pub fn election(
-        &self,
-        name: impl Into<String>,
-        on_elected: impl Fn() + Send + Sync + 'static,
-        on_lost: impl Fn() + Send + Sync + 'static,
-    ) -> Election {
-        Election::with_client(self.clone(), name, on_elected, on_lost)
     }
 
     /// The state of lock `name`: who holds it, with what value and token.

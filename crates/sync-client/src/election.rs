@@ -16,6 +16,19 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 
+impl Client {
+    /// An election for `name` that calls `on_elected` when this replica becomes leader and
+    /// `on_lost` when it stops being leader.
+    pub fn election(
+        &self,
+        name: impl Into<String>,
+        on_elected: impl Fn() + Send + Sync + 'static,
+        on_lost: impl Fn() + Send + Sync + 'static,
+    ) -> Election {
+        Election::with_client(self.clone(), name, on_elected, on_lost)
+    }
+}
+
 /// How long `run` keeps trying an elector that does not answer before it gives up: long enough for
 /// a sidecar that starts after the application.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);

@@ -40,7 +40,7 @@ pub use election::{Election, Leader, LeaderStream};
 pub use error::{Error, InvalidName, Result};
 pub use heartbeat::LossSignal;
 pub use lock::{Lock, LockGuard};
-pub use sync_protocol::LockState;
+pub use sync_protocol::{LockName, LockState, URL_ENV};
 
 #[cfg(test)]
 mod tests {

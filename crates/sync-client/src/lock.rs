@@ -13,6 +13,13 @@ use crate::heartbeat::{Keeper, LossSignal, OnLost};
 
 type Callback = Arc<dyn Fn() + Send + Sync>;
 
+impl Client {
+    /// A handle on the lock `name`. No I/O happens until it is acquired.
+    pub fn lock(&self, name: impl Into<String>) -> Lock {
+        Lock::with_client(self.clone(), name)
+    }
+}
+
 /// A distributed lock, by name. Creating one does no I/O; [`acquire`](Lock::acquire) waits for it.
 ///
 /// As in Metaparticle Sync, a lock has a name, an optional callback when acquired, and an optional
