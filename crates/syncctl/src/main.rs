@@ -1,0 +1,97 @@
+//! `syncctl`: make any program a singleton without changing its code, through the sync-elector.
+//!
+//! ```text
+//! syncctl run nightly-report -- ./report.sh --full
+//! ```
+//!
+//! It talks to the elector only through `sync-client`. The modules: [`run`] (the `run`
+//! subcommand), [`child`] (the command's process group and signals), [`exit`] (every exit
+//! status), [`duration`] (durations on the command line). The reference is docs/syncctl.md.
+
+mod child;
+mod duration;
+mod exit;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sync_client::Client;
+
+use crate::exit::Exit;
+
+/// Make any program a singleton without changing its code: `syncctl run LOCK -- CMD` runs CMD
+/// only while holding LOCK, through the sync-elector.
+#[derive(Debug, Parser)]
+#[command(name = "syncctl", version, propagate_version = true)]
+struct Cli {
+    /// The sync-elector's address [default: http://127.0.0.1:13131].
+    #[arg(long, global = true, env = sync_client::URL_ENV, value_name = "URL")]
+    elector: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Wait for LOCK, run CMD while holding it, and release LOCK the moment CMD exits.
+    ///
+    /// CMD gets SYNC_LOCK, SYNC_FENCING_TOKEN and SYNC_HOLDER in its environment. SIGINT and
+    /// SIGTERM are passed on to it. If the lock is lost, CMD's process group gets SIGTERM at
+    /// once and SIGKILL after --grace. Exits with CMD's status; 75 when --wait ran out, 76 when
+    /// the lock was lost, 69 when the elector is unreachable (docs/syncctl.md).
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(dispatch(cli)),
+        Err(err) => Exit::fail(exit::FAILURE, format!("starting the runtime: {err}")),
+    };
+    if let Some(message) = &exit.message {
+        eprintln!("syncctl: {message}");
+    }
+    ExitCode::from(exit.code)
+}
+
+async fn dispatch(cli: Cli) -> Exit {
+    let mut builder = Client::builder();
+    if let Some(url) = &cli.elector {
+        builder = builder.url(url);
+    }
+    let client = match builder.build() {
+        Ok(client) => client,
+        Err(err) => return Exit::from(err),
+    };
+    match cli.command {
+        Command::Run(args) => run::run(&client, args).await,
+    }
+}
+
+/// Checks a lock name on the command line, quoting the rule when it is broken.
+fn lock_name(name: &str) -> Result<String, String> {
+    sync_client::LockName::new(name)
+        .map(|n| n.as_str().to_owned())
+        .map_err(|err| err.to_string())
+}
+
+/// An error from the client library as syncctl reports it: an unreachable elector also says how
+/// to name another.
+fn client_error(err: sync_client::Error) -> Exit {
+    match err {
+        sync_client::Error::Unreachable { url, reason } => Exit::fail(
+            exit::UNREACHABLE,
+            format!(
+                "could not reach the sync-elector at {url} ({reason}); start it (in a pod: the \
+                 elector sidecar; on one machine: sync-elector), or give its address with \
+                 --elector URL or the {} environment variable",
+                sync_client::URL_ENV,
+            ),
+        ),
+        other => Exit::from(other),
+    }
+}

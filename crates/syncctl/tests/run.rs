@@ -1,0 +1,232 @@
+//! `syncctl run` as a user runs it: the real binary, a real elector (memory store), real shell
+//! commands, and a file they write to show what happened when.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sync_testkit::{ElectorProc, Proc, built_elector, free_port, temp_dir, wait_child};
+
+fn elector(ttl: &str) -> ElectorProc {
+    ElectorProc::spawn(&built_elector(), "syncctl-test", &["--ttl", ttl], &[])
+}
+
+/// `syncctl ARGS` against `elector`, not yet started.
+fn syncctl(elector: &ElectorProc, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncctl"));
+    command
+        .env("SYNC_ELECTOR_URL", &elector.url)
+        .env_remove("RUST_BACKTRACE")
+        .args(args);
+    command
+}
+
+fn output(mut command: Command) -> (i32, String) {
+    let Output { status, stderr, .. } = command.output().expect("syncctl runs");
+    (
+        status.code().expect("syncctl exits, not killed"),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Waits until `file` contains `text`.
+fn wait_for(file: &Path, text: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {text:?}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A command that writes `started` to `file`, and on SIGTERM writes `term` and exits 7.
+fn patient(file: &Path) -> Vec<String> {
+    let script = format!(
+        "trap 'echo term >> {f}; exit 7' TERM; echo started >> {f}; while :; do sleep 0.05; done",
+        f = file.display()
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+fn spawn(mut command: Command) -> Proc {
+    Proc::new(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("syncctl starts"),
+    )
+}
+
+#[test]
+fn two_runs_on_one_lock_never_overlap() {
+    let elector = elector("15s");
+    let dir = temp_dir("syncctl-overlap");
+    let file = dir.join("log");
+    let script = format!(
+        "echo \"start $$ $SYNC_FENCING_TOKEN\" >> {f}; sleep 0.1; echo \"end $$\" >> {f}",
+        f = file.display()
+    );
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, script) = (elector.url.clone(), script.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let status = Command::new(env!("CARGO_BIN_EXE_syncctl"))
+                        .args([
+                            "--elector",
+                            &url,
+                            "run",
+                            "shared",
+                            "--",
+                            "sh",
+                            "-c",
+                            &script,
+                        ])
+                        .status()
+                        .unwrap();
+                    assert!(status.success());
+                }
+            })
+        })
+        .collect();
+    for runner in runners {
+        runner.join().unwrap();
+    }
+    let log = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 20, "{log}");
+    let mut last_token = 0;
+    for pair in lines.chunks(2) {
+        let start: Vec<&str> = pair[0].split(' ').collect();
+        let end: Vec<&str> = pair[1].split(' ').collect();
+        assert_eq!(
+            (start[0], end[0], start[1]),
+            ("start", "end", end[1]),
+            "each start is followed by its own end:\n{log}"
+        );
+        let token: u64 = start[2].parse().unwrap();
+        assert!(token > last_token, "fencing tokens rise:\n{log}");
+        last_token = token;
+    }
+}
+
+#[test]
+fn exit_statuses() {
+    let elector = elector("15s");
+    let run = |args: &[&str]| output(syncctl(&elector, args));
+
+    // The command's own status, and a shell's 128 + N when a signal killed it.
+    assert_eq!(run(&["run", "s", "--", "sh", "-c", "exit 3"]).0, 3);
+    assert_eq!(run(&["run", "s", "--", "sh", "-c", "kill -9 $$"]).0, 137);
+    let (code, err) = run(&["run", "s", "--", "no-such-command-anywhere"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(
+        err.contains("no-such-command-anywhere: command not found"),
+        "{err}"
+    );
+
+    // Bad input: what to fix, and nothing else happens.
+    let (code, err) = run(&["run", "Bad_Name", "--", "true"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lower-case letters, digits"), "{err}");
+    let (code, err) = run(&["run", "s", "--wait", "10", "--", "true"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("like 30s, 1m30s"), "{err}");
+    let (code, err) = run(&["run", "s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Usage: syncctl run"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+
+    // The elector is not there.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut command = syncctl(&elector, &["--elector", &nowhere, "run", "s", "--", "true"]);
+    command.env_remove("SYNC_ELECTOR_URL");
+    let (code, err) = output(command);
+    assert_eq!(code, 69, "{err}");
+    assert!(
+        err.contains(&nowhere) && err.contains("--elector URL"),
+        "{err}"
+    );
+
+    // --wait runs out while another holds the lock: the message names the holder.
+    let dir = temp_dir("syncctl-wait");
+    let file = dir.join("log");
+    let mut holder = syncctl(&elector, &["run", "busy", "--"]);
+    holder.args(patient(&file));
+    let _holder = spawn(holder);
+    wait_for(&file, "started", Duration::from_secs(10));
+    let (code, err) = run(&["run", "busy", "--wait", "300ms", "--", "true"]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("held by syncctl-test/"), "{err}");
+}
+
+#[test]
+fn signals_are_passed_on_and_the_lock_is_released_at_exit() {
+    let elector = elector("15s");
+    let dir = temp_dir("syncctl-signals");
+    let file = dir.join("log");
+    for signal in ["TERM", "INT"] {
+        let _ = std::fs::remove_file(&file);
+        let mut command = syncctl(&elector, &["run", "sig", "--"]);
+        // INT: the script traps TERM only, so SIGINT kills it: 128 + 2.
+        command.args(patient(&file));
+        let mut running = spawn(command);
+        wait_for(&file, "started", Duration::from_secs(10));
+        running.signal(signal);
+        let status = running
+            .wait_exit(Duration::from_secs(10))
+            .expect("syncctl exits after its command does");
+        match signal {
+            "TERM" => {
+                assert_eq!(status.code(), Some(7));
+                wait_for(&file, "term", Duration::from_secs(1));
+            }
+            _ => assert_eq!(status.code(), Some(130)),
+        }
+        // Released: the next run takes the lock at once.
+        let (code, err) = output(syncctl(
+            &elector,
+            &["run", "sig", "--wait", "1s", "--", "true"],
+        ));
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+#[test]
+fn the_command_is_stopped_when_the_elector_dies() {
+    let elector = elector("5s");
+    let dir = temp_dir("syncctl-lost");
+    let file: PathBuf = dir.join("log");
+    let mut command = syncctl(&elector, &["run", "lost", "--grace", "2s", "--"]);
+    command.args(patient(&file));
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&file, "started", Duration::from_secs(10));
+    let killed = Instant::now();
+    elector.signal("KILL");
+    let status = wait_child(&mut child, Duration::from_secs(30)).expect("syncctl exits");
+    let stopped_within = killed.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(76), "{stderr}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("term"));
+    assert!(stderr.contains("lock lost was lost"), "{stderr}");
+    // Within the lock's validity window (its ttl): nobody else could have taken it before.
+    assert!(
+        stopped_within < Duration::from_secs(5),
+        "stopped {stopped_within:?} after the elector died"
+    );
+}
