@@ -360,9 +360,9 @@ fn two_client_go_candidates_and_two_of_our_electors_never_hold_at_once() {
         .unwrap_or_else(sync_testkit::clock::now_ns);
     eprintln!("seed {seed} (SYNC_MIXED_SEED repeats the run's choices)");
     let mut dice = Dice(seed);
-    let electors: Vec<ElectorProc> = (0..2)
-        .map(|i| our_elector(plane, &namespace, &format!("{namespace}-e{i}"), ttl))
-        .collect();
+    let start_elector =
+        |i: usize| our_elector(plane, &namespace, &format!("{namespace}-e{i}"), ttl);
+    let mut electors: Vec<ElectorProc> = (0..2).map(start_elector).collect();
     let go_kubeconfigs: Vec<_> = (0..2)
         .map(|i| plane.user_kubeconfig(&format!("{namespace}-go{i}"), &namespace))
         .collect();
@@ -376,10 +376,10 @@ fn two_client_go_candidates_and_two_of_our_electors_never_hold_at_once() {
             timings,
         )
     };
-    let start_ours = |slot: usize| {
+    let start_ours = |elector: &ElectorProc| {
         support::ClientProc::spawn(
             "churn",
-            &electors[slot / 2].url,
+            &elector.url,
             &[
                 ("SYNC_TEST_LOCK", "test".to_owned()),
                 ("SYNC_TEST_TTL", ttl.to_string()),
@@ -388,7 +388,8 @@ fn two_client_go_candidates_and_two_of_our_electors_never_hold_at_once() {
             ],
         )
     };
-    // Slots 0 and 1: client-go; 2 to 5: our clients, two on each elector.
+    // Slots 0 and 1: client-go; 2 to 5: our clients, two on each elector (slot s on elector
+    // (s - 2) / 2).
     let mut runs = [0usize; 6];
     let mut slots: Vec<(Candidate, Life)> = (0..6)
         .map(|slot| {
@@ -399,7 +400,7 @@ fn two_client_go_candidates_and_two_of_our_electors_never_hold_at_once() {
             if slot < 2 {
                 (Candidate::Go(start_go(slot, 0)), life)
             } else {
-                (Candidate::Ours(start_ours(slot - 2)), life)
+                (Candidate::Ours(start_ours(&electors[(slot - 2) / 2])), life)
             }
         })
         .collect();
@@ -461,7 +462,7 @@ fn two_client_go_candidates_and_two_of_our_electors_never_hold_at_once() {
             Some(slot) if dice.below(2) == 0 => slot,
             _ => dice.below(6) as usize,
         };
-        let action = dice.below(3);
+        let action = dice.below(4);
         let now = sync_testkit::clock::now_ns;
         match action {
             // client-go's release: cancel it (ReleaseOnCancel), and start it again. Ours
@@ -488,9 +489,36 @@ fn two_client_go_candidates_and_two_of_our_electors_never_hold_at_once() {
                 let candidate = if slot < 2 {
                     Candidate::Go(start_go(slot, runs[slot]))
                 } else {
-                    Candidate::Ours(start_ours(slot - 2))
+                    Candidate::Ours(start_ours(&electors[(slot - 2) / 2]))
                 };
                 slots.insert(slot, (candidate, fresh));
+            }
+            // One of our electors: SIGSTOP past the lease then SIGCONT, or kill -9 and start
+            // again. Its clients are told they lost (or are cut off); each is replaced by a new one.
+            3 => {
+                let e = dice.below(2) as usize;
+                if dice.below(2) == 0 {
+                    electors[e].signal("STOP");
+                    std::thread::sleep(Duration::from_secs(ttl) * 3 / 2);
+                    electors[e].signal("CONT");
+                    actions.push(format!("elector {e}: paused"));
+                } else {
+                    electors[e].signal("KILL");
+                    electors[e] = start_elector(e);
+                    actions.push(format!("elector {e}: kill -9"));
+                }
+                for slot in [2 + 2 * e, 3 + 2 * e] {
+                    let (candidate, mut life) = slots.remove(slot);
+                    sync_testkit::signal_pid(pid(&candidate), "KILL");
+                    life.events.push((now(), "killed"));
+                    lives.push(finish(candidate, life));
+                    runs[slot] += 1;
+                    let fresh = Life {
+                        who: format!("slot {slot} run {}", runs[slot]),
+                        ..Life::default()
+                    };
+                    slots.insert(slot, (Candidate::Ours(start_ours(&electors[e])), fresh));
+                }
             }
             // SIGSTOP past the lease, then SIGCONT.
             _ => {
