@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use sync_protocol::{LockName, LockState, WATCH_EVENT, paths};
+use sync_protocol::{LockName, LockState};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -195,18 +195,7 @@ impl Election {
 
     /// Follows the leader: the leader now, then after every change.
     pub async fn observe(&self) -> Result<LeaderStream> {
-        let name = LockName::new(self.name())?;
-        let events = self.client.events(&paths::watch(name.as_str())).await?;
-        Ok(Box::pin(events.filter_map(|item| async move {
-            match item {
-                Ok((kind, data)) if kind == WATCH_EVENT => Some(
-                    serde_json::from_str::<LockState>(&data)
-                        .map(Leader::from_state)
-                        .map_err(|e| Error::Protocol(format!("unreadable watch event: {e}"))),
-                ),
-                Ok(_) => None,
-                Err(err) => Some(Err(err)),
-            }
-        })))
+        let states = self.client.watch(self.name()).await?;
+        Ok(Box::pin(states.map(|state| state.map(Leader::from_state))))
     }
 }

@@ -8,6 +8,7 @@
 //! | [`Lock`], [`LockGuard`] | wait for, hold and release a lock (module `lock`) |
 //! | [`LossSignal`] | the keep-alive core shared by every guard (module `heartbeat`) |
 //! | [`Election`], [`Leader`] | campaign, lead, follow the leader (module `election`) |
+//! | [`Client::watch`], [`LockStream`] | follow a lock's state (module `watch`) |
 //! | [`blocking`] | the same, for programs without an async runtime |
 //! | [`Error`] | everything that can go wrong (module `error`) |
 //!
@@ -32,6 +33,7 @@ mod election;
 mod error;
 mod heartbeat;
 mod lock;
+mod watch;
 
 pub mod blocking;
 
@@ -41,6 +43,7 @@ pub use error::{Error, InvalidName, Result};
 pub use heartbeat::LossSignal;
 pub use lock::{Lock, LockGuard};
 pub use sync_protocol::{LockName, LockState, URL_ENV};
+pub use watch::LockStream;
 
 #[cfg(test)]
 mod tests {

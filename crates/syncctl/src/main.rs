@@ -5,13 +5,15 @@
 //! ```
 //!
 //! It talks to the elector only through `sync-client`. The modules: [`run`] (the `run`
-//! subcommand), [`child`] (the command's process group and signals), [`exit`] (every exit
-//! status), [`duration`] (durations on the command line). The reference is docs/syncctl.md.
+//! subcommand), [`child`] (the command's process group and signals), [`show`] (`locks`, `get`,
+//! `watch`), [`exit`] (every exit status), [`duration`] (durations on the command line). The
+//! reference is docs/syncctl.md.
 
 mod child;
 mod duration;
 mod exit;
 mod run;
+mod show;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,30 @@ enum Command {
     /// once and SIGKILL after --grace. Exits with CMD's status; 75 when --wait ran out, 76 when
     /// the lock was lost, 69 when the elector is unreachable (docs/syncctl.md).
     Run(run::RunArgs),
+    /// Every lock the elector's store knows: name, holder, token, time left, value.
+    Locks {
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: show::Output,
+    },
+    /// One lock (a lock never held shows as free, token 0).
+    Get {
+        /// The lock's name.
+        #[arg(value_parser = lock_name)]
+        name: String,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: show::Output,
+    },
+    /// One line per change of the lock's holder, value or token, until Ctrl-C.
+    Watch {
+        /// The lock's name.
+        #[arg(value_parser = lock_name)]
+        name: String,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: show::Output,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +95,9 @@ async fn dispatch(cli: Cli) -> Exit {
     };
     match cli.command {
         Command::Run(args) => run::run(&client, args).await,
+        Command::Locks { output } => show::locks(&client, output).await,
+        Command::Get { name, output } => show::get(&client, &name, output).await,
+        Command::Watch { name, output } => show::watch(&client, &name, output).await,
     }
 }
 

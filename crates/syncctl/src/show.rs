@@ -1,0 +1,181 @@
+//! Reading locks: `syncctl locks` (every lock), `syncctl get NAME` (one), and `syncctl watch
+//! NAME` (one line per change, until Ctrl-C), as a table that lines up or as JSON or YAML.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sync_client::{Client, LockState};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::exit::{self, Exit};
+
+/// How to print.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Columns that line up, as kubectl prints them.
+    #[default]
+    Table,
+    /// JSON: an array for `locks`, an object for `get`, one object per line for `watch`.
+    Json,
+    /// YAML: a list for `locks`, a mapping for `get`, one document per change for `watch`.
+    Yaml,
+}
+
+/// `syncctl locks`.
+pub async fn locks(client: &Client, output: Output) -> Exit {
+    match client.locks().await {
+        Ok(locks) => print(&locks, output, &locks),
+        Err(err) => crate::client_error(err),
+    }
+}
+
+/// `syncctl get NAME`.
+pub async fn get(client: &Client, name: &str, output: Output) -> Exit {
+    match client.lock_state(name).await {
+        Ok(state) => print(&state, output, std::slice::from_ref(&state)),
+        Err(err) => crate::client_error(err),
+    }
+}
+
+/// `syncctl watch NAME`: the state now, then a line per change, until SIGINT or SIGTERM, or the
+/// elector ends the stream.
+pub async fn watch(client: &Client, name: &str, output: Output) -> Exit {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return Exit::fail(exit::FAILURE, "could not listen for SIGINT and SIGTERM");
+    };
+    let mut states = match client.watch(name).await {
+        Ok(states) => states,
+        Err(err) => return crate::client_error(err),
+    };
+    if output == Output::Table {
+        println!("{}", lines(&[], true, Widths::Fixed).remove(0));
+    }
+    loop {
+        tokio::select! {
+            state = states.next() => match state {
+                Some(Ok(state)) => {
+                    let text = match output {
+                        Output::Table => {
+                            lines(std::slice::from_ref(&state), false, Widths::Fixed).remove(0)
+                        }
+                        Output::Json => serde_json::to_string(&state).unwrap_or_default(),
+                        Output::Yaml => format!("---\n{}", yaml(&state).trim_end()),
+                    };
+                    println!("{text}");
+                }
+                Some(Err(err)) => return crate::client_error(err),
+                None => return Exit::fail(exit::FAILURE, "the elector ended the watch (it is shutting down)"),
+            },
+            _ = interrupt.recv() => return Exit::quiet(0),
+            _ = terminate.recv() => return Exit::quiet(0),
+        }
+    }
+}
+
+/// Prints `value` as JSON or YAML, or `rows` as a table.
+fn print(value: &impl serde::Serialize, output: Output, rows: &[LockState]) -> Exit {
+    match output {
+        Output::Table => {
+            for line in lines(rows, true, Widths::Fit) {
+                println!("{line}");
+            }
+        }
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
+        Output::Yaml => print!("{}", yaml(value)),
+    }
+    Exit::quiet(0)
+}
+
+fn yaml(value: &impl serde::Serialize) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
+/// How wide the table's columns are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Widths {
+    /// As wide as each column's widest cell.
+    Fit,
+    /// Fixed, for `watch`, whose later lines are not known yet.
+    Fixed,
+}
+
+/// The table's lines: a header (when `header`), then one line per lock.
+fn lines(rows: &[LockState], header: bool, widths: Widths) -> Vec<String> {
+    let mut cells: Vec<[String; 5]> = Vec::new();
+    if header {
+        cells.push(["NAME", "HOLDER", "TOKEN", "EXPIRES IN", "VALUE"].map(String::from));
+    }
+    for state in rows {
+        cells.push([
+            state.name.clone(),
+            state.holder.clone().unwrap_or_else(|| "<none>".into()),
+            state.token.to_string(),
+            state
+                .expires_in_ms
+                .map(|ms| format!("{:.1}s", Duration::from_millis(ms).as_secs_f64()))
+                .unwrap_or_else(|| "<none>".into()),
+            state.value.clone().unwrap_or_else(|| "<none>".into()),
+        ]);
+    }
+    let fixed = [20, 28, 18, 10, 0];
+    let width: Vec<usize> = (0..5)
+        .map(|c| {
+            if widths == Widths::Fit {
+                cells
+                    .iter()
+                    .map(|row| row[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            } else {
+                fixed[c]
+            }
+        })
+        .collect();
+    cells
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&width)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect::<Vec<_>>()
+                .join("   ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(name: &str, holder: Option<&str>) -> LockState {
+        LockState {
+            name: name.into(),
+            holder: holder.map(str::to_owned),
+            value: None,
+            token: 7,
+            expires_in_ms: holder.map(|_| 14_200),
+        }
+    }
+
+    #[test]
+    fn columns_line_up() {
+        let table = lines(
+            &[state("a", Some("pod-1/s1")), state("longer-name", None)],
+            true,
+            Widths::Fit,
+        );
+        assert_eq!(table.len(), 3);
+        let holder_at = table[0].find("HOLDER").unwrap();
+        assert_eq!(table[1].find("pod-1/s1"), Some(holder_at));
+        assert_eq!(table[2].find("<none>"), Some(holder_at));
+        assert!(table[1].contains("14.2s"));
+    }
+}
