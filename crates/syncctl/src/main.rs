@@ -58,6 +58,12 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: show::Output,
     },
+    /// Prints a completion script for SHELL: `syncctl completions bash > /etc/bash_completion.d/syncctl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// One line per change of the lock's holder, value or token, until Ctrl-C.
     Watch {
         /// The lock's name.
@@ -79,12 +85,22 @@ fn main() -> ExitCode {
         Err(err) => Exit::fail(exit::FAILURE, format!("starting the runtime: {err}")),
     };
     if let Some(message) = &exit.message {
-        eprintln!("syncctl: {message}");
+        say(&format!("syncctl: {message}"));
     }
     ExitCode::from(exit.code)
 }
 
 async fn dispatch(cli: Cli) -> Exit {
+    let command = match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "syncctl", &mut script);
+            emit(&String::from_utf8_lossy(&script));
+            return Exit::quiet(0);
+        }
+        command => command,
+    };
     let mut builder = Client::builder();
     if let Some(url) = &cli.elector {
         builder = builder.url(url);
@@ -93,12 +109,33 @@ async fn dispatch(cli: Cli) -> Exit {
         Ok(client) => client,
         Err(err) => return Exit::from(err),
     };
-    match cli.command {
+    match command {
         Command::Run(args) => run::run(&client, args).await,
         Command::Locks { output } => show::locks(&client, output).await,
         Command::Get { name, output } => show::get(&client, &name, output).await,
         Command::Watch { name, output } => show::watch(&client, &name, output).await,
+        Command::Completions { .. } => Exit::quiet(0),
     }
+}
+
+/// Writes `text` to standard output. When the reader has gone (`syncctl locks | head -1`), exits
+/// at once with the status a shell gives a process killed by SIGPIPE, without a message.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(i32::from(exit::signalled(13)));
+    }
+}
+
+/// Writes a line to standard error; a closed standard error is ignored (eprintln! would panic).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Checks a lock name on the command line, quoting the rule when it is broken.

@@ -106,13 +106,13 @@ async fn lost(child: &mut Running, args: &RunArgs, guard: &LockGuard) -> Exit {
         .loss_signal()
         .reason()
         .unwrap_or_else(|| "no reason given".into());
-    eprintln!(
+    crate::say(&format!(
         "syncctl: lock {} was lost ({reason}); stopping the command (process group {}): SIGTERM, \
          then SIGKILL after {}",
         args.lock,
         child.pid(),
         humantime::format_duration(args.grace)
-    );
+    ));
     match child.stop(args.grace).await {
         Ok(status) => Exit::fail(
             exit::LOST,

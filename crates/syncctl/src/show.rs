@@ -51,7 +51,7 @@ pub async fn watch(client: &Client, name: &str, output: Output) -> Exit {
         Err(err) => return crate::client_error(err),
     };
     if output == Output::Table {
-        println!("{}", lines(&[], true, Widths::Fixed).remove(0));
+        crate::emit(&format!("{}\n", lines(&[], true, Widths::Fixed).remove(0)));
     }
     loop {
         tokio::select! {
@@ -64,7 +64,7 @@ pub async fn watch(client: &Client, name: &str, output: Output) -> Exit {
                         Output::Json => serde_json::to_string(&state).unwrap_or_default(),
                         Output::Yaml => format!("---\n{}", yaml(&state).trim_end()),
                     };
-                    println!("{text}");
+                    crate::emit(&format!("{text}\n"));
                 }
                 Some(Err(err)) => return crate::client_error(err),
                 None => return Exit::fail(exit::FAILURE, "the elector ended the watch (it is shutting down)"),
@@ -80,14 +80,14 @@ fn print(value: &impl serde::Serialize, output: Output, rows: &[LockState]) -> E
     match output {
         Output::Table => {
             for line in lines(rows, true, Widths::Fit) {
-                println!("{line}");
+                crate::emit(&format!("{line}\n"));
             }
         }
-        Output::Json => println!(
-            "{}",
+        Output::Json => crate::emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
-        Output::Yaml => print!("{}", yaml(value)),
+        )),
+        Output::Yaml => crate::emit(&yaml(value)),
     }
     Exit::quiet(0)
 }

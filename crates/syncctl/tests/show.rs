@@ -138,3 +138,29 @@ fn watch_sees_each_hand_over() {
     );
     watch.signal("INT");
 }
+
+#[test]
+fn completions_and_a_reader_that_went_away() {
+    let elector = ElectorProc::spawn(&built_elector(), "pipes", &[], &[]);
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, script) = stdout(&elector, &["completions", shell]);
+        assert_eq!(code, 0);
+        assert!(
+            script.contains("syncctl") && script.contains("watch"),
+            "{shell}"
+        );
+    }
+    assert_eq!(stdout(&elector, &["completions", "tcsh"]).0, 2);
+
+    // `syncctl locks | head -0`: the reader is gone before syncctl writes.
+    let mut child = syncctl(&elector, &["locks"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
