@@ -5,12 +5,13 @@
 //! ```
 //!
 //! It talks to the elector only through `sync-client`. The modules: [`run`] (the `run`
-//! subcommand), [`child`] (the command's process group and signals), [`show`] (`locks`, `get`,
-//! `watch`), [`exit`] (every exit status), [`duration`] (durations on the command line). The
+//! subcommand and the holding it shares with [`elect`]), [`child`] (the command's process group
+//! and signals), [`show`] (`locks`, `get`, `watch`), [`exit`] (every exit status), [`duration`] (durations on the command line). The
 //! reference is docs/syncctl.md.
 
 mod child;
 mod duration;
+mod elect;
 mod exit;
 mod run;
 mod show;
@@ -43,6 +44,12 @@ enum Command {
     /// once and SIGKILL after --grace. Exits with CMD's status; 75 when --wait ran out, 76 when
     /// the lock was lost, 69 when the elector is unreachable (docs/syncctl.md).
     Run(run::RunArgs),
+    /// Campaign for NAME, run CMD while leader, stop it when leadership is lost, campaign again.
+    ///
+    /// CMD gets the same environment as with `run`. When CMD exits, leadership is handed over at
+    /// once and syncctl campaigns again; with --once it exits with CMD's status instead (76 if
+    /// leadership was lost). SIGINT and SIGTERM are passed on to CMD, and syncctl exits when it does.
+    Elect(elect::ElectArgs),
     /// Every lock the elector's store knows: name, holder, token, time left, value.
     Locks {
         /// How to print.
@@ -111,6 +118,7 @@ async fn dispatch(cli: Cli) -> Exit {
     };
     match command {
         Command::Run(args) => run::run(&client, args).await,
+        Command::Elect(args) => elect::elect(&client, args).await,
         Command::Locks { output } => show::locks(&client, output).await,
         Command::Get { name, output } => show::get(&client, &name, output).await,
         Command::Watch { name, output } => show::watch(&client, &name, output).await,

@@ -1,11 +1,12 @@
 //! `syncctl run LOCK -- CMD`: wait for the lock, run the command while holding it, release the
-//! lock the moment the command exits, and stop the command the moment the lock is lost.
+//! lock the moment the command exits, and stop the command the moment the lock is lost. The
+//! holding itself ([`hold`]) is shared with `syncctl elect`.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use sync_client::{Client, LockGuard};
+use sync_client::{Client, Lock, LockGuard};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::child::{Running, status_code};
@@ -31,97 +32,159 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// Runs `args.command` under the lock; returns how syncctl exits.
-pub async fn run(client: &Client, args: RunArgs) -> Exit {
-    let (mut interrupt, mut terminate) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(i), Ok(t)) => (i, t),
-        _ => return Exit::fail(exit::FAILURE, "could not listen for SIGINT and SIGTERM"),
-    };
-    let mut lock = client.lock(args.lock.as_str()).on_lost(|| {});
-    if let Some(ttl) = args.ttl {
-        lock = lock.ttl(ttl);
+/// SIGINT and SIGTERM, received by syncctl.
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening.
+    pub fn listen() -> Result<Self, Exit> {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(interrupt), Ok(terminate)) => Ok(Self {
+                interrupt,
+                terminate,
+            }),
+            _ => Err(Exit::fail(
+                exit::FAILURE,
+                "could not listen for SIGINT and SIGTERM",
+            )),
+        }
     }
-    // Waiting: a signal ends the wait, and syncctl exits as the signal would have ended it.
+
+    /// The next one.
+    pub async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::SIGINT,
+            _ = self.terminate.recv() => Signal::SIGTERM,
+        }
+    }
+}
+
+/// Waits for `lock` (at most `wait`); a signal ends the wait, and syncctl exits as that signal
+/// would have ended it.
+pub async fn acquire(
+    lock: &Lock,
+    wait: Option<Duration>,
+    signals: &mut Signals,
+) -> Result<LockGuard, Exit> {
     let acquired = tokio::select! {
         acquired = async {
-            match args.wait {
+            match wait {
                 Some(wait) => lock.acquire_timeout(wait).await,
                 None => lock.acquire().await,
             }
         } => acquired,
-        _ = interrupt.recv() => return Exit::quiet(exit::signalled(Signal::SIGINT as i32)),
-        _ = terminate.recv() => return Exit::quiet(exit::signalled(Signal::SIGTERM as i32)),
+        signal = signals.recv() => return Err(Exit::quiet(exit::signalled(signal as i32))),
     };
-    let guard = match acquired {
-        Ok(guard) => guard,
-        Err(err) => return crate::client_error(err),
-    };
+    acquired.map_err(crate::client_error)
+}
+
+/// How a holding ended.
+pub enum Ended {
+    /// The command exited with this status; the lock is released. `signalled`: syncctl had
+    /// passed a SIGINT or SIGTERM on to it.
+    Exited {
+        /// The command's status, as a shell reports it.
+        code: u8,
+        /// Whether syncctl was asked to stop.
+        signalled: bool,
+    },
+    /// The lock was lost and the command stopped: how syncctl exits if it stops now.
+    Lost(Exit),
+    /// The command could not be started (the lock is released).
+    NotStarted(Exit),
+}
+
+/// Runs `command` while `guard` holds `name`: passes signals on, releases the lock when the
+/// command exits, stops the command when the lock is lost.
+pub async fn hold(
+    guard: LockGuard,
+    name: &str,
+    command: &[OsString],
+    grace: Duration,
+    signals: &mut Signals,
+) -> Ended {
     let env = [
-        ("SYNC_LOCK", args.lock.clone()),
+        ("SYNC_LOCK", name.to_owned()),
         ("SYNC_FENCING_TOKEN", guard.fencing_token().to_string()),
         ("SYNC_HOLDER", guard.holder().to_owned()),
     ];
-    let mut child = match Running::start(&args.command, &env) {
+    let mut child = match Running::start(command, &env) {
         Ok(child) => child,
         Err(exit) => {
             let _ = guard.release().await;
-            return exit;
+            return Ended::NotStarted(exit);
         }
     };
+    let mut signalled = false;
     loop {
         tokio::select! {
-            status = child.wait() => return finished(status, guard).await,
-            () = guard.lost() => return lost(&mut child, &args, &guard).await,
-            _ = interrupt.recv() => child.signal(Signal::SIGINT),
-            _ = terminate.recv() => child.signal(Signal::SIGTERM),
+            status = child.wait() => {
+                let released = guard.release().await;
+                let code = match status {
+                    Ok(status) => status_code(status),
+                    Err(err) => return Ended::NotStarted(Exit::fail(exit::FAILURE, format!("waiting for the command: {err}"))),
+                };
+                if let Err(err) = released {
+                    // The command finished; the lock went at the same moment. Its status stands.
+                    crate::say(&format!("syncctl: releasing lock {name} after the command exited: {err}"));
+                }
+                return Ended::Exited { code, signalled };
+            }
+            () = guard.lost() => return Ended::Lost(lost(&mut child, name, grace, &guard).await),
+            signal = signals.recv() => {
+                signalled = true;
+                child.signal(signal);
+            }
         }
     }
 }
 
-/// The command exited: release the lock at once and exit with the command's status.
-async fn finished(status: std::io::Result<std::process::ExitStatus>, guard: LockGuard) -> Exit {
-    let released = guard.release().await;
-    let code = match status {
-        Ok(status) => status_code(status),
-        Err(err) => return Exit::fail(exit::FAILURE, format!("waiting for the command: {err}")),
-    };
-    match released {
-        Ok(()) => Exit::quiet(code),
-        // The command finished; the lock went at the same moment. Its status still stands.
-        Err(err) => Exit {
-            code,
-            message: Some(format!(
-                "releasing the lock after the command exited: {err}"
-            )),
-        },
-    }
-}
-
-/// The lock was lost: stop the command's process group and exit with [`exit::LOST`].
-async fn lost(child: &mut Running, args: &RunArgs, guard: &LockGuard) -> Exit {
+/// The lock was lost: stop the command's process group.
+async fn lost(child: &mut Running, name: &str, grace: Duration, guard: &LockGuard) -> Exit {
     let reason = guard
         .loss_signal()
         .reason()
         .unwrap_or_else(|| "no reason given".into());
     crate::say(&format!(
-        "syncctl: lock {} was lost ({reason}); stopping the command (process group {}): SIGTERM, \
-         then SIGKILL after {}",
-        args.lock,
+        "syncctl: lock {name} was lost ({reason}); stopping the command (process group {}): \
+         SIGTERM, then SIGKILL after {}",
         child.pid(),
-        humantime::format_duration(args.grace)
+        humantime::format_duration(grace)
     ));
-    match child.stop(args.grace).await {
+    match child.stop(grace).await {
         Ok(status) => Exit::fail(
             exit::LOST,
             format!(
-                "the command was stopped because lock {} was lost (its own status: {})",
-                args.lock,
+                "the command was stopped because lock {name} was lost (its own status: {})",
                 status_code(status)
             ),
         ),
         Err(err) => Exit::fail(exit::LOST, format!("stopping the command: {err}")),
+    }
+}
+
+/// Runs `args.command` under the lock; returns how syncctl exits.
+pub async fn run(client: &Client, args: RunArgs) -> Exit {
+    let mut signals = match Signals::listen() {
+        Ok(signals) => signals,
+        Err(exit) => return exit,
+    };
+    let mut lock = client.lock(args.lock.as_str()).on_lost(|| {});
+    if let Some(ttl) = args.ttl {
+        lock = lock.ttl(ttl);
+    }
+    let guard = match acquire(&lock, args.wait, &mut signals).await {
+        Ok(guard) => guard,
+        Err(exit) => return exit,
+    };
+    match hold(guard, &args.lock, &args.command, args.grace, &mut signals).await {
+        Ended::Exited { code, .. } => Exit::quiet(code),
+        Ended::Lost(exit) | Ended::NotStarted(exit) => exit,
     }
 }
