@@ -294,6 +294,12 @@ impl Manager {
         self.inner.shutdown.is_cancelled()
     }
 
+    /// How many acquires wait for `name` here.
+    pub fn waiting(&self, name: &LockName) -> u64 {
+        let state = self.inner.state.lock().expect("manager state poisoned");
+        state.queues.get(name).map_or(0, |queue| queue.len() as u64)
+    }
+
     /// A token cancelled when shutdown begins, for streams that should end then.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()

@@ -148,6 +148,15 @@ pub struct LockState {
     /// How long the current holding has left before it runs out unless renewed, as this elector
     /// observes it; `None` when free.
     pub expires_in_ms: Option<u64>,
+    /// How long the current holder has held the lock, by the wall clock of the elector that
+    /// granted it; `None` when free, or when the store does not record when a holding began
+    /// (etcd). Older electors do not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_for_ms: Option<u64>,
+    /// How many acquires wait for the lock at this elector (other electors' waiters are not
+    /// counted). Older electors do not send it, which reads as 0.
+    #[serde(default)]
+    pub waiters: u64,
 }
 
 /// The answer to `GET /v1/locks`.

@@ -107,24 +107,38 @@ enum Widths {
 
 /// The table's lines: a header (when `header`), then one line per lock.
 fn lines(rows: &[LockState], header: bool, widths: Widths) -> Vec<String> {
-    let mut cells: Vec<[String; 5]> = Vec::new();
+    let mut cells: Vec<[String; 7]> = Vec::new();
     if header {
-        cells.push(["NAME", "HOLDER", "TOKEN", "EXPIRES IN", "VALUE"].map(String::from));
+        cells.push(
+            [
+                "NAME",
+                "HOLDER",
+                "TOKEN",
+                "HELD FOR",
+                "EXPIRES IN",
+                "WAITERS",
+                "VALUE",
+            ]
+            .map(String::from),
+        );
     }
+    let none = || "<none>".to_owned();
     for state in rows {
         cells.push([
             state.name.clone(),
-            state.holder.clone().unwrap_or_else(|| "<none>".into()),
+            state.holder.clone().unwrap_or_else(none),
             state.token.to_string(),
+            state.held_for_ms.map(held_for).unwrap_or_else(none),
             state
                 .expires_in_ms
                 .map(|ms| format!("{:.1}s", Duration::from_millis(ms).as_secs_f64()))
-                .unwrap_or_else(|| "<none>".into()),
-            state.value.clone().unwrap_or_else(|| "<none>".into()),
+                .unwrap_or_else(none),
+            state.waiters.to_string(),
+            state.value.clone().unwrap_or_else(none),
         ]);
     }
-    let fixed = [20, 28, 18, 10, 0];
-    let width: Vec<usize> = (0..5)
+    let fixed = [20, 28, 18, 10, 10, 7, 0];
+    let width: Vec<usize> = (0..7)
         .map(|c| {
             if widths == Widths::Fit {
                 cells
@@ -151,6 +165,17 @@ fn lines(rows: &[LockState], header: bool, widths: Widths) -> Vec<String> {
         .collect()
 }
 
+/// A holding's age as kubectl prints ages: `42s`, `5m3s`, `2h10m`, `3d4h`.
+fn held_for(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m{}s", s / 60, s % 60),
+        3_600..86_400 => format!("{}h{}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +187,8 @@ mod tests {
             value: None,
             token: 7,
             expires_in_ms: holder.map(|_| 14_200),
+            held_for_ms: holder.map(|_| 303_000),
+            waiters: 2,
         }
     }
 
@@ -176,6 +203,8 @@ mod tests {
         let holder_at = table[0].find("HOLDER").unwrap();
         assert_eq!(table[1].find("pod-1/s1"), Some(holder_at));
         assert_eq!(table[2].find("<none>"), Some(holder_at));
-        assert!(table[1].contains("14.2s"));
+        assert!(table[1].contains("14.2s") && table[1].contains("5m3s"));
+        assert_eq!(held_for(59_999), "59s");
+        assert_eq!(held_for(7_260_000), "2h1m");
     }
 }

@@ -72,6 +72,31 @@ fn locks_and_get_show_the_holder_in_every_format() {
     assert!(held["holder"].as_str().unwrap().starts_with("show/"));
     assert!(held["token"].as_u64().unwrap() > 0);
 
+    assert!(held["held_for_ms"].is_u64(), "{held}");
+
+    // A waiter behind the holder is counted, and held-for shows in the table.
+    let waiter = Proc::new(
+        syncctl(&elector, &["run", "held", "--", "true"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut state = serde_json::Value::Null;
+    for _ in 0..100 {
+        state = serde_json::from_str(&stdout(&elector, &["get", "held", "-o", "json"]).1).unwrap();
+        if state["waiters"] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state["waiters"], 1, "{state}");
+    let table = stdout(&elector, &["get", "held"]).1;
+    assert!(
+        table.contains("HELD FOR") && table.contains("WAITERS"),
+        "{table}"
+    );
+    drop(waiter);
+
     let (_, yaml) = stdout(&elector, &["get", "held", "-o", "yaml"]);
     assert!(
         yaml.contains("name: held") && yaml.contains("holder: show/"),

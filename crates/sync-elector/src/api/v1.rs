@@ -1,7 +1,7 @@
 //! The v1 API handlers: acquire, renew, release, lease events, lock state, list and watch.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::State;
@@ -71,8 +71,8 @@ impl App {
     }
 }
 
-/// The wire form of a store record.
-pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
+/// The wire form of a store record, with the count of acquires waiting here.
+pub fn state_of(name: &LockName, record: Option<Record>, waiters: u64) -> LockState {
     let now = Instant::now();
     let (holding, token) = match record {
         Some(r) => (r.holding, r.token),
@@ -83,7 +83,12 @@ pub fn state_of(name: &LockName, record: Option<Record>) -> LockState {
         holder: holding.as_ref().map(|h| h.holder.clone()),
         value: holding.as_ref().and_then(|h| h.value.clone()),
         token,
+        held_for_ms: holding.as_ref().and_then(|h| h.since).map(|since| {
+            // A grant stamped a moment ahead by another elector's clock reads as just now.
+            millis(SystemTime::now().duration_since(since).unwrap_or_default())
+        }),
         expires_in_ms: holding.map(|h| millis(h.expires_at.saturating_duration_since(now))),
+        waiters,
     }
 }
 
@@ -280,7 +285,8 @@ pub async fn lock_state(
     LockPath(name): LockPath,
 ) -> Result<Json<LockState>, ApiError> {
     let record = app.manager.store().get(&name).await?;
-    Ok(Json(state_of(&name, record)))
+    let waiters = app.manager.waiting(&name);
+    Ok(Json(state_of(&name, record, waiters)))
 }
 
 /// Every lock the store knows, sorted by name.
@@ -300,7 +306,8 @@ pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
         .into_iter()
         .map(|r| {
             let name = r.name.clone();
-            state_of(&name, Some(r))
+            let waiters = app.manager.waiting(&name);
+            state_of(&name, Some(r), waiters)
         })
         .collect();
     Ok(Json(LockList { locks }))
@@ -350,7 +357,7 @@ pub async fn watch(
                     .as_ref()
                     .and_then(|r| r.holding.as_ref())
                     .map(|h| h.expires_at);
-                let state = state_of(&name, record);
+                let state = state_of(&name, record, app.manager.waiting(&name));
                 let key = (state.holder.clone(), state.token, state.value.clone());
                 if last.as_ref() != Some(&key) {
                     let event = Event::default()

@@ -74,6 +74,21 @@ pub async fn acquire_free_lock(store: &dyn Store, ttl: Duration) {
     assert_eq!(holding.holder, "a");
     assert_eq!(holding.value.as_deref(), Some("a.addr"));
     assert!(holding.expires_at > Instant::now());
+    // When the holding began: now, give or take the clocks of one machine (etcd keeps no time).
+    if store.kind() == "etcd" {
+        assert_eq!(holding.since, None);
+    } else {
+        let since = holding
+            .since
+            .expect("the store records when a holding began");
+        let age = std::time::SystemTime::now()
+            .duration_since(since)
+            .unwrap_or_default();
+        assert!(
+            age < Duration::from_secs(30),
+            "held for {age:?} right after the grant"
+        );
+    }
 }
 
 /// A held lock is busy for everyone else, who sees who holds it.

@@ -78,6 +78,8 @@ struct Held {
     ttl: Duration,
     renewed_at: Instant,
     revision: u64,
+    /// When it was granted, by the wall clock.
+    since: std::time::SystemTime,
 }
 
 impl Held {
@@ -110,6 +112,7 @@ impl State {
                     value: h.value.clone(),
                     ttl: h.ttl,
                     expires_at: h.expires_at(),
+                    since: Some(h.since),
                 }),
             token: entry.token,
         }
@@ -168,6 +171,7 @@ impl Store for MemoryStore {
             ttl: claim.ttl,
             renewed_at: now,
             revision,
+            since: std::time::SystemTime::now(),
         };
         entry.token += 1;
         let lease = lease_of(&held, entry.token);

@@ -22,7 +22,7 @@ pub mod kubernetes;
 pub mod memory;
 mod signals;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sync_protocol::LockName;
@@ -85,6 +85,10 @@ pub struct Holding {
     pub ttl: Duration,
     /// When this elector will consider the holding expired unless it sees a renewal first.
     pub expires_at: Instant,
+    /// When the holding began, on the wall clock of the elector that granted it; `None` when the
+    /// store does not record it (etcd: a claimant's key is written when it queues, not when it
+    /// is granted, and writing it again at each grant would cost a round trip per hand-over).
+    pub since: Option<SystemTime>,
 }
 
 /// The outcome of one [`Store::try_acquire`].

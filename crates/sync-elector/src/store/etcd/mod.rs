@@ -265,6 +265,7 @@ impl EtcdStore {
                 value: v.value,
                 ttl: Duration::from_secs(v.ttl_seconds),
                 expires_at,
+                since: None,
             }),
             token: u64::try_from(kv.create_revision).unwrap_or(0),
         }

@@ -130,6 +130,12 @@ fn transitions(lease: &Lease) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
+/// The Lease's `acquireTime`, as client-go and we write it when a holder takes it.
+fn acquired(lease: &Lease) -> Option<std::time::SystemTime> {
+    let at = lease.spec.as_ref()?.acquire_time.as_ref()?;
+    Some(std::time::SystemTime::from(at.0))
+}
+
 fn value(lease: &Lease) -> Option<String> {
     lease
         .metadata
@@ -156,6 +162,7 @@ impl Seen {
                 value: value(&self.lease),
                 ttl: duration(&self.lease),
                 expires_at: self.expires_at(),
+                since: acquired(&self.lease),
             }),
             token: if holder(&self.lease).is_some() || transitions(&self.lease) > 0 {
                 transitions(&self.lease) + 1
