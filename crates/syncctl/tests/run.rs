@@ -132,6 +132,13 @@ fn exit_statuses() {
         "{err}"
     );
 
+    let dir = temp_dir("syncctl-statuses");
+    let script = dir.join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let (code, err) = run(&["run", "s", "--", script.to_str().unwrap()]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+
     // Bad input: what to fix, and nothing else happens.
     let (code, err) = run(&["run", "Bad_Name", "--", "true"]);
     assert_eq!(code, 2, "{err}");
@@ -168,6 +175,29 @@ fn exit_statuses() {
     let (code, err) = run(&["run", "busy", "--wait", "300ms", "--", "true"]);
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("held by syncctl-test/"), "{err}");
+}
+
+#[test]
+fn a_refused_request_is_status_1_with_the_electors_reason() {
+    // An elector that asks for a bearer token, and a syncctl that has none.
+    let dir = temp_dir("syncctl-token");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let elector = ElectorProc::spawn(
+        &built_elector(),
+        "syncctl-test",
+        &["--token-file", token.to_str().unwrap()],
+        &[],
+    );
+    let mut command = syncctl(&elector, &["run", "s", "--", "true"]);
+    command.env_remove("SYNC_ELECTOR_TOKEN_FILE");
+    let (code, err) = output(command);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refused") && err.contains("401"), "{err}");
+    // With the token, the same command runs.
+    let mut command = syncctl(&elector, &["run", "s", "--", "true"]);
+    command.env("SYNC_ELECTOR_TOKEN_FILE", &token);
+    assert_eq!(output(command).0, 0);
 }
 
 #[test]
