@@ -95,7 +95,11 @@ fn leadership_is_handed_over_when_the_leaders_command_exits() {
             .all(|w| w[0].0 != w[1].0 && w[0].1 < w[1].1),
         "leaders alternate and tokens rise: {terms:?}"
     );
-    drop((a, b));
+    // SIGTERM, passed on to a leader's command; a candidate still campaigning stops at once.
+    for mut candidate in [a, b] {
+        candidate.signal("TERM");
+        assert!(candidate.wait_exit(Duration::from_secs(10)).is_some());
+    }
 }
 
 #[test]

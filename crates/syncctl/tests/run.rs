@@ -170,11 +170,15 @@ fn exit_statuses() {
     let file = dir.join("log");
     let mut holder = syncctl(&elector, &["run", "busy", "--"]);
     holder.args(patient(&file));
-    let _holder = spawn(holder);
+    let mut holder = spawn(holder);
     wait_for(&file, "started", Duration::from_secs(10));
     let (code, err) = run(&["run", "busy", "--wait", "300ms", "--", "true"]);
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("held by syncctl-test/"), "{err}");
+    // SIGTERM, which syncctl passes on, so that the command ends too (a SIGKILLed syncctl
+    // cannot stop it: docs/syncctl.md).
+    holder.signal("TERM");
+    assert!(holder.wait_exit(Duration::from_secs(10)).is_some());
 }
 
 #[test]

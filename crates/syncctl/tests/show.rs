@@ -113,7 +113,7 @@ fn locks_and_get_show_the_holder_in_every_format() {
     );
     assert_eq!(stdout(&elector, &["get", "Nope"]).0, 2);
     assert_eq!(stdout(&elector, &["locks", "-o", "xml"]).0, 2);
-    holder.signal("KILL");
+    holder.signal("TERM");
 }
 
 #[test]
