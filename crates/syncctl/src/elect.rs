@@ -2,13 +2,10 @@
 //! `--value` to followers), stop it when leadership is lost, and campaign again; `--once` stops
 //! after the first term.
 
-use std::ffi::OsString;
-use std::time::Duration;
-
 use sync_client::Client;
 
 use crate::exit::Exit;
-use crate::run::{Ended, Signals, acquire, hold};
+use crate::run::{Ended, HoldArgs, Signals, acquire, hold};
 
 /// What `elect` was asked to do.
 #[derive(Debug, clap::Args)]
@@ -22,16 +19,9 @@ pub struct ElectArgs {
     /// Stop after the first term: exit with the command's status, or 76 if leadership was lost.
     #[arg(long)]
     pub once: bool,
-    /// The leadership's ttl: how long it outlives this process if it dies (default: the
-    /// elector's).
-    #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
-    pub ttl: Option<Duration>,
-    /// When leadership is lost, how long the command has between SIGTERM and SIGKILL.
-    #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION", default_value = "10s")]
-    pub grace: Duration,
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
+    /// The ttl, the grace and the command, as for `run`.
+    #[command(flatten)]
+    pub hold: HoldArgs,
 }
 
 /// Campaigns and leads until `--once` ends it, a signal stops it, or the elector goes away.
@@ -40,10 +30,7 @@ pub async fn elect(client: &Client, args: ElectArgs) -> Exit {
         Ok(signals) => signals,
         Err(exit) => return exit,
     };
-    let mut lock = client.lock(args.name.as_str()).on_lost(|| {});
-    if let Some(ttl) = args.ttl {
-        lock = lock.ttl(ttl);
-    }
+    let mut lock = args.hold.lock(client, &args.name);
     if let Some(value) = &args.value {
         lock = lock.value(value.as_str());
     }
@@ -58,7 +45,7 @@ pub async fn elect(client: &Client, args: ElectArgs) -> Exit {
             guard.holder(),
             guard.fencing_token()
         ));
-        match hold(guard, &args.name, &args.command, args.grace, &mut signals).await {
+        match hold(guard, &args.name, &args.hold, &mut signals).await {
             // Asked to stop, or one term only: the command's status is ours.
             Ended::Exited { code, signalled } if signalled || args.once => {
                 return Exit::quiet(code);

@@ -21,6 +21,14 @@ pub struct RunArgs {
     /// Give up after waiting this long (30s, 5m); without it, wait as long as it takes.
     #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     pub wait: Option<Duration>,
+    /// The ttl, the grace and the command: the same for `run` and `elect`.
+    #[command(flatten)]
+    pub hold: HoldArgs,
+}
+
+/// What a holding needs, for `run` and `elect` alike.
+#[derive(Debug, clap::Args)]
+pub struct HoldArgs {
     /// The lock's ttl: how long it outlives this process if it dies (default: the elector's).
     #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     pub ttl: Option<Duration>,
@@ -30,6 +38,17 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+impl HoldArgs {
+    /// The lock `name` with this ttl, whose loss [`hold`] handles (no callback).
+    pub fn lock(&self, client: &Client, name: &str) -> Lock {
+        let lock = client.lock(name).on_lost(|| {});
+        match self.ttl {
+            Some(ttl) => lock.ttl(ttl),
+            None => lock,
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, received by syncctl.
@@ -100,21 +119,16 @@ pub enum Ended {
     NotStarted(Exit),
 }
 
-/// Runs `command` while `guard` holds `name`: passes signals on, releases the lock when the
-/// command exits, stops the command when the lock is lost.
-pub async fn hold(
-    guard: LockGuard,
-    name: &str,
-    command: &[OsString],
-    grace: Duration,
-    signals: &mut Signals,
-) -> Ended {
+/// Runs the command while `guard` holds `name`: passes signals on, releases the lock when the
+/// command exits, stops the command (within `args.grace`) when the lock is lost.
+pub async fn hold(guard: LockGuard, name: &str, args: &HoldArgs, signals: &mut Signals) -> Ended {
+    let grace = args.grace;
     let env = [
         ("SYNC_LOCK", name.to_owned()),
         ("SYNC_FENCING_TOKEN", guard.fencing_token().to_string()),
         ("SYNC_HOLDER", guard.holder().to_owned()),
     ];
-    let mut child = match Running::start(command, &env) {
+    let mut child = match Running::start(&args.command, &env) {
         Ok(child) => child,
         Err(exit) => {
             let _ = guard.release().await;
@@ -175,15 +189,12 @@ pub async fn run(client: &Client, args: RunArgs) -> Exit {
         Ok(signals) => signals,
         Err(exit) => return exit,
     };
-    let mut lock = client.lock(args.lock.as_str()).on_lost(|| {});
-    if let Some(ttl) = args.ttl {
-        lock = lock.ttl(ttl);
-    }
+    let lock = args.hold.lock(client, &args.lock);
     let guard = match acquire(&lock, args.wait, &mut signals).await {
         Ok(guard) => guard,
         Err(exit) => return exit,
     };
-    match hold(guard, &args.lock, &args.command, args.grace, &mut signals).await {
+    match hold(guard, &args.lock, &args.hold, &mut signals).await {
         Ended::Exited { code, .. } => Exit::quiet(code),
         Ended::Lost(exit) | Ended::NotStarted(exit) => exit,
     }
