@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sync_client::{Client, LockState};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::exit::{self, Exit};
 
@@ -40,11 +39,9 @@ pub async fn get(client: &Client, name: &str, output: Output) -> Exit {
 /// `syncctl watch NAME`: the state now, then a line per change, until SIGINT or SIGTERM, or the
 /// elector ends the stream.
 pub async fn watch(client: &Client, name: &str, output: Output) -> Exit {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return Exit::fail(exit::FAILURE, "could not listen for SIGINT and SIGTERM");
+    let mut signals = match crate::run::Signals::listen() {
+        Ok(signals) => signals,
+        Err(exit) => return exit,
     };
     let mut states = match client.watch(name).await {
         Ok(states) => states,
@@ -69,8 +66,7 @@ pub async fn watch(client: &Client, name: &str, output: Output) -> Exit {
                 Some(Err(err)) => return crate::client_error(err),
                 None => return Exit::fail(exit::FAILURE, "the elector ended the watch (it is shutting down)"),
             },
-            _ = interrupt.recv() => return Exit::quiet(0),
-            _ = terminate.recv() => return Exit::quiet(0),
+            _ = signals.recv() => return Exit::quiet(0),
         }
     }
 }
