@@ -91,6 +91,56 @@ async fn on_kube_apiserver_a_release_from_another_elector_racing_an_attempt_neve
     .await;
 }
 
+/// The cache drops `managedFields` to save memory; the writes built from it must not drop the
+/// server's record of who owns which field (another manager's annotation stays its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_kube_apiserver_our_writes_keep_other_managers_fields() {
+    let namespace = real_namespace("fields");
+    let store = real_store_in(&namespace).await;
+    let lock = name("fields");
+    let Attempt::Acquired(lease) = store
+        .try_acquire(&lock, &claim("pod-a/1", 15))
+        .await
+        .unwrap()
+    else {
+        panic!("free lock")
+    };
+    let plane = sync_testkit::ControlPlane::shared();
+    plane.kubectl_ok(&[
+        "annotate",
+        "-n",
+        &namespace,
+        "lease/fields",
+        "team=storage",
+        "--field-manager=someone-else",
+    ]);
+    // Let the watch bring the annotated version into the cache before renewing from it.
+    sleep(Duration::from_millis(500)).await;
+    let lease = store.renew(&lock, &lease).await.unwrap();
+    store.release(&lock, &lease).await.unwrap();
+    let object: serde_json::Value = serde_json::from_str(&plane.kubectl_ok(&[
+        "get",
+        "-n",
+        &namespace,
+        "lease/fields",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    assert_eq!(object["metadata"]["annotations"]["team"], "storage");
+    let managers: Vec<&str> = object["metadata"]["managedFields"]
+        .as_array()
+        .expect("the server keeps managedFields")
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(
+        managers.contains(&"someone-else"),
+        "another manager's field ownership was lost: {managers:?}"
+    );
+}
+
 /// The holder on one store and the waiter on another, as with two electors: the waiter's store
 /// hears of the release only through its watch of the API.
 #[tokio::test(flavor = "multi_thread")]
