@@ -154,6 +154,18 @@ impl Client {
         self.unary("KV/Put", "/etcdserverpb.KV/Put", request).await
     }
 
+    /// Deletes one key: `Ok(true)` when it was there.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
+        let request = DeleteRangeRequest {
+            key: key.into(),
+            ..Default::default()
+        };
+        let response: DeleteRangeResponse = self
+            .unary("KV/DeleteRange", "/etcdserverpb.KV/DeleteRange", request)
+            .await?;
+        Ok(response.deleted > 0)
+    }
+
     /// Grants a lease of `ttl` seconds.
     pub async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrantResponse, Error> {
         let request = LeaseGrantRequest { ttl, id: 0 };

@@ -195,6 +195,34 @@ pub struct PutResponse {
     pub prev_kv: Option<KeyValue>,
 }
 
+/// Deletes a key or a range of keys.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteRangeRequest {
+    /// The key, or the first key of the range.
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    /// The end of the range (exclusive); empty for the one key.
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+    /// Answer with the deleted keys.
+    #[prost(bool, tag = "3")]
+    pub prev_kv: bool,
+}
+
+/// The answer to a delete.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteRangeResponse {
+    /// The header; its revision is the delete's.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    /// How many keys were deleted.
+    #[prost(int64, tag = "2")]
+    pub deleted: i64,
+    /// The deleted keys, when asked for.
+    #[prost(message, repeated, tag = "3")]
+    pub prev_kvs: Vec<KeyValue>,
+}
+
 /// Asks for a lease.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseGrantRequest {

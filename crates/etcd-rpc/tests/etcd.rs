@@ -76,6 +76,11 @@ async fn puts_and_ranges_keep_etcd_meaning_of_every_field() {
         .unwrap();
     assert_eq!(before_second.kvs.len(), 1);
     assert_eq!(before_second.kvs[0].key, b"/p/b");
+
+    assert!(client.delete("/p/a").await.unwrap(), "it was there");
+    assert!(!client.delete("/p/a").await.unwrap(), "and is gone");
+    let left = client.range(RangeRequest::prefix("/p/")).await.unwrap();
+    assert_eq!(left.count, 1, "one key deleted, its neighbour kept");
 }
 
 #[tokio::test(flavor = "multi_thread")]
