@@ -408,6 +408,7 @@ impl Manager {
         store_lease: StoreLease,
         sent: Instant,
     ) -> Result<(StoreLease, Instant), AcquireError> {
+        let sent = store_lease.valid_since(sent);
         let clock = LeaseClock::new(store_lease.ttl, sent, Instant::now());
         if clock.is_fresh(Instant::now()) {
             return Ok((store_lease, sent));
@@ -415,7 +416,10 @@ impl Manager {
         let store = &self.inner.store;
         let resent = Instant::now();
         match timeout(clock.renew_interval(), store.renew(name, &store_lease)).await {
-            Ok(Ok(renewed)) => Ok((renewed, resent)),
+            Ok(Ok(renewed)) => {
+                let since = renewed.valid_since(resent);
+                Ok((renewed, since))
+            }
             failed => {
                 warn!(lock = %name, "the acquiring write took too long and could not be confirmed; giving the lock back");
                 let _ = timeout(clock.renew_interval(), store.release(name, &store_lease)).await;
@@ -677,12 +681,13 @@ async fn keep(manager: Manager, lease: Arc<Lease>) {
                 match result {
                     Ok(Ok(renewed)) => {
                         last_failure = None;
+                        let since = renewed.valid_since(sent);
                         *lease.store_lease.lock().expect("store lease poisoned") = renewed;
                         lease
                             .clock
                             .lock()
                             .expect("lease clock poisoned")
-                            .store_renewed(sent);
+                            .store_renewed(since);
                     }
                     Ok(Err(StoreError::NotHolder)) => {
                         manager.end(&lease, Ending::Lost("another holder took the lock".into()));

@@ -181,3 +181,127 @@ async fn an_unreachable_cluster_is_a_clear_error() {
     };
     assert!(!message.is_empty(), "{err} ({endpoints})");
 }
+
+/// What one elector sends etcd while it holds two locks and five of its claims wait: one
+/// session lease kept alive once per ttl/3 for all seven keys, no read per renewal, and the
+/// sweep's one read per ttl while claims wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_session_keeps_every_key_alive_with_one_request_per_renew_interval() {
+    let cluster = one_member("session").await;
+    let store = store_on(&cluster).await;
+    let ttl = Duration::from_secs(6);
+    let claim = |holder: &str| Claim {
+        holder: holder.into(),
+        ttl,
+        value: None,
+    };
+    let (held, x) = (LockName::new("held").unwrap(), LockName::new("x").unwrap());
+    let mut leases = Vec::new();
+    for (lock, holder) in [(&held, "a"), (&x, "a")] {
+        let Attempt::Acquired(lease) = store.try_acquire(lock, &claim(holder)).await.unwrap()
+        else {
+            panic!("free lock")
+        };
+        leases.push((lock, lease));
+    }
+    for i in 0..5 {
+        assert!(matches!(
+            store
+                .try_acquire(&x, &claim(&format!("w{i}")))
+                .await
+                .unwrap(),
+            Attempt::Busy { .. }
+        ));
+    }
+    let sessions = store.describe()["sessions"].clone();
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    assert_eq!(sessions[0]["keys"], 7, "{sessions}");
+
+    let before = cluster.received(0).unwrap();
+    let window = Duration::from_secs(18);
+    let started = tokio::time::Instant::now();
+    // Renew as the manager does: a third of the ttl after the validity each renewal reports.
+    while started.elapsed() < window {
+        sleep(ttl / 3).await;
+        for (lock, lease) in &mut leases {
+            *lease = store.renew(lock, lease).await.expect("still held");
+        }
+    }
+    let after = cluster.received(0).unwrap();
+    let sent =
+        |method: &str| after.get(method).unwrap_or(&0.0) - before.get(method).unwrap_or(&0.0);
+    let intervals = window.as_secs_f64() / (ttl / 3).as_secs_f64();
+    eprintln!(
+        "in {window:?}: {} keep-alives, {} ranges, {} grants, {} puts",
+        sent("LeaseKeepAlive"),
+        sent("Range"),
+        sent("LeaseGrant"),
+        sent("Put")
+    );
+    assert!(sent("LeaseKeepAlive") >= 1.0, "the session was kept alive");
+    assert!(
+        sent("LeaseKeepAlive") <= intervals + 2.0,
+        "more than one keep-alive per renew interval: {} in {intervals} intervals",
+        sent("LeaseKeepAlive")
+    );
+    let sweeps = window.as_secs_f64() / ttl.as_secs_f64();
+    assert!(
+        sent("Range") <= sweeps + 1.0,
+        "renewals read the keys: {} ranges",
+        sent("Range")
+    );
+    assert_eq!(sent("LeaseGrant"), 0.0);
+    assert_eq!(sent("Put"), 0.0);
+    for i in 0..5 {
+        assert!(
+            matches!(
+                store
+                    .try_acquire(&x, &claim(&format!("w{i}")))
+                    .await
+                    .unwrap(),
+                Attempt::Busy { .. }
+            ),
+            "waiter w{i} kept its place"
+        );
+    }
+}
+
+/// A holding the manager stops renewing (it was declared lost, or its elector hung) must not be
+/// kept alive by the session its waiters share: it ends about a ttl after its last renewal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holding_nobody_renews_expires_though_its_session_lives_on() {
+    let cluster = one_member("unrenewed").await;
+    let (a, b) = (store_on(&cluster).await, store_on(&cluster).await);
+    let lock = LockName::new("quiet").unwrap();
+    let Attempt::Acquired(_) = a.try_acquire(&lock, &claim("a")).await.unwrap() else {
+        panic!("free lock")
+    };
+    // a's session stays in use: a claim of a waits on another lock b holds.
+    let other = LockName::new("busy").unwrap();
+    let Attempt::Acquired(_) = b.try_acquire(&other, &claim("b")).await.unwrap() else {
+        panic!("free lock")
+    };
+    assert!(matches!(
+        a.try_acquire(&other, &claim("a2")).await.unwrap(),
+        Attempt::Busy { .. }
+    ));
+    let started = tokio::time::Instant::now();
+    let mut changes = b.subscribe(&lock);
+    loop {
+        match b.try_acquire(&lock, &claim("c")).await.unwrap() {
+            Attempt::Acquired(_) => break,
+            Attempt::Busy { .. } => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the unrenewed holding never ended"
+                );
+                let _ = timeout(Duration::from_secs(1), changes.changed()).await;
+            }
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "it ended before its ttl: {:?}",
+        started.elapsed()
+    );
+}

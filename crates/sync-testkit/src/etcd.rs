@@ -132,6 +132,33 @@ impl EtcdCluster {
         format!("127.0.0.1:{}", self.members[i].client_port)
     }
 
+    /// gRPC messages member `i` has received, by method, from its Prometheus metrics
+    /// (`grpc_server_msg_received_total`): a unary call is one message, and so is each
+    /// keep-alive sent on a stream.
+    pub fn received(&self, i: usize) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+        use anyhow::Context;
+        let (_, text) = crate::http::get(&format!("http://{}/metrics", self.endpoint(i)))
+            .context("reading etcd's metrics")?;
+        let mut by_method = std::collections::HashMap::new();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_msg_received_total{"))
+        {
+            let method = line
+                .split("grpc_method=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("?");
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            *by_method.entry(method.to_owned()).or_default() += value;
+        }
+        Ok(by_method)
+    }
+
     /// Every member's client endpoint on `host` (one of the extra hosts), comma-separated.
     pub fn endpoints_on(&self, host: &str) -> String {
         self.members

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::{ControlPlane, ElectorProc, EtcdCluster};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use kube_test_server::TestServer;
 
 /// Environment variables for a child process.
@@ -239,7 +239,7 @@ impl Backend {
                     ("delete".into(), c.delete as f64),
                 ]))
             }
-            Backend::Etcd(cluster) => etcd_messages(&cluster.endpoint(0)),
+            Backend::Etcd(cluster) => cluster.received(0),
             Backend::KubeApiServer { plane, .. } => Ok(plane
                 .requests(client)
                 .into_iter()
@@ -261,29 +261,4 @@ pub fn wait_ready(url: &str, within: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// gRPC messages etcd has received, by method, from its Prometheus metrics
-/// (`grpc_server_msg_received_total`).
-fn etcd_messages(endpoint: &str) -> Result<HashMap<String, f64>> {
-    let (_, text) = crate::http::get(&format!("http://{endpoint}/metrics"))
-        .context("reading etcd's metrics")?;
-    let mut by_method = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("grpc_server_msg_received_total{"))
-    {
-        let method = line
-            .split("grpc_method=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or("?");
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *by_method.entry(method.to_owned()).or_default() += value;
-    }
-    Ok(by_method)
 }

@@ -134,6 +134,7 @@ impl State {
 
 fn lease_of(held: &Held, token: u64) -> StoreLease {
     StoreLease {
+        valid_from: None,
         holder: held.holder.clone(),
         token,
         ttl: held.ttl,

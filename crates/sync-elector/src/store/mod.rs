@@ -58,9 +58,21 @@ pub struct StoreLease {
     pub ttl: Duration,
     /// The value shown to followers.
     pub value: Option<String>,
-    /// The store's version of the record, for compare-and-set (a resourceVersion, an etcd lease id,
+    /// The store's version of the record, for compare-and-set (a resourceVersion, an etcd key,
     /// a counter): opaque outside the store that made it.
     pub revision: String,
+    /// When the store's own clock for this holding started, if before the request that returned
+    /// it: a store that keeps many holdings alive with one shared renewal (etcd's session lease)
+    /// reports when that renewal was sent, and the manager counts validity from there. `None`:
+    /// from when the request was sent.
+    pub valid_from: Option<Instant>,
+}
+
+impl StoreLease {
+    /// When this holding's validity starts, for a request sent at `sent`: the earlier of the two.
+    pub fn valid_since(&self, sent: Instant) -> Instant {
+        self.valid_from.map_or(sent, |from| from.min(sent))
+    }
 }
 
 /// A lock as the store knows it.

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use etcd_rpc::KeyValue;
 use serde_json::json;
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use super::session::Share;
 use crate::store::Signals;
 
 /// A claimant: its lock's name and its holder identity.
@@ -27,9 +28,9 @@ pub(super) type Id = (String, String);
 
 /// A claimant of this elector with a key in the line (not yet the owner).
 pub(super) struct Contender {
-    /// Its etcd lease, which its key lives under.
+    /// Its etcd lease (its session's), which its key lives under.
     pub lease: i64,
-    /// Its key, `{prefix}{lock}/{lease:016x}`.
+    /// Its key, `{prefix}{lock}/{lease:016x}-{n:x}`.
     pub key: String,
     /// The key's create revision: its place in line, and its fencing token once it owns the lock.
     pub revision: i64,
@@ -41,8 +42,8 @@ pub(super) struct Contender {
     reading: Option<HashSet<String>>,
     /// Whether it was woken since its attempt began (it will read the line again).
     woken: bool,
-    /// The task keeping the lease alive while the claimant waits; stopped when it leaves.
-    keepalive: Option<JoinHandle<()>>,
+    /// Its share of the session that keeps its lease alive; given up when it leaves.
+    pub share: Option<Share>,
 }
 
 impl Contender {
@@ -52,7 +53,7 @@ impl Contender {
         key: String,
         revision: i64,
         ttl: Duration,
-        keepalive: Option<JoinHandle<()>>,
+        share: Option<Share>,
     ) -> Self {
         Self {
             lease,
@@ -62,17 +63,26 @@ impl Contender {
             predecessor: None,
             reading: None,
             woken: false,
-            keepalive,
+            share,
         }
     }
 }
 
-impl Drop for Contender {
-    fn drop(&mut self) {
-        if let Some(task) = &self.keepalive {
-            task.abort();
-        }
-    }
+/// A key of this elector that owns its lock.
+pub(super) struct Held {
+    /// The holder identity.
+    pub holder: String,
+    /// The fencing token: the key's create revision.
+    pub token: u64,
+    /// When the last renewal (or the grant) that covers it was sent.
+    pub renewed: Instant,
+    /// Its share of the session that keeps its lease alive.
+    pub share: Share,
+    /// The prefix watch reported the key's deletion: the holding is over.
+    pub gone: bool,
+    /// Whether the watch has covered the key since it was last read: false after the watch lost
+    /// history (a compaction), until a renewal reads the key again.
+    pub verified: bool,
 }
 
 /// Where a claimant stands, from one read of its lock's keys, oldest first.
@@ -108,6 +118,8 @@ pub(super) fn position<'a>(line: &'a [KeyValue], key: &str) -> Position<'a> {
 pub(super) struct Line {
     /// This elector's claimants with a key in a line.
     pub contenders: HashMap<Id, Contender>,
+    /// This elector's keys that own their lock, by key.
+    pub held: HashMap<String, Held>,
     /// Waiters' signals: a predecessor went away, or this store changed the lock.
     pub waiters: Signals,
     /// Followers' signals: any change of the lock.
@@ -166,6 +178,9 @@ impl Line {
     /// (and one whose own key it was, so that it queues again), and record it for reading
     /// attempts.
     pub fn deleted(&mut self, name: &str, key: &str) {
+        if let Some(held) = self.held.get_mut(key) {
+            held.gone = true;
+        }
         let mut wake = false;
         for ((lock, _), c) in &mut self.contenders {
             if lock != name {
@@ -179,6 +194,36 @@ impl Line {
         if wake {
             self.wake(name);
         }
+    }
+
+    /// etcd said the session lease `lease` is gone, and every key under it: wake its waiters so
+    /// they queue again (the watch reports the keys' deletions too; this does not wait for it).
+    pub fn lease_gone(&mut self, lease: i64) {
+        let names: HashSet<String> = self
+            .contenders
+            .iter()
+            .filter(|(_, c)| c.lease == lease)
+            .map(|((name, _), _)| name.clone())
+            .collect();
+        for name in names {
+            self.wake(&name);
+        }
+    }
+
+    /// Takes out the holdings under `lease` that nobody renewed for a whole ttl, as of `now`.
+    pub fn unrenewed(&mut self, lease: i64, now: Instant) -> Vec<(String, Held)> {
+        let keys: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                let session = h.share.session();
+                session.lease == lease && h.renewed + session.ttl <= now
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.held.remove(&key).map(|held| (key, held)))
+            .collect()
     }
 
     /// How often to sweep: the shortest ttl among waiting claimants, or `None` when nobody

@@ -1,25 +1,30 @@
 //! The etcd store: locks on an etcd v3 cluster, outside Kubernetes, with etcd's own concurrency
 //! recipe.
 //!
-//! - Each claimant puts a key of its own, `{prefix}{name}/{lease id}`, under an etcd lease whose
-//!   ttl is the lock's ttl (kept alive by this elector while it waits or holds). The key with the
-//!   lowest create revision owns the lock; the fencing token is that create revision, so tokens
-//!   strictly increase with every new holder.
+//! - Each claimant puts a key of its own, `{prefix}{name}/{lease id}-{n}`, under the etcd lease
+//!   of this elector's session for the lock's ttl ([`session`]): one lease, and one keep-alive
+//!   per `ttl / 3`, however many of its claims wait or hold. The key with the lowest create
+//!   revision owns the lock; the fencing token is that create revision, so tokens strictly
+//!   increase with every new holder.
 //! - Waiters are served in the order their keys were created (first come, first served across
 //!   every elector), and each waits for its *predecessor* only: one watch over the prefix, per
 //!   elector, wakes a waiter when the key just before its own is deleted. A release therefore
 //!   wakes one waiter, not all of them. `line.rs` holds the rule that keeps that wake-up from
 //!   being lost, and a periodic sweep catches an event etcd never delivered (`tasks.rs`).
-//! - Release revokes the holder's lease, which deletes its key. A claimant that stops waiting
-//!   revokes its lease too, leaving the line.
+//! - Release deletes the holder's key; a claimant that stops waiting deletes its key too, leaving
+//!   the line. A holder's renewal is the session's keep-alive alone: the prefix watch tells the
+//!   store when a held key is deleted, so a renewal reads the key only while the watch is down
+//!   or after it lost history.
 //! - When the cluster loses quorum or the elector is cut off, renewals fail and the holder is told
 //!   "lost" by the renew deadline; the server-side lease may outlive that, which the
 //!   client-validity rule covers.
 
 mod line;
+mod session;
 mod tasks;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,7 +38,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info};
 
-use self::line::{Contender, Id, Line, Position, position};
+use self::line::{Contender, Held, Id, Line, Position, position};
+use self::session::{Beat, Event, Sessions};
 use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
 
 /// How long one etcd request may take.
@@ -56,6 +62,10 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     line: Arc<Mutex<Line>>,
+    /// The shared leases that every key of this store lives under.
+    sessions: Sessions,
+    /// Numbers the keys this store writes under one lease.
+    written: AtomicU64,
     /// Becomes true once the prefix watch has started. From then on it covers every change after
     /// any read this store makes, also across re-establishment (it resumes from the last
     /// revision seen), so a waiter cannot miss its predecessor's deletion.
@@ -100,9 +110,18 @@ where
     Err(unavailable(step, last.unwrap_or_default()))
 }
 
-/// Sends one keep-alive for `lease`: `true` while the lease lives, `false` once it is gone.
-async fn keep_alive_once(client: &Client, lease: i64) -> Result<bool, etcd_rpc::Error> {
-    Ok(client.lease_keep_alive_once(lease).await?.is_some())
+/// Deletes a holding's key in the background, again until etcd answers (or the session's lease
+/// is gone, which took the key with it); the holding's share of its session goes with it.
+fn give_up(client: Client, key: String, held: Held) {
+    tokio::spawn(async move {
+        while !held.share.session().dead() {
+            match timeout(REQUEST_TIMEOUT, client.delete(key.as_bytes())).await {
+                Ok(Ok(_)) => break,
+                _ => sleep(Duration::from_secs(1)).await,
+            }
+        }
+        drop(held);
+    });
 }
 
 /// A key of ours as text (every key this store writes is).
@@ -149,6 +168,8 @@ impl EtcdStore {
             client,
             prefix: prefix.to_owned(),
             line,
+            sessions: Sessions::default(),
+            written: AtomicU64::new(0),
             covered,
             tasks: [watcher, sweep],
         }
@@ -162,11 +183,14 @@ impl EtcdStore {
         format!("{}{name}/", self.prefix)
     }
 
+    /// A new key for a claim on `name` under `lease`: unique, as the lease id is in the cluster
+    /// and the number in this store.
     fn key(&self, name: &LockName, lease: i64) -> String {
-        format!("{}{lease:016x}", self.lock_prefix(name))
+        let n = self.written.fetch_add(1, Ordering::Relaxed);
+        format!("{}{lease:016x}-{n:x}", self.lock_prefix(name))
     }
 
-    /// The claimant's place in line: found, or made (a lease, kept alive, and a key under it).
+    /// The claimant's place in line: found, or made (a key under this elector's session).
     async fn place(
         &self,
         name: &LockName,
@@ -176,10 +200,24 @@ impl EtcdStore {
         if let Some(c) = self.line().contenders.get(&id) {
             return Ok((c.lease, c.key.clone(), c.revision));
         }
-        let ttl = i64::try_from(claim.ttl.as_secs()).unwrap_or(i64::MAX);
         let client = self.client.clone();
-        let grant = call("granting a lease", || client.lease_grant(ttl)).await?;
-        let lease = grant.id;
+        let line = Arc::downgrade(&self.line);
+        let events = client.clone();
+        let hook = Arc::new(move |event: Event| {
+            let Some(line) = line.upgrade() else { return };
+            match event {
+                Event::Gone(lease) => tasks::lock(&line).lease_gone(lease),
+                Event::Due(lease) => {
+                    let unrenewed = tasks::lock(&line).unrenewed(lease, Instant::now());
+                    for (key, held) in unrenewed {
+                        debug!(%key, "a holding nobody renewed for its ttl expires");
+                        give_up(events.clone(), key, held);
+                    }
+                }
+            }
+        });
+        let share = self.sessions.share(&client, claim.ttl, hook).await?;
+        let lease = share.session().lease;
         let key = self.key(name, lease);
         let value = serde_json::to_vec(&Value {
             holder: claim.holder.clone(),
@@ -197,16 +235,9 @@ impl EtcdStore {
         })
         .await?;
         let revision = revision_of(put.header.as_ref());
-        let keepalive = tokio::spawn(tasks::keep_alive(
-            client,
-            lease,
-            claim.ttl / 3,
-            self.line.clone(),
-            name.to_string(),
-        ));
         self.line().contenders.insert(
             id,
-            Contender::new(lease, key.clone(), revision, claim.ttl, Some(keepalive)),
+            Contender::new(lease, key.clone(), revision, claim.ttl, Some(share)),
         );
         Ok((lease, key, revision))
     }
@@ -271,28 +302,44 @@ impl EtcdStore {
         }
     }
 
-    /// The key `lease` owns, checked: it exists, was created at the lease's token, and names its
+    /// Whether the key `lease` names is still its holding, as far as this store knows without a
+    /// read: held here and not reported deleted. `Ok(true)` when the prefix watch has covered the
+    /// key since it was last read; `Ok(false)` when it must be read to be sure.
+    fn known_held(&self, lease: &StoreLease) -> Result<bool, StoreError> {
+        let line = self.line();
+        match line.held.get(&lease.revision) {
+            Some(held)
+                if held.holder == lease.holder
+                    && held.token == lease.token
+                    && !held.gone
+                    && !held.share.session().dead() =>
+            {
+                Ok(held.verified && line.watching)
+            }
+            _ => Err(StoreError::NotHolder),
+        }
+    }
+
+    /// Reads the key `lease` names: it exists, was created at the lease's token, and names its
     /// holder. `NotHolder` otherwise.
-    async fn owned(&self, name: &LockName, lease: &StoreLease) -> Result<i64, StoreError> {
-        let id: i64 = lease.revision.parse().map_err(|_| StoreError::NotHolder)?;
+    async fn check_owned(&self, lease: &StoreLease) -> Result<(), StoreError> {
         let kv = self
-            .exists(&self.key(name, id))
+            .exists(&lease.revision)
             .await?
             .ok_or(StoreError::NotHolder)?;
         let value: Option<Value> = serde_json::from_slice(&kv.value).ok();
         let ours = u64::try_from(kv.create_revision).ok() == Some(lease.token)
             && value.is_some_and(|v| v.holder == lease.holder);
         if ours {
-            Ok(id)
+            Ok(())
         } else {
             Err(StoreError::NotHolder)
         }
     }
 
-    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        call("revoking a lease", || self.client.lease_revoke(lease))
-            .await
-            .map(drop)
+    /// Deletes one of this store's keys.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        call("deleting a key", || self.client.delete(key.as_bytes())).await
     }
 }
 
@@ -317,8 +364,7 @@ impl Store for EtcdStore {
             .map_err(|_| unavailable("watching locks", "the watch on etcd stopped"))?;
         let id: Id = (name.to_string(), claim.holder.clone());
         for _ in 0..2 {
-            let waited = self.line().contenders.contains_key(&id);
-            let (lease, key, revision) = self.place(name, claim).await?;
+            let (_, key, revision) = self.place(name, claim).await?;
             // From here on, deletions in this lock's line are recorded for us (see `line`).
             self.line().begin_read(&id);
             let line = match self.read_line(name).await {
@@ -330,28 +376,38 @@ impl Store for EtcdStore {
             };
             match position(&line, &key) {
                 Position::Head => {
-                    self.line().end_read(&id);
-                    // A waiter's lease was last kept alive up to a third of the ttl ago, but
-                    // the grant's validity is counted from this call: refresh the lease first,
-                    // or it could run out in etcd before the holder's renew deadline.
-                    if waited
-                        && !call("refreshing the lease", || {
-                            keep_alive_once(&self.client, lease)
-                        })
-                        .await?
-                    {
-                        self.line().contenders.remove(&id);
+                    let mut l = self.line();
+                    l.end_read(&id);
+                    let Some(share) = l.contenders.remove(&id).and_then(|c| c.share) else {
+                        continue;
+                    };
+                    // The session's lease was last kept alive a while ago, perhaps a third of
+                    // the ttl: the grant's validity counts from that keep-alive, not from this
+                    // call (the manager renews at once when too little is left).
+                    let valid_from = share.session().beat();
+                    if share.session().dead() {
                         continue;
                     }
-                    let mut l = self.line();
-                    l.contenders.remove(&id);
+                    let verified = l.watching;
+                    l.held.insert(
+                        key.clone(),
+                        Held {
+                            holder: claim.holder.clone(),
+                            token: u64::try_from(revision).unwrap_or(0),
+                            renewed: valid_from,
+                            share,
+                            gone: false,
+                            verified,
+                        },
+                    );
                     l.waiters.notify(name.as_str());
                     return Ok(Attempt::Acquired(StoreLease {
                         holder: claim.holder.clone(),
                         token: u64::try_from(revision).unwrap_or(0),
                         ttl: claim.ttl,
                         value: claim.value.clone(),
-                        revision: lease.to_string(),
+                        revision: key,
+                        valid_from: Some(valid_from),
                     }));
                 }
                 Position::Behind { owner, predecessor } => {
@@ -375,20 +431,55 @@ impl Store for EtcdStore {
         ))
     }
 
-    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
-        let id = self.owned(name, lease).await?;
-        let alive = call("renewing the lease", || keep_alive_once(&self.client, id)).await?;
-        if !alive {
-            return Err(StoreError::NotHolder);
+    async fn renew(&self, _name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+        if !self.known_held(lease)? {
+            self.check_owned(lease).await?;
+            if let Some(held) = self.line().held.get_mut(&lease.revision) {
+                held.verified = true;
+            }
         }
-        Ok(lease.clone())
+        let session = match self.line().held.get(&lease.revision) {
+            Some(held) => held.share.session().clone(),
+            None => return Err(StoreError::NotHolder),
+        };
+        match session.renew(&self.client).await? {
+            Beat::Alive(sent) => {
+                if let Some(held) = self.line().held.get_mut(&lease.revision) {
+                    held.renewed = held.renewed.max(sent);
+                }
+                Ok(StoreLease {
+                    valid_from: Some(sent),
+                    ..lease.clone()
+                })
+            }
+            Beat::Gone => {
+                self.line().held.remove(&lease.revision);
+                Err(StoreError::NotHolder)
+            }
+        }
     }
 
     async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
-        let id = self.owned(name, lease).await?;
-        self.revoke(id).await?;
+        // Only a key this store holds: the key names the holding, so deleting it gives up
+        // exactly this holding and nothing else.
+        {
+            let mut line = self.line();
+            let ours = line
+                .held
+                .get(&lease.revision)
+                .is_some_and(|h| h.holder == lease.holder && h.token == lease.token);
+            if !ours {
+                return Err(StoreError::NotHolder);
+            }
+            line.held.remove(&lease.revision);
+        }
+        let deleted = self.delete(&lease.revision).await?;
         self.line().waiters.notify(name.as_str());
-        Ok(())
+        if deleted {
+            Ok(())
+        } else {
+            Err(StoreError::NotHolder)
+        }
     }
 
     async fn get(&self, name: &LockName) -> Result<Option<Record>, StoreError> {
@@ -449,14 +540,43 @@ impl Store for EtcdStore {
             .contenders
             .remove(&(name.to_string(), claim.holder.clone()));
         if let Some(c) = contender
-            && let Err(err) = self.revoke(c.lease).await
+            && let Err(err) = self.delete(&c.key).await
         {
             debug!(lock = %name, error = %err, "could not leave the line; the place expires with its lease");
         }
     }
 
+    fn lost(&self, name: &LockName, holder: &str) {
+        // The session keeps every key under it alive, so a holding the manager gave up as lost
+        // (its renewals timed out) must be deleted, or its key would keep the lock for as long as
+        // the session lives. Deleted in the background, again until etcd answers.
+        let prefix = self.lock_prefix(name);
+        let lost: Vec<(String, Held)> = {
+            let mut line = self.line();
+            let keys: Vec<String> = line
+                .held
+                .iter()
+                .filter(|(key, held)| key.starts_with(&prefix) && held.holder == holder)
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|key| line.held.remove(&key).map(|held| (key, held)))
+                .collect()
+        };
+        for (key, held) in lost {
+            give_up(self.client.clone(), key, held);
+        }
+    }
+
     fn describe(&self) -> serde_json::Value {
-        self.line().describe()
+        let mut described = self.line().describe();
+        described["sessions"] = self
+            .sessions
+            .describe()
+            .into_iter()
+            .map(|(lease, ttl, keys)| serde_json::json!({"lease": lease, "ttl_seconds": ttl, "keys": keys}))
+            .collect();
+        described
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

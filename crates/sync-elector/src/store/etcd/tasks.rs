@@ -1,5 +1,5 @@
-//! The etcd store's background tasks: the prefix watch that wakes waiters and followers, the
-//! sweep that catches what the watch missed, and the keep-alive of each waiting claimant's lease.
+//! The etcd store's background tasks: the prefix watch that wakes waiters and followers and
+//! tells holders their key is gone, and the sweep that catches what the watch missed.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,25 +17,6 @@ const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 pub(super) fn lock(line: &Mutex<Line>) -> MutexGuard<'_, Line> {
     line.lock().expect("etcd store state poisoned")
-}
-
-/// Keeps a waiting claimant's lease alive; when it cannot, wakes the waiter so it queues again.
-pub(super) async fn keep_alive(
-    client: Client,
-    lease: i64,
-    every: Duration,
-    line: Arc<Mutex<Line>>,
-    name: String,
-) {
-    let every = every.max(Duration::from_millis(200));
-    loop {
-        sleep(every).await;
-        let alive = timeout(REQUEST_TIMEOUT, client.lease_keep_alive_once(lease)).await;
-        if let Ok(Ok(None)) = alive {
-            lock(&line).wake(&name);
-            return;
-        }
-    }
 }
 
 /// One watch over the whole prefix: followers hear every change of their lock; a waiter hears
@@ -103,6 +84,11 @@ pub(super) async fn watch_prefix(
                 let names: HashSet<String> = l.contenders.keys().map(|(n, _)| n.clone()).collect();
                 for name in names {
                     l.wake(&name);
+                }
+                // A held key's deletion may be in the lost history: read each before trusting
+                // it again.
+                for held in l.held.values_mut() {
+                    held.verified = false;
                 }
                 break;
             }
