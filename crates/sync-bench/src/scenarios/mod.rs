@@ -7,6 +7,7 @@ pub mod failover;
 pub mod floor;
 pub mod footprint;
 pub mod handover;
+pub mod instructions;
 pub mod load;
 pub mod soak;
 
@@ -19,9 +20,10 @@ use crate::report::Report;
 use sync_testkit::stores::{Backend, StoreKind};
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "floor",
     "acquire",
+    "instructions",
     "handover",
     "failover",
     "footprint",
@@ -91,6 +93,7 @@ pub fn run(name: &str, run: &mut Run) -> Result<()> {
     match name {
         "floor" => floor::run(run),
         "acquire" => acquire::run(run),
+        "instructions" => instructions::run(run),
         "handover" => handover::run(run),
         "failover" => failover::run(run),
         "footprint" => footprint::run(run),
