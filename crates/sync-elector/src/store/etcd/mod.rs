@@ -39,7 +39,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info};
 
 use self::line::{Contender, Held, Id, Line, Position, position};
-use self::session::{Beat, Event, Sessions};
+use self::session::{Beat, Event, Sessions, Share};
 use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
 
 /// How long one etcd request may take.
@@ -110,18 +110,47 @@ where
     Err(unavailable(step, last.unwrap_or_default()))
 }
 
-/// Deletes a holding's key in the background, again until etcd answers (or the session's lease
-/// is gone, which took the key with it); the holding's share of its session goes with it.
-fn give_up(client: Client, key: String, held: Held) {
+/// Deletes one of our keys in a task of its own, so that a caller that stops waiting (a release
+/// bounded by a timeout) does not stop the delete. The first answer goes to the receiver
+/// (`true`: the key was there); after a failure the task tries again until etcd answers, or
+/// until the session's lease is gone, which took the key with it. The key's share of its
+/// session goes with the task: the session would keep a key whose delete failed alive for as
+/// long as any other key uses it, so a failed delete is never left to the lease's expiry.
+fn delete_key(
+    client: Client,
+    key: String,
+    share: Share,
+) -> tokio::sync::oneshot::Receiver<Result<bool, StoreError>> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        while !held.share.session().dead() {
-            match timeout(REQUEST_TIMEOUT, client.delete(key.as_bytes())).await {
-                Ok(Ok(_)) => break,
-                _ => sleep(Duration::from_secs(1)).await,
+        let first = call("deleting a key", || client.delete(key.as_bytes())).await;
+        let failed = first.is_err();
+        let _ = answer.send(first);
+        if failed {
+            while !share.session().dead() {
+                match timeout(REQUEST_TIMEOUT, client.delete(key.as_bytes())).await {
+                    Ok(Ok(_)) => break,
+                    _ => sleep(Duration::from_millis(200)).await,
+                }
             }
         }
-        drop(held);
+        drop(share);
     });
+    answered
+}
+
+/// [`delete_key`], without waiting for the answer.
+fn give_up(client: Client, key: String, share: Share) {
+    drop(delete_key(client, key, share));
+}
+
+/// Waits for [`delete_key`]'s first answer.
+async fn deleted(
+    answered: tokio::sync::oneshot::Receiver<Result<bool, StoreError>>,
+) -> Result<bool, StoreError> {
+    answered
+        .await
+        .unwrap_or_else(|_| Err(unavailable("deleting a key", "the delete task stopped")))
 }
 
 /// A key of ours as text (every key this store writes is).
@@ -203,7 +232,7 @@ impl EtcdStore {
         let client = self.client.clone();
         let line = Arc::downgrade(&self.line);
         let events = client.clone();
-        let hook = Arc::new(move |event: Event| {
+        let hook: session::Hook = Arc::new(move |event: Event| {
             let Some(line) = line.upgrade() else { return };
             match event {
                 Event::Gone(lease) => tasks::lock(&line).lease_gone(lease),
@@ -211,29 +240,55 @@ impl EtcdStore {
                     let unrenewed = tasks::lock(&line).unrenewed(lease, Instant::now());
                     for (key, held) in unrenewed {
                         debug!(%key, "a holding nobody renewed for its ttl expires");
-                        give_up(events.clone(), key, held);
+                        give_up(events.clone(), key, held.share);
                     }
                 }
             }
         });
-        let share = self.sessions.share(&client, claim.ttl, hook).await?;
-        let lease = share.session().lease;
-        let key = self.key(name, lease);
         let value = serde_json::to_vec(&Value {
             holder: claim.holder.clone(),
             value: claim.value.clone(),
             ttl_seconds: claim.ttl.as_secs(),
         })
         .expect("a Value serializes");
-        let put = call("queueing for the lock", || {
-            client.put(PutRequest {
-                key: key.clone().into_bytes(),
-                value: value.clone(),
-                lease,
-                ..Default::default()
+        let mut retried = false;
+        let (share, lease, key, put) = loop {
+            let share = self
+                .sessions
+                .share(&client, claim.ttl, hook.clone())
+                .await?;
+            let lease = share.session().lease;
+            let key = self.key(name, lease);
+            let put = call("queueing for the lock", || {
+                client.put(PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: value.clone(),
+                    lease,
+                    ..Default::default()
+                })
             })
-        })
-        .await?;
+            .await;
+            match put {
+                Ok(put) => break (share, lease, key, put),
+                Err(err) => {
+                    // etcd refuses a key under a lease it no longer has: the session died
+                    // unnoticed (the elector was paused past the ttl), so queue under a new one.
+                    let lapsed = err.to_string().contains("lease not found");
+                    if lapsed {
+                        share.session().mark_dead();
+                    } else {
+                        // The put may have landed with its answer lost; the session would keep
+                        // that key alive in the line, so delete it.
+                        give_up(client.clone(), key, share);
+                    }
+                    if lapsed && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        };
         let revision = revision_of(put.header.as_ref());
         self.line().contenders.insert(
             id,
@@ -336,11 +391,6 @@ impl EtcdStore {
             Err(StoreError::NotHolder)
         }
     }
-
-    /// Deletes one of this store's keys.
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        call("deleting a key", || self.client.delete(key.as_bytes())).await
-    }
 }
 
 #[async_trait]
@@ -376,18 +426,32 @@ impl Store for EtcdStore {
             };
             match position(&line, &key) {
                 Position::Head => {
-                    let mut l = self.line();
-                    l.end_read(&id);
-                    let Some(share) = l.contenders.remove(&id).and_then(|c| c.share) else {
-                        continue;
+                    let share = {
+                        let mut l = self.line();
+                        l.end_read(&id);
+                        l.contenders.remove(&id).and_then(|c| c.share)
                     };
-                    // The session's lease was last kept alive a while ago, perhaps a third of
-                    // the ttl: the grant's validity counts from that keep-alive, not from this
-                    // call (the manager renews at once when too little is left).
-                    let valid_from = share.session().beat();
-                    if share.session().dead() {
+                    let Some(share) = share else { continue };
+                    // The grant's validity counts from the session's last keep-alive, not from
+                    // this call. When that is a renew interval old or more (the elector was
+                    // paused, or keep-alives failed), keep the lease alive first; a lease that
+                    // is gone took our key with it, and we queue again.
+                    let session = share.session().clone();
+                    let mut valid_from = session.beat();
+                    if valid_from.elapsed() >= claim.ttl / 3 {
+                        match session.renew(&self.client).await {
+                            Ok(Beat::Alive(sent)) => valid_from = sent,
+                            Ok(Beat::Gone) => continue,
+                            Err(err) => {
+                                give_up(self.client.clone(), key, share);
+                                return Err(err);
+                            }
+                        }
+                    }
+                    if session.dead() {
                         continue;
                     }
+                    let mut l = self.line();
                     let verified = l.watching;
                     l.held.insert(
                         key.clone(),
@@ -462,7 +526,7 @@ impl Store for EtcdStore {
     async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
         // Only a key this store holds: the key names the holding, so deleting it gives up
         // exactly this holding and nothing else.
-        {
+        let held = {
             let mut line = self.line();
             let ours = line
                 .held
@@ -471,9 +535,13 @@ impl Store for EtcdStore {
             if !ours {
                 return Err(StoreError::NotHolder);
             }
-            line.held.remove(&lease.revision);
-        }
-        let deleted = self.delete(&lease.revision).await?;
+            line.held.remove(&lease.revision)
+        };
+        let Some(held) = held else {
+            return Err(StoreError::NotHolder);
+        };
+        let answered = delete_key(self.client.clone(), lease.revision.clone(), held.share);
+        let deleted = deleted(answered).await?;
         self.line().waiters.notify(name.as_str());
         if deleted {
             Ok(())
@@ -539,10 +607,10 @@ impl Store for EtcdStore {
             .line()
             .contenders
             .remove(&(name.to_string(), claim.holder.clone()));
-        if let Some(c) = contender
-            && let Err(err) = self.delete(&c.key).await
-        {
-            debug!(lock = %name, error = %err, "could not leave the line; the place expires with its lease");
+        let Some(c) = contender else { return };
+        let Some(share) = c.share else { return };
+        if let Err(err) = deleted(delete_key(self.client.clone(), c.key, share)).await {
+            debug!(lock = %name, error = %err, "could not leave the line yet; trying again in the background");
         }
     }
 
@@ -564,7 +632,7 @@ impl Store for EtcdStore {
                 .collect()
         };
         for (key, held) in lost {
-            give_up(self.client.clone(), key, held);
+            give_up(self.client.clone(), key, held.share);
         }
     }
 

@@ -43,6 +43,9 @@ pub(super) struct Session {
     /// The lease's ttl.
     pub ttl: Duration,
     state: Mutex<State>,
+    /// Held while a keep-alive is in flight: a renewal and the beat falling due together (they
+    /// do, as both count from the last keep-alive) send one, not two.
+    sending: tokio::sync::Mutex<()>,
 }
 
 struct State {
@@ -107,16 +110,34 @@ impl Session {
         self.state().dead
     }
 
-    /// Renews the lease for a holder: reuses a keep-alive sent within `ttl / 6`, else sends one.
+    /// etcd refused a key under the lease because the lease is gone.
+    pub fn mark_dead(&self) {
+        let mut state = self.state();
+        state.dead = true;
+        state.ended = true;
+    }
+
+    /// A keep-alive sent within `ttl / 6`, or whether the lease is gone.
+    fn recent(&self) -> Option<Beat> {
+        let state = self.state();
+        if state.dead {
+            Some(Beat::Gone)
+        } else if state.beat.elapsed() < self.ttl / REUSE_WITHIN {
+            Some(Beat::Alive(state.beat))
+        } else {
+            None
+        }
+    }
+
+    /// Renews the lease for a holder: reuses a keep-alive sent within `ttl / 6` (or in flight),
+    /// else sends one.
     pub async fn renew(&self, client: &Client) -> Result<Beat, StoreError> {
-        {
-            let state = self.state();
-            if state.dead {
-                return Ok(Beat::Gone);
-            }
-            if state.beat.elapsed() < self.ttl / REUSE_WITHIN {
-                return Ok(Beat::Alive(state.beat));
-            }
+        if let Some(beat) = self.recent() {
+            return Ok(beat);
+        }
+        let _sending = self.sending.lock().await;
+        if let Some(beat) = self.recent() {
+            return Ok(beat);
         }
         self.keep_alive(client).await
     }
@@ -173,6 +194,7 @@ impl Sessions {
                 ended: false,
                 dead: false,
             }),
+            sending: tokio::sync::Mutex::new(()),
         });
         debug!(lease = grant.id, ?ttl, "new etcd session");
         self.map().insert(secs, session.clone());
@@ -230,7 +252,15 @@ async fn beat(client: Client, session: Weak<Session>, hook: Hook) {
                 continue;
             }
         }
-        match timeout(REQUEST_TIMEOUT, s.keep_alive(&client)).await {
+        let sending = s.sending.lock().await;
+        if s.beat().elapsed() < interval {
+            // A holder's renewal sent one while we waited for it.
+            next = None;
+            continue;
+        }
+        let sent = timeout(REQUEST_TIMEOUT, s.keep_alive(&client)).await;
+        drop(sending);
+        match sent {
             Ok(Ok(Beat::Alive(_))) => next = None,
             Ok(Ok(Beat::Gone)) => {
                 debug!(lease = s.lease, "the etcd session's lease is gone");
