@@ -4,6 +4,7 @@
 //! way, `client` ← `heartbeat` ← `lock` ← `election`, and each adds its own constructor to
 //! [`Client`] (`Client::lock` in lock.rs, `Client::election` in election.rs).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
     AcquireRequest, DEFAULT_URL, ErrorBody, Grant, LockList, LockState, Renewal, TOKEN_FILE_ENV,
-    URL_ENV, codes, paths,
+    URL_ENV, codes, lease_event, paths,
 };
 
 use crate::error::{Error, Result};
@@ -256,12 +257,19 @@ impl Client {
         }
     }
 
+    /// One acquire request. It asks for the answer as the lease's event stream (one round trip
+    /// for the grant and the stream); an elector that predates that answers with the grant as
+    /// JSON, and the stream is then opened separately.
     pub(crate) async fn acquire(&self, name: &str, body: &AcquireRequest) -> Result<Acquired> {
         self.usable()?;
         let response = self
             .inner
             .http
             .post(format!("{}{}", self.inner.base, paths::acquire(name)))
+            .header(
+                reqwest::header::ACCEPT,
+                "text/event-stream, application/json;q=0.5",
+            )
             .json(body)
             .send()
             .await
@@ -278,11 +286,34 @@ impl Client {
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
-        let grant: Grant = response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("unreadable grant: {e}")))?;
-        Ok(Acquired::Granted(grant))
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !streamed {
+            let grant: Grant = response
+                .json()
+                .await
+                .map_err(|e| Error::Protocol(format!("unreadable grant: {e}")))?;
+            return Ok(Acquired::Granted(grant, None));
+        }
+        let mut events: Events = Box::pin(event_stream(response));
+        match events.next().await {
+            Some(Ok((kind, data))) if kind == lease_event::GRANTED => {
+                let grant: Grant = serde_json::from_str(&data)
+                    .map_err(|e| Error::Protocol(format!("unreadable grant: {e}")))?;
+                Ok(Acquired::Granted(grant, Some(events)))
+            }
+            Some(Ok((kind, _))) => Err(Error::Protocol(format!(
+                "the acquire's event stream began with {kind:?}, not {:?}",
+                lease_event::GRANTED
+            ))),
+            Some(Err(err)) => Err(err),
+            None => Err(Error::Protocol(
+                "the acquire's event stream ended before the grant".into(),
+            )),
+        }
     }
 
     /// Heartbeats a lease. `timeout` bounds the request.
@@ -308,17 +339,30 @@ impl Client {
         path: &str,
     ) -> Result<impl Stream<Item = Result<(String, String)>> + Send + 'static + use<>> {
         let response = self.send(Method::GET, path, None::<&()>, None).await?;
-        Ok(response.bytes_stream().eventsource().map(|item| {
-            item.map(|e| (e.event, e.data))
-                .map_err(|e| Error::Protocol(format!("event stream broke: {e}")))
-        }))
+        Ok(event_stream(response))
     }
+}
+
+/// A lease's server-sent events, as `(event, data)` pairs.
+pub(crate) type Events = Pin<Box<dyn Stream<Item = Result<(String, String)>> + Send>>;
+
+/// The `(event, data)` pairs of a server-sent-event answer.
+fn event_stream(
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<(String, String)>> + Send + 'static + use<> {
+    response.bytes_stream().eventsource().map(|item| {
+        item.map(|e| (e.event, e.data))
+            .map_err(|e| Error::Protocol(format!("event stream broke: {e}")))
+    })
 }
 
 /// What one acquire request came back with.
 pub(crate) enum Acquired {
-    Granted(Grant),
-    Busy { holder: Option<String> },
+    /// The grant, and the lease's event stream when the elector answered with it.
+    Granted(Grant, Option<Events>),
+    Busy {
+        holder: Option<String>,
+    },
 }
 
 async fn rejection(response: reqwest::Response) -> Error {

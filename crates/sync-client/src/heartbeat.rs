@@ -7,18 +7,17 @@
 //! time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
 //! before any other elector can take the lock, so a holder is told before anyone else acquires.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use sync_protocol::{LostEvent, lease_event, paths};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::client::Client;
+use crate::client::{Client, Events};
 use crate::error::Error;
 
 /// What happens when a lease is lost.
@@ -64,8 +63,6 @@ impl LossSignal {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<(String, String), Error>> + Send>>;
-
 /// The lease a keeper keeps.
 struct Kept {
     client: Client,
@@ -91,8 +88,9 @@ impl Drop for Keeper {
 }
 
 impl Keeper {
-    /// Starts keeping a lease: opens its event stream (so the elector hears at once if this
-    /// process dies, and this keeper hears at once of a loss), then heartbeats in a task.
+    /// Starts keeping a lease: opens its event stream unless the acquire answered with it (so
+    /// the elector hears at once if this process dies, and this keeper hears at once of a
+    /// loss), then heartbeats in a task.
     /// `valid_until` comes from the grant; the first heartbeat goes out at once, so the validity
     /// is soon measured from a request this keeper timed itself.
     pub(crate) async fn start(
@@ -102,14 +100,18 @@ impl Keeper {
         ttl: Duration,
         valid_until: Instant,
         on_lost: OnLost,
+        events: Option<Events>,
     ) -> Result<Self, Error> {
-        let events = match client.events(&paths::lease_events(&lease_id)).await {
-            Ok(stream) => Some(Box::pin(stream) as Events),
-            Err(Error::Lost { reason, .. }) => return Err(Error::Lost { name, reason }),
-            Err(err) => {
-                debug!(lock = %name, error = %err, "no event stream; relying on heartbeats");
-                None
-            }
+        let events = match events {
+            Some(events) => Some(events),
+            None => match client.events(&paths::lease_events(&lease_id)).await {
+                Ok(stream) => Some(Box::pin(stream) as Events),
+                Err(Error::Lost { reason, .. }) => return Err(Error::Lost { name, reason }),
+                Err(err) => {
+                    debug!(lock = %name, error = %err, "no event stream; relying on heartbeats");
+                    None
+                }
+            },
         };
         let signal = LossSignal {
             token: CancellationToken::new(),

@@ -148,8 +148,8 @@ impl Lock {
             wait_seconds: wait.map(|w| w.as_secs_f64()),
             value: self.value.clone(),
         };
-        let grant = match self.client.acquire(name.as_str(), &body).await? {
-            Acquired::Granted(grant) => grant,
+        let (grant, events) = match self.client.acquire(name.as_str(), &body).await? {
+            Acquired::Granted(grant, events) => (grant, events),
             Acquired::Busy { holder } => return Ok(Err(holder)),
         };
         let valid_until = Instant::now() + Duration::from_millis(grant.valid_for_ms);
@@ -164,6 +164,7 @@ impl Lock {
             Duration::from_secs(grant.ttl_seconds),
             valid_until,
             on_lost,
+            events,
         )
         .await?;
         if let Some(callback) = &self.on_acquired {

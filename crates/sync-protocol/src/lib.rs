@@ -169,8 +169,12 @@ pub struct LockList {
 
 /// Event names on `GET /v1/leases/{lease_id}/events`.
 pub mod lease_event {
-    /// The first event: the lease is held. Data: [`super::Renewal`].
+    /// The first event of `GET /v1/leases/{id}/events`: the lease is held. Data:
+    /// [`super::Renewal`].
     pub const HELD: &str = "held";
+    /// The first event of an acquire answered as a stream (`Accept: text/event-stream`): the
+    /// lock is held. Data: [`super::Grant`].
+    pub const GRANTED: &str = "granted";
     /// The lease is lost; the stream ends. Data: [`super::LostEvent`].
     pub const LOST: &str = "lost";
     /// The holder released the lease; the stream ends. No data.

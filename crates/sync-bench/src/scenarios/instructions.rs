@@ -72,7 +72,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         Summary::of(&[per]).expect("one"),
     );
     row.note = Some(format!(
-        "callgrind's Ir over {loops} loops, each 3 HTTP requests; the dump is in {}",
+        "callgrind's Ir over {loops} loops, each an acquire answered with its event stream, a release, and the first heartbeat; the dump is in {}",
         dir.display()
     ));
     Ok(())

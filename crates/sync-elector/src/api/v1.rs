@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 #[allow(unused_imports)] // ErrorBody is named only in the OpenAPI annotations
 use sync_protocol::ErrorBody;
@@ -20,7 +21,7 @@ use tracing::warn;
 use super::App;
 use super::error::ApiError;
 use super::extract::{JsonBody, LeasePath, LockPath};
-use crate::manager::{AcquireOptions, Ending, Manager};
+use crate::manager::{AcquireOptions, Ending, Lease, Manager};
 use crate::store::Record;
 
 /// How often an idle event stream carries a comment. Writing is also how a closed connection is
@@ -92,10 +93,27 @@ pub fn state_of(name: &LockName, record: Option<Record>, waiters: u64) -> LockSt
     }
 }
 
+/// Whether the client asked for the acquire's answer as the lease's event stream.
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
 /// Waits for the lock and takes it.
 ///
 /// Answers once the lock is held, or with 409 when `wait_seconds` ran out first. Closing the
-/// request leaves the queue. The holder must then open the lease's event stream or heartbeat.
+/// request leaves the queue. With `Accept: text/event-stream` the answer is the lease's event
+/// stream, whose first event, `granted`, carries the Grant (one round trip instead of two);
+/// otherwise the Grant as JSON, and the holder then opens the event stream or heartbeats.
 #[utoipa::path(
     post,
     path = "/v1/locks/{name}/acquire",
@@ -103,7 +121,10 @@ pub fn state_of(name: &LockName, record: Option<Record>, waiters: u64) -> LockSt
     params(super::openapi::NamePath),
     request_body(content = Option<AcquireRequest>, content_type = "application/json", description = "Every field is optional; an empty body waits until acquired, with the elector's default ttl"),
     responses(
-        (status = 200, description = "The lock is held: the lease", body = Grant, links(
+        (status = 200, description = "The lock is held: the lease as JSON, or with `Accept: text/event-stream` the lease's event stream, whose first event `granted` carries the Grant", content(
+            (Grant = "application/json"),
+            (super::openapi::ServerSentEvent = "text/event-stream"),
+        ), links(
             ("renew" = (operation_id = "renew", parameters(("id" = "$response.body#/lease_id")))),
             ("release" = (operation_id = "release", parameters(("id" = "$response.body#/lease_id")))),
             ("events" = (operation_id = "lease_events", parameters(("id" = "$response.body#/lease_id")))),
@@ -117,19 +138,29 @@ pub fn state_of(name: &LockName, record: Option<Record>, waiters: u64) -> LockSt
 )]
 pub async fn acquire(
     State(app): State<App>,
+    version: axum::http::Version,
+    headers: HeaderMap,
     LockPath(name): LockPath,
     JsonBody(req): JsonBody<AcquireRequest>,
-) -> Result<Json<Grant>, ApiError> {
+) -> Result<Response, ApiError> {
     let options = app.acquire_options(req)?;
     let lease = app.manager.acquire(name, options).await?;
-    Ok(Json(Grant {
+    let grant = Grant {
         name: lease.name.to_string(),
         lease_id: lease.id.clone(),
         token: lease.token,
         holder: lease.holder.clone(),
         ttl_seconds: lease.ttl.as_secs(),
         valid_for_ms: millis(lease.valid_for()),
-    }))
+    };
+    if !wants_stream(&headers) {
+        return Ok(Json(grant).into_response());
+    }
+    let granted = Event::default()
+        .event(lease_event::GRANTED)
+        .json_data(grant)
+        .expect("a Grant serializes");
+    Ok(lease_stream(&app, &lease, granted, version).into_response())
 }
 
 /// Heartbeats a lease.
@@ -230,10 +261,22 @@ pub async fn lease_events(
             valid_for_ms: millis(lease.valid_for()),
         })
         .expect("a Renewal serializes");
+    Ok(lease_stream(&app, &lease, held, version))
+}
+
+/// A lease's event stream: `first`, then `lost` or `released`, after which it ends. Closing it
+/// while the lease is held releases the lease.
+fn lease_stream(
+    app: &App,
+    lease: &Lease,
+    first: Event,
+    version: axum::http::Version,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    let held = first;
     let ending = lease.ending();
     let guard = ReleaseOnClose {
         manager: app.manager.clone(),
-        id,
+        id: lease.id.clone(),
     };
     let stream =
         futures_util::stream::unfold(Some((Some(held), ending, guard)), |state| async move {
@@ -264,7 +307,7 @@ pub async fn lease_events(
     } else {
         EVENTS_KEEPALIVE
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keepalive)))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(keepalive))
 }
 
 /// The lock's state as this elector observes it.
