@@ -2,7 +2,7 @@
 //! recipe.
 //!
 //! - Each claimant puts a key of its own, `{prefix}{name}/{lease id}-{n}`, under the etcd lease
-//!   of this elector's session for the lock's ttl ([`session`]): one lease, and one keep-alive
+//!   of this elector's session for the lock's ttl (`session.rs`): one lease, and one keep-alive
 //!   per `ttl / 3`, however many of its claims wait or hold. The key with the lowest create
 //!   revision owns the lock; the fencing token is that create revision, so tokens strictly
 //!   increase with every new holder.
