@@ -294,19 +294,14 @@ async fn a_holding_nobody_renews_expires_though_its_session_lives_on() {
         Attempt::Busy { .. }
     ));
     let started = tokio::time::Instant::now();
-    let mut changes = b.subscribe(&lock);
-    loop {
-        match b.try_acquire(&lock, &claim("c")).await.unwrap() {
-            Attempt::Acquired(_) => break,
-            Attempt::Busy { .. } => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "the unrenewed holding never ended"
-                );
-                let _ = timeout(Duration::from_secs(1), changes.changed()).await;
-            }
-        }
-    }
+    acquired_within(
+        &b,
+        &lock,
+        &claim("c"),
+        Duration::from_secs(20),
+        "the unrenewed holding never ended",
+    )
+    .await;
     assert!(
         started.elapsed() >= Duration::from_secs(4),
         "it ended before its ttl: {:?}",
@@ -338,16 +333,32 @@ async fn a_release_whose_caller_stops_waiting_still_frees_the_lock() {
     ));
     // The release is dropped at its first wait, as a timeout that ran out drops it.
     let _ = timeout(Duration::ZERO, a.release(&lock, &held)).await;
+    acquired_within(
+        &b,
+        &lock,
+        &claim("c"),
+        Duration::from_secs(12),
+        "the released key was kept alive by the session",
+    )
+    .await;
+}
+
+/// Tries `claim` on `lock` until it is granted, woken by the lock's signal (and at least every
+/// second); fails with `why` when that takes `bound` or longer.
+async fn acquired_within(
+    store: &EtcdStore,
+    lock: &LockName,
+    claim: &Claim,
+    bound: Duration,
+    why: &str,
+) {
     let started = tokio::time::Instant::now();
-    let mut changes = b.subscribe(&lock);
+    let mut changes = store.subscribe(lock);
     loop {
-        match b.try_acquire(&lock, &claim("c")).await.unwrap() {
-            Attempt::Acquired(_) => break,
+        match store.try_acquire(lock, claim).await.unwrap() {
+            Attempt::Acquired(_) => return,
             Attempt::Busy { .. } => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(12),
-                    "the released key was kept alive by the session"
-                );
+                assert!(started.elapsed() < bound, "{why}");
                 let _ = timeout(Duration::from_secs(1), changes.changed()).await;
             }
         }

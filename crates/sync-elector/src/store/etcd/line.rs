@@ -212,18 +212,15 @@ impl Line {
 
     /// Takes out the holdings under `lease` that nobody renewed for a whole ttl, as of `now`.
     pub fn unrenewed(&mut self, lease: i64, now: Instant) -> Vec<(String, Held)> {
-        let keys: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, h)| {
-                let session = h.share.session();
-                session.lease == lease && h.renewed + session.ttl <= now
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        keys.into_iter()
-            .filter_map(|key| self.held.remove(&key).map(|held| (key, held)))
-            .collect()
+        self.take_held(|_, h| {
+            let session = h.share.session();
+            session.lease == lease && h.renewed + session.ttl <= now
+        })
+    }
+
+    /// Takes out the holdings, by key, that `which` picks.
+    pub fn take_held(&mut self, mut which: impl FnMut(&str, &Held) -> bool) -> Vec<(String, Held)> {
+        self.held.extract_if(|key, held| which(key, held)).collect()
     }
 
     /// How often to sweep: the shortest ttl among waiting claimants, or `None` when nobody

@@ -619,18 +619,9 @@ impl Store for EtcdStore {
         // (its renewals timed out) must be deleted, or its key would keep the lock for as long as
         // the session lives. Deleted in the background, again until etcd answers.
         let prefix = self.lock_prefix(name);
-        let lost: Vec<(String, Held)> = {
-            let mut line = self.line();
-            let keys: Vec<String> = line
-                .held
-                .iter()
-                .filter(|(key, held)| key.starts_with(&prefix) && held.holder == holder)
-                .map(|(key, _)| key.clone())
-                .collect();
-            keys.into_iter()
-                .filter_map(|key| line.held.remove(&key).map(|held| (key, held)))
-                .collect()
-        };
+        let lost = self
+            .line()
+            .take_held(|key, held| key.starts_with(&prefix) && held.holder == holder);
         for (key, held) in lost {
             give_up(self.client.clone(), key, held.share);
         }
