@@ -4,8 +4,9 @@
 //!   queue contends in the store, so one elector is one contender per lock (no herd).
 //! - The head waits without polling: it sleeps until the store signals a change of the lock or the
 //!   current holding's observed expiry, whichever comes first.
-//! - Each granted lease gets a keeper task that drives its [`LeaseClock`]: renew the store every
+//! - The keeper (`manager/keeper.rs`) drives each granted lease's [`LeaseClock`]: renew the store every
 //!   `ttl/3`, declare the lease lost at the renew deadline, release it when the holder goes silent.
+//!   A sleeping lease is an entry on one agenda, not a task of its own.
 //! - Ended leases leave a tombstone for a while, so a late renew learns *why* (410 lost) instead of
 //!   a bare "unknown lease".
 
@@ -15,11 +16,15 @@ use std::time::Duration;
 
 use sync_protocol::LockName;
 use tokio::sync::{Notify, watch};
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::lease::{LeaseClock, Step};
+mod keeper;
+
+use keeper::{Keepers, Keeping};
+
+use crate::lease::LeaseClock;
 use crate::metrics::Metrics;
 use crate::store::{Attempt, Claim, Record, Store, StoreError, StoreLease};
 
@@ -41,6 +46,7 @@ struct Inner {
     metrics: Metrics,
     shutdown: CancellationToken,
     state: Mutex<State>,
+    keepers: Keepers,
 }
 
 #[derive(Default)]
@@ -83,8 +89,12 @@ pub struct Lease {
     clock: Mutex<LeaseClock>,
     store_lease: Mutex<StoreLease>,
     end: watch::Sender<Option<Ending>>,
-    /// Stops the keeper once the lease has ended.
-    stop: CancellationToken,
+    /// Orders this lease on the keeper's agenda.
+    serial: u64,
+    /// Where the lease is in the keeper's hands.
+    keeping: Mutex<Keeping>,
+    /// The last renewal failure logged for this lease: the same failure is not logged again.
+    renew_failure: Mutex<Option<String>>,
 }
 
 impl Lease {
@@ -240,6 +250,7 @@ impl Manager {
                 metrics,
                 shutdown: CancellationToken::new(),
                 state: Mutex::new(State::default()),
+                keepers: Keepers::default(),
             }),
         }
     }
@@ -472,7 +483,9 @@ impl Manager {
             clock: Mutex::new(LeaseClock::new(store_lease.ttl, sent, now)),
             store_lease: Mutex::new(store_lease),
             end: watch::channel(None).0,
-            stop: CancellationToken::new(),
+            serial: self.inner.keepers.serial(),
+            keeping: Mutex::new(Keeping::Busy),
+            renew_failure: Mutex::new(None),
         });
         {
             let mut state = self.inner.state.lock().expect("manager state poisoned");
@@ -492,7 +505,7 @@ impl Manager {
         self.inner.metrics.acquisitions.inc();
         self.inner.metrics.held.inc();
         info!(lock = %name, holder = %lease.holder, token = lease.token, "acquired");
-        tokio::spawn(keep(self.clone(), lease.clone()));
+        self.inner.keepers.start(self, lease.clone());
         lease
     }
 
@@ -571,7 +584,7 @@ impl Manager {
         } else {
             info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "released");
         }
-        lease.stop.cancel();
+        self.inner.keepers.forget(lease);
         lease.end.send_replace(Some(ending));
         true
     }
@@ -641,97 +654,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The keeper of one lease: follows its clock until the lease ends.
-async fn keep(manager: Manager, lease: Arc<Lease>) {
-    let store = manager.inner.store.clone();
-    // The last renewal failure logged: the same failure again is not logged again.
-    let mut last_failure: Option<String> = None;
-    loop {
-        let step = lease
-            .clock
-            .lock()
-            .expect("lease clock poisoned")
-            .step(Instant::now());
-        match step {
-            Step::SleepUntil(at) => {
-                tokio::select! {
-                    () = sleep_until(at) => {}
-                    () = lease.stop.cancelled() => return,
-                }
-            }
-            Step::RenewStore => {
-                let current = lease
-                    .store_lease
-                    .lock()
-                    .expect("store lease poisoned")
-                    .clone();
-                let deadline = lease
-                    .clock
-                    .lock()
-                    .expect("lease clock poisoned")
-                    .valid_until();
-                let sent = Instant::now();
-                let result = tokio::select! {
-                    result = timeout_at(deadline, store.renew(&lease.name, &current)) => result,
-                    () = lease.stop.cancelled() => return,
-                };
-                match result {
-                    Ok(Ok(renewed)) => {
-                        last_failure = None;
-                        let since = renewed.valid_since(sent);
-                        *lease.store_lease.lock().expect("store lease poisoned") = renewed;
-                        lease
-                            .clock
-                            .lock()
-                            .expect("lease clock poisoned")
-                            .store_renewed(since);
-                    }
-                    Ok(Err(StoreError::NotHolder)) => {
-                        manager.end(&lease, Ending::Lost("another holder took the lock".into()));
-                        return;
-                    }
-                    Ok(Err(err)) => {
-                        let message = err.to_string();
-                        if last_failure.as_ref() != Some(&message) {
-                            warn!(lock = %lease.name, error = %message, "renewal failed; retrying until the renew deadline (the same failure is not logged again)");
-                            last_failure = Some(message);
-                        }
-                        lease
-                            .clock
-                            .lock()
-                            .expect("lease clock poisoned")
-                            .store_failed(Instant::now());
-                    }
-                    Err(_) => {
-                        // The deadline passed while the store was silent; the next step says so.
-                    }
-                }
-            }
-            Step::HolderSilent => {
-                let reason = format!(
-                    "the holder sent no heartbeat for its ttl of {}",
-                    humantime::format_duration(lease.ttl)
-                );
-                if manager.end(&lease, Ending::Lost(reason)) {
-                    manager.release_in_store(&lease).await;
-                }
-                return;
-            }
-            Step::DeadlinePassed => {
-                let reason = format!(
-                    "the {} store could not be renewed before the renew deadline",
-                    store.kind()
-                );
-                if manager.end(&lease, Ending::Lost(reason)) {
-                    // If the store comes back before the holding runs out, give it up at once
-                    // rather than leave it to expire; a holding that is no longer ours is untouched.
-                    manager.release_in_store(&lease).await;
-                }
-                return;
-            }
-        }
     }
 }
