@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sync_protocol::LockName;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -88,7 +88,10 @@ pub struct Lease {
     legacy: bool,
     clock: Mutex<LeaseClock>,
     store_lease: Mutex<StoreLease>,
-    end: watch::Sender<Option<Ending>>,
+    /// How it ended, once it has.
+    ended: Mutex<Option<Ending>>,
+    /// Wakes whoever waits for the ending.
+    ending: Notify,
     /// Orders this lease on the keeper's agenda.
     serial: u64,
     /// Where the lease is in the keeper's hands.
@@ -106,9 +109,19 @@ impl Lease {
             .valid_for(Instant::now())
     }
 
-    /// A receiver that sees `Some(ending)` once the lease ends.
-    pub fn ending(&self) -> watch::Receiver<Option<Ending>> {
-        self.end.subscribe()
+    /// How the lease ended: waits until it has.
+    pub async fn ended(&self) -> Ending {
+        let notified = self.ending.notified();
+        tokio::pin!(notified);
+        loop {
+            // Registered before the look, so an ending between the two still wakes us.
+            notified.as_mut().enable();
+            if let Some(ending) = self.ended.lock().expect("lease ending poisoned").clone() {
+                return ending;
+            }
+            notified.as_mut().await;
+            notified.set(self.ending.notified());
+        }
     }
 }
 
@@ -482,7 +495,8 @@ impl Manager {
             legacy,
             clock: Mutex::new(LeaseClock::new(store_lease.ttl, sent, now)),
             store_lease: Mutex::new(store_lease),
-            end: watch::channel(None).0,
+            ended: Mutex::new(None),
+            ending: Notify::new(),
             serial: self.inner.keepers.serial(),
             keeping: Mutex::new(Keeping::Busy),
             renew_failure: Mutex::new(None),
@@ -585,7 +599,8 @@ impl Manager {
             info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "released");
         }
         self.inner.keepers.forget(lease);
-        lease.end.send_replace(Some(ending));
+        *lease.ended.lock().expect("lease ending poisoned") = Some(ending);
+        lease.ending.notify_waiters();
         true
     }
 

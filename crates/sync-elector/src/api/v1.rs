@@ -1,6 +1,7 @@
 //! The v1 API handlers: acquire, renew, release, lease events, lock state, list and watch.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -215,12 +216,12 @@ pub async fn release(
 /// connection closed, so the holder is gone.
 struct ReleaseOnClose {
     manager: Manager,
-    id: String,
+    lease: Arc<Lease>,
 }
 
 impl Drop for ReleaseOnClose {
     fn drop(&mut self) {
-        let (manager, id) = (self.manager.clone(), std::mem::take(&mut self.id));
+        let (manager, id) = (self.manager.clone(), self.lease.id.clone());
         if manager.lease(&id).is_err() {
             return;
         }
@@ -268,40 +269,29 @@ pub async fn lease_events(
 /// while the lease is held releases the lease.
 fn lease_stream(
     app: &App,
-    lease: &Lease,
+    lease: &Arc<Lease>,
     first: Event,
     version: axum::http::Version,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
-    let held = first;
-    let ending = lease.ending();
     let guard = ReleaseOnClose {
         manager: app.manager.clone(),
-        id: lease.id.clone(),
+        lease: lease.clone(),
     };
-    let stream =
-        futures_util::stream::unfold(Some((Some(held), ending, guard)), |state| async move {
-            let (first, mut ending, guard) = state?;
-            if let Some(event) = first {
-                return Some((Ok(event), Some((None, ending, guard))));
-            }
-            let end = loop {
-                if let Some(end) = ending.borrow_and_update().clone() {
-                    break end;
-                }
-                if ending.changed().await.is_err() {
-                    break Ending::Lost("the elector dropped the lease".into());
-                }
-            };
-            let event = match end {
-                Ending::Released => Event::default().event(lease_event::RELEASED).data(""),
-                Ending::Lost(reason) => Event::default()
-                    .event(lease_event::LOST)
-                    .json_data(LostEvent { reason })
-                    .expect("a LostEvent serializes"),
-            };
-            drop(guard);
-            Some((Ok(event), None))
-        });
+    let stream = futures_util::stream::unfold(Some((Some(first), guard)), |state| async move {
+        let (first, guard) = state?;
+        if let Some(event) = first {
+            return Some((Ok(event), Some((None, guard))));
+        }
+        let event = match guard.lease.ended().await {
+            Ending::Released => Event::default().event(lease_event::RELEASED).data(""),
+            Ending::Lost(reason) => Event::default()
+                .event(lease_event::LOST)
+                .json_data(LostEvent { reason })
+                .expect("a LostEvent serializes"),
+        };
+        drop(guard);
+        Some((Ok(event), None))
+    });
     let keepalive = if version == axum::http::Version::HTTP_2 {
         EVENTS_KEEPALIVE_HTTP2
     } else {

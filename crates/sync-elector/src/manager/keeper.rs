@@ -198,11 +198,10 @@ async fn renew(manager: Manager, lease: Arc<Lease>) {
         .lock()
         .expect("lease clock poisoned")
         .valid_until();
-    let mut ending = lease.end.subscribe();
     let sent = Instant::now();
     let result = tokio::select! {
         result = timeout_at(deadline, store.renew(&lease.name, &current)) => result,
-        _ = ending.wait_for(Option::is_some) => return,
+        _ = lease.ended() => return,
     };
     match result {
         Ok(Ok(renewed)) => {
