@@ -16,7 +16,6 @@
 //! - Leadership changes are recorded as Events on the Lease ([`events`]), and a `403` makes the
 //!   store find out which permissions it lacks and report them until they are back ([`access`]).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,12 +29,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info, warn};
 
-use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, StoreLease};
+use super::{Attempt, Changes, Claim, Record, Store, StoreError, StoreLease};
 
 pub mod access;
+mod cache;
 pub mod events;
 
 use access::Access;
+use cache::Cache;
 use events::{Change, Recorder};
 
 /// The label on every Lease this store creates.
@@ -68,40 +69,8 @@ impl Drop for KubernetesStore {
     }
 }
 
-#[derive(Default)]
-struct Cache {
-    leases: BTreeMap<String, Seen>,
-    signals: Signals,
-    /// Whether the first list has completed, so the cache can answer alone.
-    synced: bool,
-    /// The last failure to list or watch, cleared by the next success.
-    trouble: Option<String>,
-}
-
-/// A Lease and when this elector saw its current resourceVersion first.
-struct Seen {
-    lease: Lease,
-    observed_at: Instant,
-}
-
 fn rv(lease: &Lease) -> Option<&str> {
     lease.metadata.resource_version.as_deref()
-}
-
-/// Whether resourceVersion `new` replaces `old`. Direct answers (our reads and writes) and watch
-/// events arrive on different connections, so the watch may deliver an older version after we
-/// stored a newer answer; applying it would step the cache back (a released lock would look
-/// held). The API server's versions are etcd revisions, integers that grow (Kubernetes 1.35,
-/// KEP-5504, documents them as comparable); versions that do not parse are only compared for equality.
-fn replaces(old: Option<&str>, new: Option<&str>) -> bool {
-    match (numeric(old), numeric(new)) {
-        (Some(old), Some(new)) => new > old,
-        _ => old != new,
-    }
-}
-
-fn numeric(version: Option<&str>) -> Option<u64> {
-    version?.parse().ok()
 }
 
 fn holder(lease: &Lease) -> Option<&str> {
@@ -142,81 +111,6 @@ fn value(lease: &Lease) -> Option<String> {
         .annotations
         .as_ref()
         .and_then(|a| a.get(VALUE_ANNOTATION).cloned())
-}
-
-impl Seen {
-    fn expires_at(&self) -> Instant {
-        self.observed_at + duration(&self.lease)
-    }
-
-    /// The live holder, judged by observed time.
-    fn live_holder(&self, now: Instant) -> Option<&str> {
-        holder(&self.lease).filter(|_| now < self.expires_at())
-    }
-
-    fn record(&self, name: &LockName, now: Instant) -> Record {
-        Record {
-            name: name.clone(),
-            holding: self.live_holder(now).map(|h| Holding {
-                holder: h.to_owned(),
-                value: value(&self.lease),
-                ttl: duration(&self.lease),
-                expires_at: self.expires_at(),
-                since: acquired(&self.lease),
-            }),
-            token: if holder(&self.lease).is_some() || transitions(&self.lease) > 0 {
-                transitions(&self.lease) + 1
-            } else {
-                0
-            },
-        }
-    }
-}
-
-impl Cache {
-    /// Stores what the API said about a Lease; a new resourceVersion restarts its observed clock.
-    ///
-    /// `managedFields` is dropped: nothing here reads it, it is most of a Lease's size on a real
-    /// API server (about 3 KiB of the 4 KiB), and an update that leaves it out keeps the server's
-    /// copy (the API server takes the live object's field ownership when a request has none).
-    fn upsert(&mut self, mut lease: Lease) {
-        lease.metadata.managed_fields = None;
-        let Some(name) = lease.metadata.name.clone() else {
-            return;
-        };
-        let now = Instant::now();
-        let newer = self
-            .leases
-            .get(&name)
-            .is_none_or(|seen| replaces(rv(&seen.lease), rv(&lease)));
-        if newer {
-            self.leases.insert(
-                name.clone(),
-                Seen {
-                    lease,
-                    observed_at: now,
-                },
-            );
-            self.signals.notify(&name);
-        }
-    }
-
-    fn remove(&mut self, name: &str) {
-        if self.leases.remove(name).is_some() {
-            self.signals.notify(name);
-        }
-    }
-
-    /// Removes a Lease the API says is gone as of `version`, unless we hold a newer version of
-    /// it (it was created again since).
-    fn remove_as_of(&mut self, name: &str, version: Option<&str>) {
-        let newer_here = self.leases.get(name).is_some_and(|seen| {
-            matches!((numeric(rv(&seen.lease)), numeric(version)), (Some(here), Some(gone)) if here > gone)
-        });
-        if !newer_here {
-            self.remove(name);
-        }
-    }
 }
 
 fn now_micro() -> MicroTime {
@@ -337,7 +231,7 @@ impl KubernetesStore {
         if !refresh {
             let cache = self.cache();
             if cache.synced {
-                return Ok(cache.leases.get(name).map(|s| s.lease.clone()));
+                return Ok(cache.leases.get(name).map(|s| s.lease()));
             }
         }
         let lease = timeout(REQUEST_TIMEOUT, self.api.get_opt(name))
@@ -348,7 +242,7 @@ impl KubernetesStore {
         match lease {
             Some(lease) => {
                 cache.upsert(lease);
-                Ok(cache.leases.get(name).map(|s| s.lease.clone()))
+                Ok(cache.leases.get(name).map(|s| s.lease()))
             }
             None => {
                 cache.remove(name);
@@ -585,11 +479,7 @@ impl Store for KubernetesStore {
     }
 
     fn lost(&self, name: &LockName, holder: &str) {
-        let lease = self
-            .cache()
-            .leases
-            .get(name.as_str())
-            .map(|s| s.lease.clone());
+        let lease = self.cache().leases.get(name.as_str()).map(|s| s.lease());
         if let Some(lease) = lease {
             self.record(&lease, holder, "stopped leading");
         }
@@ -745,25 +635,6 @@ mod tests {
     }
 
     #[test]
-    fn expiry_counts_from_when_this_elector_saw_the_record() {
-        let name = LockName::new("x").unwrap();
-        let t0 = Instant::now();
-        let seen = Seen {
-            lease: lease(Some("a"), 3),
-            observed_at: t0,
-        };
-        assert_eq!(seen.live_holder(t0 + Duration::from_secs(9)), Some("a"));
-        assert_eq!(seen.live_holder(t0 + Duration::from_secs(10)), None);
-        let record = seen.record(&name, t0);
-        assert_eq!(record.token, 4, "token is leaseTransitions + 1");
-        let released = Seen {
-            lease: lease(Some(""), 3),
-            observed_at: t0,
-        };
-        assert_eq!(released.live_holder(t0), None, "an empty holder is free");
-    }
-
-    #[test]
     fn every_acquisition_adds_a_transition() {
         let name = LockName::new("x").unwrap();
         let claim = Claim {
@@ -792,43 +663,6 @@ mod tests {
             next.metadata.resource_version.as_deref(),
             Some("5"),
             "compare-and-set"
-        );
-    }
-
-    fn version(mut lease: Lease, rv: &str) -> Lease {
-        lease.metadata.resource_version = Some(rv.into());
-        lease
-    }
-
-    #[test]
-    fn an_older_watch_event_does_not_step_the_cache_back() {
-        let mut cache = Cache {
-            leases: BTreeMap::new(),
-            signals: Signals::default(),
-            synced: true,
-            trouble: None,
-        };
-        let holder_of = |cache: &Cache| holder(&cache.leases["x"].lease).map(str::to_owned);
-        // Our release answered with version 7; the watch still delivers our grant (6) after it.
-        cache.upsert(version(lease(None, 3), "7"));
-        cache.upsert(version(lease(Some("a"), 3), "6"));
-        assert_eq!(holder_of(&cache), None, "the stale grant was ignored");
-        cache.upsert(version(lease(None, 3), "7"));
-        cache.upsert(version(lease(Some("b"), 4), "8"));
-        assert_eq!(
-            holder_of(&cache).as_deref(),
-            Some("b"),
-            "a newer version applies"
-        );
-        // A deletion as of an older version leaves a Lease created again since; a newer one removes it.
-        cache.remove_as_of("x", Some("5"));
-        assert!(cache.leases.contains_key("x"));
-        cache.remove_as_of("x", Some("8"));
-        assert!(!cache.leases.contains_key("x"));
-        assert!(replaces(Some("9"), Some("10")), "numerically, not as text");
-        assert!(
-            replaces(Some("opaque-a"), Some("opaque-b")),
-            "opaque versions: any change"
         );
     }
 }
