@@ -163,13 +163,14 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
 
-    fn lease(holder: Option<&str>, transitions: i32) -> Lease {
+    /// A Lease named `x` at resourceVersion 5, with another manager's label.
+    pub(in crate::store::kubernetes) fn lease(holder: Option<&str>, transitions: i32) -> Lease {
         Lease {
             metadata: ObjectMeta {
                 name: Some("x".into()),

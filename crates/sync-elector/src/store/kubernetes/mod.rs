@@ -616,23 +616,8 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>, access: Arc<Access>)
 
 #[cfg(test)]
 mod tests {
+    use super::cache::tests::lease;
     use super::*;
-
-    fn lease(holder: Option<&str>, transitions: i32) -> Lease {
-        Lease {
-            metadata: ObjectMeta {
-                name: Some("x".into()),
-                resource_version: Some("5".into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: holder.map(str::to_owned),
-                lease_duration_seconds: Some(10),
-                lease_transitions: Some(transitions),
-                ..LeaseSpec::default()
-            }),
-        }
-    }
 
     #[test]
     fn every_acquisition_adds_a_transition() {
