@@ -1,10 +1,12 @@
 //! Configuration: command-line flags, each with an environment variable, and the defaults the
 //! design fixes (loopback port 13131, ttl 15 s, identity from the pod name).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use sync_protocol::LockName;
 
 /// Which store holds the locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +114,72 @@ pub struct Config {
     /// accept queue until one closes.
     #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// LOCK=SERVICE:PORT: while a holder here holds LOCK, keep the selector-less Service
+    /// SERVICE's EndpointSlice listing this pod's IP with PORT, and nothing else (the Kubernetes
+    /// store only; docs/kubernetes.md). Repeat the flag, or separate with commas.
+    #[arg(long, env = "SYNC_PUBLISH", value_delimiter = ',')]
+    pub publish: Vec<Publication>,
+
+    /// This pod's IP, which --publish lists (set POD_IP from the downward API, status.podIP).
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<IpAddr>,
+}
+
+/// One `--publish LOCK=SERVICE:PORT`: send SERVICE's traffic to PORT on whichever pod's elector
+/// holds LOCK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// The lock whose holder is published.
+    pub lock: LockName,
+    /// The selector-less Service in the store's namespace.
+    pub service: String,
+    /// The port the holder serves on, as the EndpointSlice lists it.
+    pub port: u16,
+}
+
+impl FromStr for Publication {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let shape =
+            || format!("{text:?} is not LOCK=SERVICE:PORT (such as leader=my-service:8080)");
+        let (lock, target) = text.split_once('=').ok_or_else(shape)?;
+        let (service, port) = target.rsplit_once(':').ok_or_else(shape)?;
+        let lock = LockName::new(lock.trim()).map_err(|e| format!("in {text:?}: {e}"))?;
+        let service = service.trim();
+        if !is_dns_label(service) {
+            return Err(format!(
+                "in {text:?}: {service:?} is not a Service name: up to 63 lower-case letters, \
+                 digits and '-', starting with a letter and ending with a letter or digit"
+            ));
+        }
+        let port = match port.trim().parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => {
+                return Err(format!(
+                    "in {text:?}: {port:?} is not a port: a number from 1 to 65535"
+                ));
+            }
+        };
+        Ok(Self {
+            lock,
+            service: service.to_owned(),
+            port,
+        })
+    }
+}
+
+/// A DNS-1035 label, the rule for Service names.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 impl Config {
@@ -136,8 +204,9 @@ impl Config {
     }
 
     /// Checks what the flags cannot check alone: the lock API stays on loopback unless
-    /// `--allow-remote` says otherwise.
+    /// `--allow-remote` says otherwise, and `--publish` has what it needs.
     pub fn check(&self) -> Result<(), String> {
+        self.check_publish()?;
         if self.allow_remote {
             return Ok(());
         }
@@ -152,6 +221,37 @@ impl Config {
                     "refusing to serve locks on {addr} ({flag}): other hosts could take and release \
                      them. Keep it on 127.0.0.1 (the default), or pass --allow-remote (and protect it \
                      with --token-file)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `--publish` needs the Kubernetes store, this pod's IP, and one lock per Service.
+    fn check_publish(&self) -> Result<(), String> {
+        if self.publish.is_empty() {
+            return Ok(());
+        }
+        if self.store_kind() != StoreKind::Kubernetes {
+            return Err(
+                "--publish writes Kubernetes EndpointSlices next to the lock's Lease; use it with \
+                 --store kubernetes"
+                    .into(),
+            );
+        }
+        if self.pod_ip.is_none() {
+            return Err(
+                "--publish needs this pod's IP: set POD_IP from the downward API \
+                 (valueFrom.fieldRef.fieldPath: status.podIP), or pass --pod-ip"
+                    .into(),
+            );
+        }
+        let mut services = std::collections::HashSet::new();
+        for publication in &self.publish {
+            if !services.insert(&publication.service) {
+                return Err(format!(
+                    "--publish names the Service {:?} twice: one Service follows one lock",
+                    publication.service
                 ));
             }
         }
@@ -298,6 +398,54 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_publication_is_lock_service_and_port() {
+        let p: Publication = "leader=my-service:8080".parse().unwrap();
+        assert_eq!(p.lock.as_str(), "leader");
+        assert_eq!((p.service.as_str(), p.port), ("my-service", 8080));
+        for (bad, says) in [
+            ("leader", "LOCK=SERVICE:PORT"),
+            ("leader=my-service", "LOCK=SERVICE:PORT"),
+            ("Leader=svc:80", "invalid lock name"),
+            ("leader=My_Service:80", "not a Service name"),
+            ("leader=9svc:80", "not a Service name"),
+            ("leader=svc:0", "not a port"),
+            ("leader=svc:http", "not a port"),
+            ("leader=svc:70000", "not a port"),
+        ] {
+            let err = bad.parse::<Publication>().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn publishing_needs_the_kubernetes_store_a_pod_ip_and_one_lock_per_service() {
+        let parse =
+            |args: &[&str]| Config::try_parse_from(["sync-elector"].iter().chain(args)).unwrap();
+        let kube = ["--store", "kubernetes", "--publish", "a=svc:80"];
+        let err = parse(&kube).check().unwrap_err();
+        assert!(err.contains("POD_IP"), "{err}");
+        let with_ip = [&kube[..], &["--pod-ip", "10.1.2.3"]].concat();
+        assert!(parse(&with_ip).check().is_ok());
+        let err = parse(&[
+            "--store",
+            "memory",
+            "--publish",
+            "a=svc:80",
+            "--pod-ip",
+            "10.1.2.3",
+        ])
+        .check()
+        .unwrap_err();
+        assert!(err.contains("--store kubernetes"), "{err}");
+        let twice = [&with_ip[..], &["--publish", "b=svc:81"]].concat();
+        let err = parse(&twice).check().unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        let c = parse(&[&with_ip[..], &["--publish", "b=other:81,c=third:82"]].concat());
+        assert_eq!(c.publish.len(), 3);
+        assert!(c.check().is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | [`legacy`] | the original Metaparticle elector protocol |
 //! | [`manager`] | local wait queues, leases and their keepers |
 //! | [`lease`] | the timing rules of one lease, pure |
+//! | `publish` | the leader-only Service: an EndpointSlice listing the holder (Kubernetes) |
 //! | [`store`] | the store trait, its implementations and their conformance suite |
 //! | [`metrics`] | Prometheus series |
 //! | [`shutdown`] | SIGTERM and SIGINT |
@@ -30,6 +31,8 @@ pub mod legacy;
 mod linger;
 pub mod manager;
 pub mod metrics;
+#[cfg(feature = "kubernetes")]
+pub mod publish;
 mod serve;
 pub mod shutdown;
 pub mod store;
@@ -65,9 +68,10 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         config.check().map_err(anyhow::Error::msg)?;
         let token = config.token().map_err(anyhow::Error::msg)?;
-        let store = open_store(&config).await?;
+        let (store, announce) = open_store(&config).await?;
         let identity = config.identity();
-        let manager = Manager::new(store, identity.clone(), metrics::Metrics::new());
+        let manager =
+            Manager::announcing(store, identity.clone(), metrics::Metrics::new(), announce);
         let app = api::App {
             manager: manager.clone(),
             default_ttl: config.ttl,
@@ -160,15 +164,31 @@ impl Server {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
+/// The store, and what announces its holders elsewhere (`--publish`), if anything.
+type Opened = (Arc<dyn store::Store>, Option<Arc<dyn manager::Announce>>);
+
+async fn open_store(config: &Config) -> anyhow::Result<Opened> {
     Ok(match config.store_kind() {
-        StoreKind::Memory => Arc::new(store::MemoryStore::new()),
+        StoreKind::Memory => (Arc::new(store::MemoryStore::new()), None),
         #[cfg(feature = "kubernetes")]
-        StoreKind::Kubernetes => Arc::new(
-            store::KubernetesStore::connect(config.namespace.clone())
+        StoreKind::Kubernetes => {
+            let store = store::KubernetesStore::connect(config.namespace.clone())
                 .await
-                .context("could not open the kubernetes store")?,
-        ),
+                .context("could not open the kubernetes store")?;
+            match (config.publish.as_slice(), config.pod_ip) {
+                ([], _) | (_, None) => (Arc::new(store), None),
+                (publications, Some(ip)) => {
+                    let publisher = Arc::new(publish::Publisher::start(
+                        store.client(),
+                        store.namespace(),
+                        ip,
+                        publications,
+                    ));
+                    let store = store.with_takeover(publisher.clone());
+                    (Arc::new(store), Some(publisher))
+                }
+            }
+        }
         #[cfg(not(feature = "kubernetes"))]
         StoreKind::Kubernetes => {
             anyhow::bail!(
@@ -176,10 +196,13 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
             )
         }
         #[cfg(feature = "etcd")]
-        StoreKind::Etcd => Arc::new(
-            store::EtcdStore::connect(&config.etcd_endpoints, &config.etcd_prefix)
-                .await
-                .context("could not open the etcd store")?,
+        StoreKind::Etcd => (
+            Arc::new(
+                store::EtcdStore::connect(&config.etcd_endpoints, &config.etcd_prefix)
+                    .await
+                    .context("could not open the etcd store")?,
+            ),
+            None,
         ),
         #[cfg(not(feature = "etcd"))]
         StoreKind::Etcd => {

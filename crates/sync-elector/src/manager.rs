@@ -7,6 +7,8 @@
 //! - The keeper (`manager/keeper.rs`) drives each granted lease's [`LeaseClock`]: renew the store every
 //!   `ttl/3`, declare the lease lost at the renew deadline, release it when the holder goes silent.
 //!   A sleeping lease is an entry on one agenda, not a task of its own.
+//! - An [`Announce`] (the leader-only EndpointSlice, `publish.rs`) hears of every grant, and of
+//!   every ending before the store's release, so what it shows is gone before the lock is free.
 //! - Ended leases leave a tombstone for a while, so a late renew learns *why* (410 lost) instead of
 //!   a bare "unknown lease".
 
@@ -47,6 +49,20 @@ struct Inner {
     shutdown: CancellationToken,
     state: Mutex<State>,
     keepers: Keepers,
+    announce: Option<Arc<dyn Announce>>,
+}
+
+/// Shows this elector's holdings outside the store: told of every grant, and of every ending
+/// before the store's release.
+#[async_trait::async_trait]
+pub trait Announce: Send + Sync + 'static {
+    /// `lease` was just granted here.
+    fn granted(&self, lease: &Arc<Lease>);
+    /// `lease` has ended here: take down what shows it. The manager waits for this before it
+    /// releases the lock in the store.
+    async fn ended(&self, lease: &Lease);
+    /// What it shows and what stops it, for [`Manager::describe`].
+    fn describe(&self) -> serde_json::Value;
 }
 
 #[derive(Default)]
@@ -256,6 +272,16 @@ impl Manager {
     /// A manager over `store`, writing `identity` as the holder for the legacy protocol and as the
     /// prefix of every v1 holder.
     pub fn new(store: Arc<dyn Store>, identity: String, metrics: Metrics) -> Self {
+        Self::announcing(store, identity, metrics, None)
+    }
+
+    /// A manager that also tells `announce` of its grants and endings.
+    pub fn announcing(
+        store: Arc<dyn Store>,
+        identity: String,
+        metrics: Metrics,
+        announce: Option<Arc<dyn Announce>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -264,6 +290,7 @@ impl Manager {
                 shutdown: CancellationToken::new(),
                 state: Mutex::new(State::default()),
                 keepers: Keepers::default(),
+                announce,
             }),
         }
     }
@@ -310,6 +337,7 @@ impl Manager {
             "waiting": waiting,
             "held": held,
             "store_state": self.inner.store.describe(),
+            "published": self.inner.announce.as_ref().map(|a| a.describe()),
         })
     }
 
@@ -520,6 +548,9 @@ impl Manager {
         self.inner.metrics.held.inc();
         info!(lock = %name, holder = %lease.holder, token = lease.token, "acquired");
         self.inner.keepers.start(self, lease.clone());
+        if let Some(announce) = &self.inner.announce {
+            announce.granted(&lease);
+        }
         lease
     }
 
@@ -554,7 +585,16 @@ impl Manager {
         Ok(())
     }
 
+    /// Takes down what the announcer shows for an ended lease.
+    async fn withdraw(&self, lease: &Lease) {
+        if let Some(announce) = &self.inner.announce {
+            announce.ended(lease).await;
+        }
+    }
+
+    /// Withdraws an ended lease's announcement, then gives the lock up in the store.
     async fn release_in_store(&self, lease: &Lease) {
+        self.withdraw(lease).await;
         let store_lease = lease
             .store_lease
             .lock()

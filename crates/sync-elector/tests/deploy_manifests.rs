@@ -10,7 +10,7 @@ use std::path::Path;
 
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
@@ -54,25 +54,10 @@ fn rbac_grants_what_the_store_uses_in_the_namespace_and_nothing_else() {
             "Role" => {
                 assert_eq!(api_version, "rbac.authorization.k8s.io/v1");
                 let role: Role = parse(value);
-                let rules = role.rules.unwrap();
                 // Exactly what the store uses (its permission checker's list) and the Event
                 // writer's create: a Role broader than needed is a defect.
-                let granted: BTreeSet<(String, String, String)> = rules
-                    .iter()
-                    .flat_map(|rule| {
-                        let groups = rule.api_groups.clone().unwrap_or_default();
-                        let resources = rule.resources.clone().unwrap_or_default();
-                        let mut each = Vec::new();
-                        for g in &groups {
-                            for r in &resources {
-                                for v in &rule.verbs {
-                                    each.push((g.clone(), r.clone(), v.clone()));
-                                }
-                            }
-                        }
-                        each
-                    })
-                    .collect();
+                let granted = grants(&role);
+                let rules = role.rules.unwrap();
                 let needed: BTreeSet<(String, String, String)> =
                     sync_elector::store::kubernetes::access::NEEDED
                         .iter()
@@ -103,6 +88,82 @@ fn rbac_grants_what_the_store_uses_in_the_namespace_and_nothing_else() {
     assert_eq!(
         kinds,
         BTreeSet::from(["Role".into(), "RoleBinding".into(), "ServiceAccount".into()])
+    );
+}
+
+/// Every (group, resource, verb) a Role grants.
+fn grants(role: &Role) -> BTreeSet<(String, String, String)> {
+    let mut each = BTreeSet::new();
+    for rule in role.rules.iter().flatten() {
+        for g in rule.api_groups.iter().flatten() {
+            for r in rule.resources.iter().flatten() {
+                for v in &rule.verbs {
+                    each.insert((g.clone(), r.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    each
+}
+
+#[test]
+fn the_leader_service_is_selector_less_and_its_role_grants_only_what_publishing_uses() {
+    let docs = documents("leader-service.yaml");
+    let kinds: Vec<&str> = docs.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["Service", "Role", "RoleBinding"]);
+    let service: Service = parse(docs[0].2.clone());
+    let spec = service.spec.unwrap();
+    assert_eq!(
+        spec.selector, None,
+        "Kubernetes must leave its endpoints to us"
+    );
+    assert_eq!(spec.ports.as_ref().map(Vec::len), Some(1));
+    assert_eq!(spec.ports.unwrap()[0].name, None, "one unnamed port");
+    let role: Role = parse(docs[1].2.clone());
+    let expected: BTreeSet<(String, String, String)> = ["get", "create", "update"]
+        .iter()
+        .map(|v| {
+            (
+                "discovery.k8s.io".into(),
+                "endpointslices".into(),
+                v.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        grants(&role),
+        expected,
+        "no list, watch or delete; nothing else"
+    );
+    let binding: RoleBinding = parse(docs[2].2.clone());
+    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
+    assert_eq!(binding.subjects.unwrap()[0].name, "sync-elector");
+
+    // The election example publishes its lock's holder to this Service, with POD_IP.
+    let (_, _, value) = documents("election.yaml").remove(0);
+    let deployment: Deployment = parse(value);
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let elector = pod.init_containers.unwrap().remove(0);
+    let config = sync_elector::Config::try_parse_from(
+        std::iter::once("sync-elector".to_owned()).chain(elector.args.unwrap()),
+    )
+    .unwrap();
+    assert_eq!(config.publish.len(), 1);
+    assert_eq!(config.publish[0].service, service.metadata.name.unwrap());
+    assert_eq!(
+        config.publish[0].lock.as_str(),
+        "test",
+        "the example's lock"
+    );
+    let pod_ip = elector
+        .env
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "POD_IP")
+        .expect("POD_IP");
+    assert_eq!(
+        pod_ip.value_from.unwrap().field_ref.unwrap().field_path,
+        "status.podIP"
     );
 }
 

@@ -9,10 +9,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::scenarios::release_hands_over;
-use support::{ElectorProc, call};
+use support::{ElectorProc, call, deploy_dir, eventually};
 use sync_testkit::ControlPlane;
 
 /// The child role: runs only when a test starts this binary as a client process.
@@ -22,19 +22,10 @@ fn child_process() {
     support::child_main();
 }
 
-fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
-
 /// A namespace with `deploy/rbac.yaml` applied, and a kubeconfig holding only its
-/// ServiceAccount's token, made as `kubectl create token` makes it.
+/// ServiceAccount's token.
 fn namespace_with_deploy_rbac(plane: &ControlPlane, test: &str) -> (String, PathBuf) {
-    let namespace = plane.create_namespace(test);
-    let rbac = deploy_dir().join("rbac.yaml");
-    plane.kubectl_ok(&["apply", "-n", &namespace, "-f", &rbac.display().to_string()]);
-    let token = plane.create_token(&namespace, "sync-elector");
-    let kubeconfig = plane.write_token_kubeconfig(&format!("{namespace}-sa"), &token, &namespace);
-    (namespace, kubeconfig)
+    support::namespace_with_deploy_rbac(plane, test, &["rbac.yaml"])
 }
 
 /// One HTTP call from blocking test code.
@@ -44,18 +35,6 @@ fn http(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value)
         .build()
         .unwrap();
     runtime.block_on(call(&reqwest::Client::new(), method, url, body))
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, for up to `within`.
-fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -215,7 +215,9 @@ async fn renew(manager: Manager, lease: Arc<Lease>) {
                 .store_renewed(since);
         }
         Ok(Err(StoreError::NotHolder)) => {
-            manager.end(&lease, Ending::Lost("another holder took the lock".into()));
+            if manager.end(&lease, Ending::Lost("another holder took the lock".into())) {
+                manager.withdraw(&lease).await;
+            }
             return;
         }
         Ok(Err(err)) => {

@@ -46,6 +46,40 @@ pub fn kube_elector(kubeconfig: &Path, namespace: &str, identity: &str, ttl: u64
     )
 }
 
+/// The repository's `deploy/` folder.
+pub fn deploy_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+/// A namespace of `plane` with the `deploy/` manifests `files` applied, and a kubeconfig holding
+/// only the `sync-elector` ServiceAccount's token, made as `kubectl create token` makes it.
+pub fn namespace_with_deploy_rbac(
+    plane: &sync_testkit::ControlPlane,
+    test: &str,
+    files: &[&str],
+) -> (String, std::path::PathBuf) {
+    let namespace = plane.create_namespace(test);
+    for file in files {
+        let path = deploy_dir().join(file);
+        plane.kubectl_ok(&["apply", "-n", &namespace, "-f", &path.display().to_string()]);
+    }
+    let token = plane.create_token(&namespace, "sync-elector");
+    let kubeconfig = plane.write_token_kubeconfig(&format!("{namespace}-sa"), &token, &namespace);
+    (namespace, kubeconfig)
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, for up to `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Sends `method url`, with `body` as JSON text when given, and returns the status and the answer
 /// as JSON (`Null` when the answer is not JSON, such as a 204).
 pub async fn call(

@@ -60,6 +60,16 @@ pub struct KubernetesStore {
     access: Arc<Access>,
     checker: JoinHandle<()>,
     events: Recorder,
+    takeover: Option<Arc<dyn Takeover>>,
+}
+
+/// Runs before every write that takes a lock over (free, released, or observed expired), and
+/// must succeed first: the leader-only EndpointSlice takes the previous holder's address down
+/// here, so it is gone before the Lease names anyone new (`publish.rs`).
+#[async_trait]
+pub trait Takeover: Send + Sync + 'static {
+    /// `claimant` is about to take `name`. An error fails this attempt to acquire.
+    async fn before_takeover(&self, name: &LockName, claimant: &str) -> Result<(), StoreError>;
 }
 
 impl Drop for KubernetesStore {
@@ -199,7 +209,19 @@ impl KubernetesStore {
             checker: access::start(client.clone(), namespace, access.clone()),
             access,
             events: Recorder::start(client, namespace),
+            takeover: None,
         }
+    }
+
+    /// The same store, running `takeover` before every write that takes a lock over.
+    pub fn with_takeover(mut self, takeover: Arc<dyn Takeover>) -> Self {
+        self.takeover = Some(takeover);
+        self
+    }
+
+    /// The client this store talks through.
+    pub fn client(&self) -> kube::Client {
+        self.api.clone().into_client()
     }
 
     /// Turns a kube error into a store error; a 403 also tells the permission checker.
@@ -373,6 +395,9 @@ impl Store for KubernetesStore {
             }
             let create = current.is_none();
             let lease = Self::lease_for(name, current.as_ref(), claim);
+            if let Some(takeover) = &self.takeover {
+                takeover.before_takeover(name, &claim.holder).await?;
+            }
             if let Some(written) = self.write(lease, create, "taking the Lease").await? {
                 self.record(&written, &claim.holder, "became leader");
                 return Ok(Attempt::Acquired(Self::store_lease(&written)));

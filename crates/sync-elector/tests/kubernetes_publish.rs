@@ -1,0 +1,446 @@
+//! `--publish`, the leader-only Service, on a real kube-apiserver (sync-testkit's `ControlPlane`,
+//! a namespace per test): electors as processes, each with its own `POD_IP`, working with the
+//! `sync-elector` ServiceAccount's token under `deploy/rbac.yaml` and `deploy/leader-service.yaml`.
+//!
+//! A watch records every version of the Lease and of the EndpointSlice. Both live in the
+//! apiserver's one etcd, so their resourceVersions are one sequence, and the history is checked in
+//! that order: the slice never lists two addresses, and never an address whose elector does not
+//! hold the Lease at that point. No kube-proxy runs here, so traffic itself is not sent.
+
+#![cfg(feature = "kubernetes")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use support::{ClientProc, ElectorProc, eventually, holder, namespace_with_deploy_rbac, token};
+use sync_testkit::ControlPlane;
+
+/// The child role: runs only when a test starts this binary as a client process.
+#[test]
+#[ignore = "a client role for child processes; the tests start it themselves"]
+fn child_process() {
+    support::child_main();
+}
+
+const LOCK: &str = "leader";
+const SERVICE: &str = "leader-svc";
+const PORT: u16 = 8080;
+
+/// The pod IP each elector identity publishes.
+fn ip(identity: &str) -> String {
+    match identity {
+        "a" => "10.0.0.1".into(),
+        "b" => "10.0.0.2".into(),
+        other => panic!("no IP for {other}"),
+    }
+}
+
+/// A namespace where electors publish: the deploy Roles, a kubeconfig with the ServiceAccount's
+/// token, and a recorder of every Lease and slice version.
+struct Publishing {
+    plane: &'static ControlPlane,
+    namespace: String,
+    kubeconfig: PathBuf,
+    history: History,
+}
+
+impl Publishing {
+    fn new(test: &str, rbac: &[&str]) -> Self {
+        let plane = ControlPlane::shared();
+        let (namespace, kubeconfig) = namespace_with_deploy_rbac(plane, test, rbac);
+        let history = History::record(plane.admin_kubeconfig(), &namespace);
+        Self {
+            plane,
+            namespace,
+            kubeconfig,
+            history,
+        }
+    }
+
+    /// An elector named `identity` publishing LOCK's holder to SERVICE, with ttl `ttl` seconds.
+    fn elector(&self, identity: &str, ttl: u64) -> ElectorProc {
+        let publish = format!("{LOCK}={SERVICE}:{PORT}");
+        support::elector(
+            identity,
+            &[
+                "--store",
+                "kubernetes",
+                "--namespace",
+                &self.namespace,
+                "--ttl",
+                &format!("{ttl}s"),
+                "--publish",
+                &publish,
+            ],
+            &[
+                ("KUBECONFIG", self.kubeconfig.display().to_string()),
+                ("POD_IP", ip(identity)),
+            ],
+        )
+    }
+
+    /// The addresses `kubectl get endpointslices -l kubernetes.io/service-name=SERVICE` shows.
+    fn kubectl_addresses(&self) -> Vec<String> {
+        let out = self.plane.kubectl_ok(&[
+            "get",
+            "endpointslices",
+            "-n",
+            &self.namespace,
+            "-l",
+            &format!("kubernetes.io/service-name={SERVICE}"),
+            "-o",
+            "jsonpath={range .items[*]}{range .endpoints[*]}{.addresses[0]}:{end}{end}",
+        ]);
+        out.split(':')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until kubectl shows exactly `identity`'s address (and its port) for SERVICE.
+    fn shows(&self, identity: &str) {
+        let want = vec![ip(identity)];
+        eventually(
+            Duration::from_secs(20),
+            &format!("kubectl showing {identity}'s address"),
+            || (self.kubectl_addresses() == want).then_some(()),
+        );
+        let port = self.plane.kubectl_ok(&[
+            "get",
+            "endpointslices",
+            "-n",
+            &self.namespace,
+            "-l",
+            &format!("kubernetes.io/service-name={SERVICE}"),
+            "-o",
+            "jsonpath={.items[0].ports[0].port} {.items[0].metadata.labels.endpointslice\\.kubernetes\\.io/managed-by}",
+        ]);
+        assert_eq!(port, format!("{PORT} sync-elector.metaparticle.io"));
+    }
+
+    /// Waits until the history has seen the slice listing `identity`, then checks all of it.
+    fn check(&self, last: &str) -> Vec<Step> {
+        eventually(Duration::from_secs(20), "the watch seeing it", || {
+            self.history
+                .steps()
+                .last()
+                .filter(|s| s.listed == [ip(last)])
+                .map(|_| ())
+        });
+        let steps = self.history.steps();
+        check_history(&steps);
+        steps
+    }
+}
+
+/// One version of the Lease or the slice, by resourceVersion.
+#[derive(Debug, Clone)]
+enum Version {
+    Lease { holder: String },
+    Slice { addresses: Vec<String> },
+}
+
+/// What held at one point of the merged history.
+#[derive(Debug, Clone)]
+struct Step {
+    rv: u64,
+    /// The Lease's holder identity ("" when released or absent).
+    holder: String,
+    /// The addresses the slice listed.
+    listed: Vec<String>,
+}
+
+/// Every version of the namespace's Lease LOCK and slices, as two watches deliver them.
+struct History {
+    seen: Arc<Mutex<Vec<(u64, Version)>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl History {
+    /// Lists, then watches from the list's version, so nothing after the start is missed.
+    fn record(kubeconfig: &Path, namespace: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        runtime.block_on(async {
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+            let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
+            let from = leases.list(&ListParams::default()).await.unwrap();
+            let from = from.metadata.resource_version.unwrap();
+            tokio::spawn(watch(
+                leases,
+                from.clone(),
+                seen.clone(),
+                |lease: &Lease| {
+                    (lease.metadata.name.as_deref() == Some(LOCK)).then(|| Version::Lease {
+                        holder: lease
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.holder_identity.clone())
+                            .unwrap_or_default(),
+                    })
+                },
+            ));
+            tokio::spawn(watch(
+                slices,
+                from,
+                seen.clone(),
+                |slice: &EndpointSlice| {
+                    Some(Version::Slice {
+                        addresses: slice
+                            .endpoints
+                            .iter()
+                            .flat_map(|e| e.addresses.clone())
+                            .collect(),
+                    })
+                },
+            ));
+        });
+        Self {
+            seen,
+            _runtime: runtime,
+        }
+    }
+
+    /// The merged history, one step per version, in resourceVersion order.
+    fn steps(&self) -> Vec<Step> {
+        let mut seen = self.seen.lock().unwrap().clone();
+        seen.sort_by_key(|(rv, _)| *rv);
+        let (mut holder, mut listed) = (String::new(), Vec::new());
+        seen.into_iter()
+            .map(|(rv, version)| {
+                match version {
+                    Version::Lease { holder: h } => holder = h,
+                    Version::Slice { addresses } => listed = addresses,
+                }
+                Step {
+                    rv,
+                    holder: holder.clone(),
+                    listed: listed.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+async fn watch<K>(
+    api: Api<K>,
+    mut from: String,
+    seen: Arc<Mutex<Vec<(u64, Version)>>>,
+    version: impl Fn(&K) -> Option<Version>,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    loop {
+        let mut stream = api
+            .watch(&WatchParams::default(), &from)
+            .await
+            .unwrap()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            let object = match event.unwrap() {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => o,
+                WatchEvent::Bookmark(_) => continue,
+                WatchEvent::Error(e) => panic!("the watch failed: {e:?}"),
+            };
+            let rv = object.meta().resource_version.clone().unwrap();
+            if let Some(version) = version(&object) {
+                seen.lock().unwrap().push((rv.parse().unwrap(), version));
+            }
+            from = rv;
+        }
+    }
+}
+
+/// The slice never lists two addresses, nor an address whose elector does not hold the Lease.
+fn check_history(steps: &[Step]) {
+    let owner: HashMap<String, &str> = ["a", "b"].iter().map(|id| (ip(id), *id)).collect();
+    for step in steps {
+        assert!(
+            step.listed.len() <= 1,
+            "two addresses at rv {}: {steps:#?}",
+            step.rv
+        );
+        if let Some(address) = step.listed.first() {
+            let elector = owner[address];
+            assert!(
+                step.holder.starts_with(&format!("{elector}/")),
+                "rv {} lists {address} ({elector}) while the Lease names {:?}: {steps:#?}",
+                step.rv,
+                step.holder
+            );
+        }
+    }
+}
+
+/// How many versions of the slice listed `identity`'s address.
+fn listed(steps: &[Step], identity: &str) -> usize {
+    let mut last = None;
+    steps
+        .iter()
+        .filter(|s| {
+            let changed = last.as_ref() != Some(&s.listed);
+            last = Some(s.listed.clone());
+            changed && s.listed == [ip(identity)]
+        })
+        .count()
+}
+
+/// `a` holds LOCK through a client of its own and is published; a client of `b` waits for it.
+fn a_leads_and_b_waits(
+    p: &Publishing,
+    ttl: u64,
+) -> (ElectorProc, ElectorProc, ClientProc, ClientProc) {
+    let (a, b) = (p.elector("a", ttl), p.elector("b", ttl));
+    let first = holder(&a, LOCK, ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    let waiter = holder(&b, LOCK, ttl);
+    std::thread::sleep(Duration::from_millis(500));
+    (a, b, first, waiter)
+}
+
+#[test]
+fn on_release_the_slice_moves_to_the_next_holder() {
+    let p = Publishing::new("publish-release", &["rbac.yaml", "leader-service.yaml"]);
+    let (a, b) = (p.elector("a", 15), p.elector("b", 15));
+    let first = ClientProc::spawn(
+        "hold-then-release",
+        &a.url,
+        &[
+            ("SYNC_TEST_LOCK", LOCK.to_owned()),
+            ("SYNC_TEST_HOLD_MS", "4000".into()),
+        ],
+    );
+    let acquired = first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    let waiter = holder(&b, LOCK, 15);
+    first.expect("released", Duration::from_secs(20));
+    let next = waiter.expect("acquired", Duration::from_secs(10));
+    assert!(token(&next) > token(&acquired));
+    p.shows("b");
+    let steps = p.check("b");
+    assert_eq!(
+        (listed(&steps, "a"), listed(&steps, "b")),
+        (1, 1),
+        "{steps:#?}"
+    );
+    // a took its address down itself, before its release: some version lists nobody while a
+    // still holds the Lease.
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.listed.is_empty() && s.holder.starts_with("a/")),
+        "{steps:#?}"
+    );
+}
+
+#[test]
+fn when_the_leaders_elector_is_killed_the_next_leader_rewrites_the_slice() {
+    let p = Publishing::new("publish-kill", &["rbac.yaml", "leader-service.yaml"]);
+    let (a, _b, _first, waiter) = a_leads_and_b_waits(&p, 4);
+    a.signal("KILL");
+    waiter.expect("acquired", Duration::from_secs(20));
+    p.shows("b");
+    let steps = p.check("b");
+    // Nobody but b could take a's address down: b emptied the slice before its Lease write.
+    assert_eq!(listed(&steps, "b"), 1, "{steps:#?}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.listed.is_empty() && s.holder.starts_with("a/")),
+        "{steps:#?}"
+    );
+}
+
+#[test]
+fn on_sigterm_the_leader_withdraws_and_the_next_one_publishes() {
+    let p = Publishing::new("publish-term", &["rbac.yaml", "leader-service.yaml"]);
+    let (mut a, _b, first, waiter) = a_leads_and_b_waits(&p, 15);
+    a.signal("TERM");
+    first.expect("lost", Duration::from_secs(10));
+    waiter.expect("acquired", Duration::from_secs(10));
+    assert!(
+        a.wait_exit(Duration::from_secs(10))
+            .expect("exits")
+            .success()
+    );
+    p.shows("b");
+    let steps = p.check("b");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.listed.is_empty() && s.holder.starts_with("a/")),
+        "a withdrew before it released: {steps:#?}"
+    );
+}
+
+#[test]
+fn a_paused_leaders_address_is_gone_before_the_next_leader_holds_and_stays_gone() {
+    let ttl = 4;
+    let p = Publishing::new("publish-pause", &["rbac.yaml", "leader-service.yaml"]);
+    let (a, _b, _first, waiter) = a_leads_and_b_waits(&p, ttl);
+    a.signal("STOP");
+    waiter.expect("acquired", Duration::from_secs(20));
+    p.shows("b");
+    a.signal("CONT");
+    // a wakes past its renew deadline: its renewals and any write it had begun must not bring
+    // its address back.
+    std::thread::sleep(Duration::from_secs(2 * ttl));
+    p.shows("b");
+    let steps = p.check("b");
+    assert_eq!(listed(&steps, "a"), 1, "{steps:#?}");
+    assert_eq!(listed(&steps, "b"), 1, "{steps:#?}");
+}
+
+#[test]
+fn without_endpointslice_rights_the_lock_works_and_the_elector_says_what_to_grant() {
+    let p = Publishing::new("publish-rbac", &["rbac.yaml"]);
+    let (a, b) = (p.elector("a", 15), p.elector("b", 15));
+    let first = ClientProc::spawn(
+        "hold-then-release",
+        &a.url,
+        &[
+            ("SYNC_TEST_LOCK", LOCK.to_owned()),
+            ("SYNC_TEST_HOLD_MS", "2000".into()),
+        ],
+    );
+    first.expect("acquired", Duration::from_secs(20));
+    let waiter = holder(&b, LOCK, 15);
+    first.expect("released", Duration::from_secs(20));
+    waiter.expect("acquired", Duration::from_secs(10));
+    let said = eventually(Duration::from_secs(20), "the error in a's log", || {
+        a.log()
+            .into_iter()
+            .find(|l| l.contains("403") && l.contains("endpointslices"))
+    });
+    eprintln!("{said}");
+    for needed in [
+        "get, create and update",
+        "leader-service.yaml",
+        &p.namespace,
+    ] {
+        assert!(said.contains(needed), "names {needed:?}: {said}");
+    }
+    let logged = a.log().iter().filter(|l| l.contains("403")).count();
+    assert_eq!(logged, 1, "logged once:\n{}", a.log().join("\n"));
+    assert!(p.kubectl_addresses().is_empty());
+}
