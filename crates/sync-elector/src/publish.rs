@@ -93,10 +93,12 @@ impl Publisher {
         for publication in publications {
             let slice = Arc::new(Slice {
                 api: api.clone(),
-                namespace: namespace.to_owned(),
-                name: slice_name(&publication.service),
-                ip,
-                publication: publication.clone(),
+                target: Target {
+                    namespace: namespace.to_owned(),
+                    name: slice_name(&publication.service),
+                    ip,
+                    publication: publication.clone(),
+                },
                 want: Mutex::new(None),
                 wake: Notify::new(),
                 writing: tokio::sync::Mutex::new(()),
@@ -183,10 +185,7 @@ async fn keep(slice: Arc<Slice>) {
 /// One Service's leader slice, as this elector keeps it.
 struct Slice {
     api: Api<EndpointSlice>,
-    namespace: String,
-    name: String,
-    ip: IpAddr,
-    publication: Publication,
+    target: Target,
     /// The lease held here whose address the slice should list.
     want: Mutex<Option<Arc<Lease>>>,
     wake: Notify,
@@ -202,6 +201,22 @@ enum Failure {
     Forbidden(String),
     /// Anything else.
     Other(String),
+}
+
+impl std::ops::Deref for Slice {
+    type Target = Target;
+
+    fn deref(&self) -> &Target {
+        &self.target
+    }
+}
+
+/// Which slice, and what it lists when this elector holds the lock.
+struct Target {
+    namespace: String,
+    name: String,
+    ip: IpAddr,
+    publication: Publication,
 }
 
 impl Slice {
@@ -321,6 +336,57 @@ impl Slice {
         }
     }
 
+    /// Logs a failure once, until it changes or a write succeeds.
+    fn failed(&self, step: &str, failure: Failure) {
+        let (forbidden, message) = match failure {
+            Failure::Forbidden(message) => (
+                true,
+                // The same words whatever the step, so it is logged once until it is mended.
+                format!(
+                    "may not write the EndpointSlice {}/{}: the Kubernetes API answered 403 \
+                     Forbidden ({message}). Lock {} still works, but Service {} gets no \
+                     endpoints: give the elector's service account get, create and update on \
+                     endpointslices.discovery.k8s.io in namespace {} (deploy/leader-service.yaml)",
+                    self.namespace,
+                    self.name,
+                    self.publication.lock,
+                    self.publication.service,
+                    self.namespace
+                ),
+            ),
+            Failure::Other(message) => (
+                false,
+                format!(
+                    "{step} the EndpointSlice {}/{}: {message}",
+                    self.namespace, self.name
+                ),
+            ),
+        };
+        let mut trouble = self.trouble.lock().expect("slice trouble poisoned");
+        if trouble.as_ref() != Some(&message) {
+            if forbidden {
+                error!(service = %self.publication.service, "{message}");
+            } else {
+                warn!(service = %self.publication.service, "{message} (logged again only when it changes)");
+            }
+            *trouble = Some(message);
+        }
+    }
+
+    fn recovered(&self) {
+        if self
+            .trouble
+            .lock()
+            .expect("slice trouble poisoned")
+            .take()
+            .is_some()
+        {
+            info!(service = %self.publication.service, "the EndpointSlice can be written again");
+        }
+    }
+}
+
+impl Target {
     fn lists_us(&self, slice: &EndpointSlice) -> bool {
         let ip = self.ip.to_string();
         slice.endpoints.iter().any(|e| e.addresses.contains(&ip))
@@ -381,55 +447,6 @@ impl Slice {
             }]),
         }
     }
-
-    /// Logs a failure once, until it changes or a write succeeds.
-    fn failed(&self, step: &str, failure: Failure) {
-        let (forbidden, message) = match failure {
-            Failure::Forbidden(message) => (
-                true,
-                // The same words whatever the step, so it is logged once until it is mended.
-                format!(
-                    "may not write the EndpointSlice {}/{}: the Kubernetes API answered 403 \
-                     Forbidden ({message}). Lock {} still works, but Service {} gets no \
-                     endpoints: give the elector's service account get, create and update on \
-                     endpointslices.discovery.k8s.io in namespace {} (deploy/leader-service.yaml)",
-                    self.namespace,
-                    self.name,
-                    self.publication.lock,
-                    self.publication.service,
-                    self.namespace
-                ),
-            ),
-            Failure::Other(message) => (
-                false,
-                format!(
-                    "{step} the EndpointSlice {}/{}: {message}",
-                    self.namespace, self.name
-                ),
-            ),
-        };
-        let mut trouble = self.trouble.lock().expect("slice trouble poisoned");
-        if trouble.as_ref() != Some(&message) {
-            if forbidden {
-                error!(service = %self.publication.service, "{message}");
-            } else {
-                warn!(service = %self.publication.service, "{message} (logged again only when it changes)");
-            }
-            *trouble = Some(message);
-        }
-    }
-
-    fn recovered(&self) {
-        if self
-            .trouble
-            .lock()
-            .expect("slice trouble poisoned")
-            .take()
-            .is_some()
-        {
-            info!(service = %self.publication.service, "the EndpointSlice can be written again");
-        }
-    }
 }
 
 fn failure(err: kube::Error) -> Failure {
@@ -455,4 +472,98 @@ fn same_content(current: &EndpointSlice, desired: &EndpointSlice) -> bool {
         && current.ports == desired.ports
         && current.address_type == desired.address_type
         && holder(current) == holder(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(ip: &str) -> Target {
+        Target {
+            namespace: "ns".into(),
+            name: slice_name("web"),
+            ip: ip.parse().unwrap(),
+            publication: "leader=web:8080".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_holders_slice_lists_its_address_and_port_under_the_service_labels() {
+        let slice = target("10.1.2.3").object(None, Some("pod-a/1234"), None);
+        assert_eq!(slice.metadata.name.as_deref(), Some("web-leader"));
+        assert_eq!(slice.metadata.namespace.as_deref(), Some("ns"));
+        let labels = slice.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["kubernetes.io/service-name"], "web");
+        assert_eq!(labels["endpointslice.kubernetes.io/managed-by"], MANAGED_BY);
+        let annotations = slice.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[HOLDER_ANNOTATION], "pod-a/1234");
+        assert_eq!(annotations[LOCK_ANNOTATION], "leader");
+        assert_eq!(slice.address_type, "IPv4");
+        assert_eq!(slice.endpoints.len(), 1);
+        assert_eq!(slice.endpoints[0].addresses, ["10.1.2.3"]);
+        let conditions = slice.endpoints[0].conditions.as_ref().unwrap();
+        assert_eq!(conditions.ready, Some(true));
+        let port = &slice.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.port, port.protocol.as_deref(), port.name.as_deref()),
+            (Some(8080), Some("TCP"), Some("")),
+            "one unnamed port, matching a Service with one unnamed port"
+        );
+        assert!(target("10.1.2.3").lists_us(&slice));
+        assert!(!target("10.1.2.4").lists_us(&slice));
+        assert_eq!(
+            target("fd00::1").object(None, None, None).address_type,
+            "IPv6"
+        );
+    }
+
+    #[test]
+    fn without_a_holder_the_slice_is_empty_and_keeps_what_others_wrote() {
+        let t = target("10.1.2.3");
+        let mut current = t.object(None, Some("pod-a/1"), None);
+        current.metadata.resource_version = Some("42".into());
+        current
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "blue".into());
+        let cleared = t.object(Some(&current), None, None);
+        assert!(cleared.endpoints.is_empty());
+        assert_eq!(cleared.ports, current.ports, "the port stays");
+        assert_eq!(
+            cleared.metadata.resource_version.as_deref(),
+            Some("42"),
+            "a compare-and-set on what was read"
+        );
+        assert_eq!(cleared.metadata.labels.as_ref().unwrap()["team"], "blue");
+        assert_eq!(
+            cleared.metadata.annotations.as_ref().unwrap()[HOLDER_ANNOTATION],
+            ""
+        );
+        assert!(!same_content(&current, &cleared));
+        assert!(same_content(
+            &current,
+            &t.object(Some(&current), Some("pod-a/1"), None)
+        ));
+        assert!(
+            !same_content(&current, &t.object(Some(&current), Some("pod-a/2"), None)),
+            "a new holder rewrites the slice"
+        );
+    }
+
+    #[test]
+    fn every_fence_changes_the_object() {
+        let t = target("10.1.2.3");
+        let empty = t.object(None, None, Some("b/1 at 2026-11-30T17:00:00.000001Z"));
+        let again = t.object(
+            Some(&empty),
+            None,
+            Some("b/1 at 2026-11-30T17:00:00.000002Z"),
+        );
+        assert_ne!(
+            empty.metadata.annotations, again.metadata.annotations,
+            "the same content with a new fence note: the API gives it a new resourceVersion"
+        );
+    }
 }

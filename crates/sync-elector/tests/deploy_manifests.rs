@@ -143,6 +143,7 @@ fn the_leader_service_is_selector_less_and_its_role_grants_only_what_publishing_
     let (_, _, value) = documents("election.yaml").remove(0);
     let deployment: Deployment = parse(value);
     let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let program = pod.containers[0].clone();
     let elector = pod.init_containers.unwrap().remove(0);
     let config = sync_elector::Config::try_parse_from(
         std::iter::once("sync-elector".to_owned()).chain(elector.args.unwrap()),
@@ -165,6 +166,15 @@ fn the_leader_service_is_selector_less_and_its_role_grants_only_what_publishing_
         pod_ip.value_from.unwrap().field_ref.unwrap().field_path,
         "status.podIP"
     );
+    // The program answers on the published port.
+    let serve = program
+        .env
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "SERVE")
+        .and_then(|e| e.value)
+        .expect("SERVE");
+    assert_eq!(serve, format!("0.0.0.0:{}", config.publish[0].port));
 }
 
 fn hardened(container: &Container) {

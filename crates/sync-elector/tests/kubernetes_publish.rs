@@ -32,6 +32,7 @@ fn child_process() {
 
 const LOCK: &str = "leader";
 const SERVICE: &str = "leader-svc";
+const SLICE: &str = "leader-svc-leader";
 const PORT: u16 = 8080;
 
 /// The pod IP each elector identity publishes.
@@ -158,7 +159,7 @@ struct Step {
     listed: Vec<String>,
 }
 
-/// Every version of the namespace's Lease LOCK and slices, as two watches deliver them.
+/// Every version of the Lease LOCK and of the slice SLICE, as two watches deliver them.
 struct History {
     seen: Arc<Mutex<Vec<(u64, Version)>>>,
     _runtime: tokio::runtime::Runtime,
@@ -185,34 +186,28 @@ impl History {
             let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
             let from = leases.list(&ListParams::default()).await.unwrap();
             let from = from.metadata.resource_version.unwrap();
+            // A deleted object holds nothing from its deletion's version on.
+            let lease_version = |lease: Option<&Lease>| Version::Lease {
+                holder: lease
+                    .and_then(|l| l.spec.as_ref())
+                    .and_then(|s| s.holder_identity.clone())
+                    .unwrap_or_default(),
+            };
+            let slice_version = |slice: Option<&EndpointSlice>| Version::Slice {
+                addresses: slice
+                    .into_iter()
+                    .flat_map(|s| &s.endpoints)
+                    .flat_map(|e| e.addresses.clone())
+                    .collect(),
+            };
             tokio::spawn(watch(
                 leases,
+                LOCK,
                 from.clone(),
                 seen.clone(),
-                |lease: &Lease| {
-                    (lease.metadata.name.as_deref() == Some(LOCK)).then(|| Version::Lease {
-                        holder: lease
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.holder_identity.clone())
-                            .unwrap_or_default(),
-                    })
-                },
+                lease_version,
             ));
-            tokio::spawn(watch(
-                slices,
-                from,
-                seen.clone(),
-                |slice: &EndpointSlice| {
-                    Some(Version::Slice {
-                        addresses: slice
-                            .endpoints
-                            .iter()
-                            .flat_map(|e| e.addresses.clone())
-                            .collect(),
-                    })
-                },
-            ));
+            tokio::spawn(watch(slices, SLICE, from, seen.clone(), slice_version));
         });
         Self {
             seen,
@@ -241,11 +236,13 @@ impl History {
     }
 }
 
+/// Records every version of the object `name` (the Lease LOCK, the slice SERVICE-leader).
 async fn watch<K>(
     api: Api<K>,
+    name: &'static str,
     mut from: String,
     seen: Arc<Mutex<Vec<(u64, Version)>>>,
-    version: impl Fn(&K) -> Option<Version>,
+    version: impl Fn(Option<&K>) -> Version,
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -256,13 +253,15 @@ async fn watch<K>(
             .unwrap()
             .boxed();
         while let Some(event) = stream.next().await {
-            let object = match event.unwrap() {
-                WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => o,
+            let (object, deleted) = match event.unwrap() {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => (o, false),
+                WatchEvent::Deleted(o) => (o, true),
                 WatchEvent::Bookmark(_) => continue,
                 WatchEvent::Error(e) => panic!("the watch failed: {e:?}"),
             };
             let rv = object.meta().resource_version.clone().unwrap();
-            if let Some(version) = version(&object) {
+            if object.meta().name.as_deref() == Some(name) {
+                let version = version((!deleted).then_some(&object));
                 seen.lock().unwrap().push((rv.parse().unwrap(), version));
             }
             from = rv;
@@ -443,4 +442,43 @@ fn without_endpointslice_rights_the_lock_works_and_the_elector_says_what_to_gran
     let logged = a.log().iter().filter(|l| l.contains("403")).count();
     assert_eq!(logged, 1, "logged once:\n{}", a.log().join("\n"));
     assert!(p.kubectl_addresses().is_empty());
+}
+
+#[test]
+fn the_holder_puts_a_deleted_slice_back_and_a_restarted_elector_takes_its_old_address_down() {
+    let ttl = 15;
+    let p = Publishing::new("publish-repair", &["rbac.yaml", "leader-service.yaml"]);
+    let a = p.elector("a", ttl);
+    let first = holder(&a, LOCK, ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    p.plane
+        .kubectl_ok(&["delete", "endpointslice", SLICE, "-n", &p.namespace]);
+    // The holder reads its slice every 5 s and writes it again.
+    p.shows("a");
+    std::thread::sleep(Duration::from_secs(6));
+    let published = |elector: &ElectorProc| {
+        elector
+            .log()
+            .iter()
+            .filter(|l| l.contains("published the holder's address"))
+            .count()
+    };
+    assert_eq!(
+        published(&a),
+        2,
+        "once at the grant, once after the deletion; a read that finds it right writes nothing:\n{}",
+        a.log().join("\n")
+    );
+    check_history(&p.history.steps());
+
+    // The elector dies holding; restarted with the same identity and IP it holds nothing, so it
+    // takes its old address down at once instead of leaving it for up to a ttl.
+    a.signal("KILL");
+    drop(first);
+    let _again = p.elector("a", ttl);
+    eventually(Duration::from_secs(10), "the old address gone", || {
+        p.kubectl_addresses().is_empty().then_some(())
+    });
+    check_history(&p.history.steps());
 }
