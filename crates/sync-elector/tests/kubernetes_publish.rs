@@ -441,6 +441,11 @@ fn without_endpointslice_rights_the_lock_works_and_the_elector_says_what_to_gran
     }
     let logged = a.log().iter().filter(|l| l.contains("403")).count();
     assert_eq!(logged, 1, "logged once:\n{}", a.log().join("\n"));
+    let dump = a.state_dump().expect("a state dump");
+    assert!(
+        dump.contains("published") && dump.contains("may not write the EndpointSlice"),
+        "SIGUSR1's dump shows it: {dump}"
+    );
     assert!(p.kubectl_addresses().is_empty());
 }
 
