@@ -585,10 +585,13 @@ impl Manager {
         Ok(())
     }
 
-    /// Takes down what the announcer shows for an ended lease.
+    /// Takes down what the announcer shows for an ended lease, waiting at most one renew
+    /// interval: past that the release goes ahead, and the next holder's fence takes it down.
     async fn withdraw(&self, lease: &Lease) {
-        if let Some(announce) = &self.inner.announce {
-            announce.ended(lease).await;
+        if let Some(announce) = &self.inner.announce
+            && timeout(lease.ttl / 3, announce.ended(lease)).await.is_err()
+        {
+            warn!(lock = %lease.name, "taking down the holder's announcement timed out; releasing anyway");
         }
     }
 

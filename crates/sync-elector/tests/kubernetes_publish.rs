@@ -20,7 +20,9 @@ use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use support::{ClientProc, ElectorProc, eventually, holder, namespace_with_deploy_rbac, token};
+use support::{
+    ClientProc, ElectorProc, eventually, holder, namespace_with_deploy_rbac, releaser, token,
+};
 use sync_testkit::ControlPlane;
 
 /// The child role: runs only when a test starts this binary as a client process.
@@ -88,9 +90,9 @@ impl Publishing {
         )
     }
 
-    /// The addresses `kubectl get endpointslices -l kubernetes.io/service-name=SERVICE` shows.
-    fn kubectl_addresses(&self) -> Vec<String> {
-        let out = self.plane.kubectl_ok(&[
+    /// `kubectl get endpointslices -l kubernetes.io/service-name=SERVICE -o jsonpath=PATH`.
+    fn kubectl_slices(&self, path: &str) -> String {
+        self.plane.kubectl_ok(&[
             "get",
             "endpointslices",
             "-n",
@@ -98,9 +100,14 @@ impl Publishing {
             "-l",
             &format!("kubernetes.io/service-name={SERVICE}"),
             "-o",
-            "jsonpath={range .items[*]}{range .endpoints[*]}{.addresses[0]}:{end}{end}",
-        ]);
-        out.split(':')
+            &format!("jsonpath={path}"),
+        ])
+    }
+
+    /// The addresses kubectl shows for SERVICE.
+    fn kubectl_addresses(&self) -> Vec<String> {
+        self.kubectl_slices("{range .items[*]}{range .endpoints[*]}{.addresses[0]}:{end}{end}")
+            .split(':')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
@@ -114,16 +121,9 @@ impl Publishing {
             &format!("kubectl showing {identity}'s address"),
             || (self.kubectl_addresses() == want).then_some(()),
         );
-        let port = self.plane.kubectl_ok(&[
-            "get",
-            "endpointslices",
-            "-n",
-            &self.namespace,
-            "-l",
-            &format!("kubernetes.io/service-name={SERVICE}"),
-            "-o",
-            "jsonpath={.items[0].ports[0].port} {.items[0].metadata.labels.endpointslice\\.kubernetes\\.io/managed-by}",
-        ]);
+        let port = self.kubectl_slices(
+            "{.items[0].ports[0].port} {.items[0].metadata.labels.endpointslice\\.kubernetes\\.io/managed-by}",
+        );
         assert_eq!(port, format!("{PORT} sync-elector.metaparticle.io"));
     }
 
@@ -303,6 +303,14 @@ fn listed(steps: &[Step], identity: &str) -> usize {
         .count()
 }
 
+/// Whether some version lists nobody while the Lease still names `identity`: its address was
+/// taken down (by itself, or by the next holder's fence) before anyone else held the lock.
+fn emptied_under(steps: &[Step], identity: &str) -> bool {
+    steps
+        .iter()
+        .any(|s| s.listed.is_empty() && s.holder.starts_with(&format!("{identity}/")))
+}
+
 /// `a` holds LOCK through a client of its own and is published; a client of `b` waits for it.
 fn a_leads_and_b_waits(
     p: &Publishing,
@@ -321,14 +329,7 @@ fn a_leads_and_b_waits(
 fn on_release_the_slice_moves_to_the_next_holder() {
     let p = Publishing::new("publish-release", &["rbac.yaml", "leader-service.yaml"]);
     let (a, b) = (p.elector("a", 15), p.elector("b", 15));
-    let first = ClientProc::spawn(
-        "hold-then-release",
-        &a.url,
-        &[
-            ("SYNC_TEST_LOCK", LOCK.to_owned()),
-            ("SYNC_TEST_HOLD_MS", "4000".into()),
-        ],
-    );
+    let first = releaser(&a, LOCK, 4000);
     let acquired = first.expect("acquired", Duration::from_secs(20));
     p.shows("a");
     let waiter = holder(&b, LOCK, 15);
@@ -342,13 +343,9 @@ fn on_release_the_slice_moves_to_the_next_holder() {
         (1, 1),
         "{steps:#?}"
     );
-    // a took its address down itself, before its release: some version lists nobody while a
-    // still holds the Lease.
     assert!(
-        steps
-            .iter()
-            .any(|s| s.listed.is_empty() && s.holder.starts_with("a/")),
-        "{steps:#?}"
+        emptied_under(&steps, "a"),
+        "a withdrew before its release: {steps:#?}"
     );
 }
 
@@ -362,12 +359,7 @@ fn when_the_leaders_elector_is_killed_the_next_leader_rewrites_the_slice() {
     let steps = p.check("b");
     // Nobody but b could take a's address down: b emptied the slice before its Lease write.
     assert_eq!(listed(&steps, "b"), 1, "{steps:#?}");
-    assert!(
-        steps
-            .iter()
-            .any(|s| s.listed.is_empty() && s.holder.starts_with("a/")),
-        "{steps:#?}"
-    );
+    assert!(emptied_under(&steps, "a"), "{steps:#?}");
 }
 
 #[test]
@@ -385,10 +377,8 @@ fn on_sigterm_the_leader_withdraws_and_the_next_one_publishes() {
     p.shows("b");
     let steps = p.check("b");
     assert!(
-        steps
-            .iter()
-            .any(|s| s.listed.is_empty() && s.holder.starts_with("a/")),
-        "a withdrew before it released: {steps:#?}"
+        emptied_under(&steps, "a"),
+        "a withdrew before its release: {steps:#?}"
     );
 }
 
@@ -414,14 +404,7 @@ fn a_paused_leaders_address_is_gone_before_the_next_leader_holds_and_stays_gone(
 fn without_endpointslice_rights_the_lock_works_and_the_elector_says_what_to_grant() {
     let p = Publishing::new("publish-rbac", &["rbac.yaml"]);
     let (a, b) = (p.elector("a", 15), p.elector("b", 15));
-    let first = ClientProc::spawn(
-        "hold-then-release",
-        &a.url,
-        &[
-            ("SYNC_TEST_LOCK", LOCK.to_owned()),
-            ("SYNC_TEST_HOLD_MS", "2000".into()),
-        ],
-    );
+    let first = releaser(&a, LOCK, 2000);
     first.expect("acquired", Duration::from_secs(20));
     let waiter = holder(&b, LOCK, 15);
     first.expect("released", Duration::from_secs(20));

@@ -425,6 +425,19 @@ pub fn holder(elector: &ElectorProc, lock: &str, ttl: u64) -> ClientProc {
     )
 }
 
+/// A client process that takes `lock` through `elector`, holds it `hold_ms` milliseconds and
+/// releases it (the `hold-then-release` role).
+pub fn releaser(elector: &ElectorProc, lock: &str, hold_ms: u64) -> ClientProc {
+    ClientProc::spawn(
+        "hold-then-release",
+        &elector.url,
+        &[
+            ("SYNC_TEST_LOCK", lock.to_owned()),
+            ("SYNC_TEST_HOLD_MS", hold_ms.to_string()),
+        ],
+    )
+}
+
 /// The fencing token in an `acquired <token>` event.
 pub fn token(event: &str) -> u64 {
     event.rsplit(' ').next().unwrap().parse().unwrap()

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ClientProc, ElectorProc, holder, token};
+use super::{ClientProc, ElectorProc, holder, releaser, token};
 
 /// Starts an elector with an identity and a ttl (seconds) on the store under test.
 pub type Start<'a> = &'a dyn Fn(&str, u64) -> ElectorProc;
@@ -37,14 +37,7 @@ pub fn contest(start: Start, lock: &str, ttl: u64) -> Contest {
 /// below the 15 s ttl (woken by the store, not by expiry), with a higher token.
 pub fn release_hands_over(start: Start, lock: &str) {
     let (a, b) = (start("a", 15), start("b", 15));
-    let first = ClientProc::spawn(
-        "hold-then-release",
-        &a.url,
-        &[
-            ("SYNC_TEST_LOCK", lock.to_owned()),
-            ("SYNC_TEST_HOLD_MS", "2000".into()),
-        ],
-    );
+    let first = releaser(&a, lock, 2000);
     let acquired = first.expect("acquired", Duration::from_secs(20));
     let waiter = holder(&b, lock, 15);
     first.expect("released", Duration::from_secs(20));
