@@ -10,7 +10,9 @@
 //! - **Publish.** After its grant, the holder reads the slice, checks *after that read* that its
 //!   lease is still valid, and writes its address on top of what it read.
 //! - **Withdraw.** When the lease ends (release, loss, shutdown), the holder empties the slice
-//!   before the store gives the Lease up.
+//!   before the store gives the Lease up; and when renewals fail, it empties it once less than
+//!   [`WITHDRAW_AHEAD`] of the ttl is left before the renew deadline, so the address is gone by
+//!   that deadline (it comes back if a renewal succeeds).
 //! - **Resync.** While holding, it reads again every [`RESYNC`] and puts its address back if a
 //!   contender's fence took it down without winning the lock.
 //!
@@ -52,6 +54,11 @@ pub const FENCE_ANNOTATION: &str = "sync.metaparticle.io/fence";
 
 /// How often a holder re-reads its slice.
 pub const RESYNC: Duration = Duration::from_secs(5);
+
+/// The share of the ttl before its renew deadline at which a holder whose renewals fail takes
+/// its address down. A holder renews when ttl/3 is left, so only a renewal that fails, or takes
+/// longer than ttl/6, comes this close.
+pub const WITHDRAW_AHEAD: u32 = 6;
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,18 +175,31 @@ impl Takeover for Publisher {
     }
 }
 
-/// Reconciles one slice whenever told, and every [`RESYNC`] while holding.
+/// Reconciles one slice whenever told; while holding, also every [`RESYNC`] and at the moment
+/// the lease comes within [`WITHDRAW_AHEAD`] of its renew deadline.
 async fn keep(slice: Arc<Slice>) {
     loop {
         slice.reconcile().await;
-        let holding = slice.want().is_some();
+        let next = slice.want().as_ref().map(|lease| {
+            match lease.valid_for().checked_sub(withdraw_margin(lease)) {
+                // Just past the point, so the reconcile finds the margin crossed.
+                Some(left) if !left.is_zero() => RESYNC.min(left + Duration::from_millis(1)),
+                _ => RESYNC,
+            }
+        });
         let told = slice.wake.notified();
-        if holding {
-            let _ = timeout(RESYNC, told).await;
-        } else {
-            told.await;
+        match next {
+            Some(wait) => {
+                let _ = timeout(wait, told).await;
+            }
+            None => told.await,
         }
     }
+}
+
+/// How much validity a published lease must have left to stay published.
+fn withdraw_margin(lease: &Lease) -> Duration {
+    lease.ttl / WITHDRAW_AHEAD
 }
 
 /// One Service's leader slice, as this elector keeps it.
@@ -236,7 +256,7 @@ impl Slice {
             let holder = self
                 .want()
                 .as_ref()
-                .filter(|lease| !lease.valid_for().is_zero())
+                .filter(|lease| lease.valid_for() > withdraw_margin(lease))
                 .map(|lease| lease.holder.clone());
             let desired = self.object(current.as_ref(), holder.as_deref(), None);
             let listed_here = current.as_ref().is_some_and(|s| self.lists_us(s));

@@ -470,3 +470,36 @@ fn the_holder_puts_a_deleted_slice_back_and_a_restarted_elector_takes_its_old_ad
     });
     check_history(&p.history.steps());
 }
+
+#[test]
+fn a_leader_whose_renewals_fail_withdraws_before_its_renew_deadline() {
+    let ttl = 9;
+    let p = Publishing::new("publish-deadline", &["rbac.yaml", "leader-service.yaml"]);
+    let a = p.elector("a", ttl);
+    let first = holder(&a, LOCK, ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    // The Leases' Role goes; the EndpointSlices' Role stays: renewals fail, slice writes do not.
+    p.plane
+        .kubectl_ok(&["delete", "rolebinding", "sync-elector", "-n", &p.namespace]);
+    first.expect("lost", Duration::from_secs(30));
+    eventually(Duration::from_secs(10), "the address gone", || {
+        p.kubectl_addresses().is_empty().then_some(())
+    });
+    // The client counts its validity down itself, so it may say "lost" just before the elector.
+    let log = eventually(Duration::from_secs(10), "the elector's loss", || {
+        let log = a.log();
+        log.iter().any(|l| l.contains("lease lost")).then_some(log)
+    });
+    let at = |what: &str| {
+        log.iter()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what:?} in a's log:\n{}", log.join("\n")))
+    };
+    assert!(
+        at("withdrew this pod's address") < at("lease lost"),
+        "taken down before the renew deadline, not after:\n{}",
+        log.join("\n")
+    );
+    check_history(&p.history.steps());
+}
