@@ -334,7 +334,12 @@ fn on_release_the_slice_moves_to_the_next_holder() {
     p.shows("a");
     let waiter = holder(&b, LOCK, 15);
     first.expect("released", Duration::from_secs(20));
+    let released = std::time::Instant::now();
     let next = waiter.expect("acquired", Duration::from_secs(10));
+    eprintln!(
+        "hand-over with --publish (withdraw, release, fence, take): {:?} after release",
+        released.elapsed()
+    );
     assert!(token(&next) > token(&acquired));
     p.shows("b");
     let steps = p.check("b");
