@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 use crate::config::Publication;
 use crate::manager::{Announce, Lease};
 use crate::store::StoreError;
-use crate::store::kubernetes::Takeover;
+use crate::store::kubernetes::{Takeover, api_error};
 
 /// The `endpointslice.kubernetes.io/managed-by` value on every slice we write; the EndpointSlice
 /// controller leaves slices managed by others alone.
@@ -472,11 +472,7 @@ impl Target {
 fn failure(err: kube::Error) -> Failure {
     match err {
         kube::Error::Api(status) if status.code == 403 => Failure::Forbidden(status.message),
-        kube::Error::Api(status) => Failure::Other(format!(
-            "the Kubernetes API answered {} {}: {}",
-            status.code, status.reason, status.message
-        )),
-        other => Failure::Other(format!("could not reach the Kubernetes API: {other}")),
+        other => Failure::Other(api_error(&other)),
     }
 }
 

@@ -127,24 +127,28 @@ fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
 }
 
+/// What went wrong with a request, for people: the API's status and message, or why it could not
+/// be reached.
+pub(crate) fn api_error(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!(
+            "the Kubernetes API answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("could not reach the Kubernetes API: {other}"),
+    }
+}
+
 /// Turns a kube error into a store error whose message says what to fix.
 fn unavailable(step: &str, err: kube::Error) -> StoreError {
-    let message = match &err {
-        kube::Error::Api(status) => {
-            let hint = match status.code {
-                403 => {
-                    "; give the elector's service account the Role in deploy/rbac.yaml (get, list, watch, create, update on leases)"
-                }
-                404 => "; check the namespace (--namespace)",
-                _ => "",
-            };
-            format!(
-                "{step}: the Kubernetes API answered {} {}: {}{hint}",
-                status.code, status.reason, status.message
-            )
+    let hint = match status_code(&err) {
+        Some(403) => {
+            "; give the elector's service account the Role in deploy/rbac.yaml (get, list, watch, create, update on leases)"
         }
-        other => format!("{step}: could not reach the Kubernetes API: {other}"),
+        Some(404) => "; check the namespace (--namespace)",
+        _ => "",
     };
+    let message = format!("{step}: {}{hint}", api_error(&err));
     StoreError::Unavailable {
         store: "kubernetes",
         message,
