@@ -59,14 +59,7 @@ fn client_go_follows_our_holder_and_takes_over_after_our_release() {
     let plane = ControlPlane::shared();
     let namespace = plane.create_namespace("ours-first");
     let ours = our_elector(plane, &namespace, &format!("{namespace}-ours"), 15);
-    let first = support::ClientProc::spawn(
-        "hold-then-release",
-        &ours.url,
-        &[
-            ("SYNC_TEST_LOCK", "test".to_owned()),
-            ("SYNC_TEST_HOLD_MS", "8000".into()),
-        ],
-    );
+    let first = support::releaser(&ours, "test", 8000);
     first.expect("acquired", Duration::from_secs(20));
     let acquired = Instant::now();
     let timings = Timings::default();
