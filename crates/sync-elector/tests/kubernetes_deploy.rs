@@ -155,6 +155,20 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
         "and the verb: {message}"
     );
 
+    // The held lease ends (as lost, or released by its client, which counts its validity down
+    // itself) and its refused store release is logged, before the log is counted below.
+    eventually(
+        Duration::from_secs(20),
+        "the held lease's release refused",
+        || {
+            elector
+                .log()
+                .iter()
+                .any(|l| l.contains("release failed") && l.contains("lock=held"))
+                .then_some(())
+        },
+    );
+
     // /readyz says not ready, naming every missing verb once the elector has asked the API.
     let missing = eventually(Duration::from_secs(20), "readyz naming the verbs", || {
         let (status, body) = ready(&elector);

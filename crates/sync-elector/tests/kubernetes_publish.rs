@@ -491,18 +491,27 @@ fn a_leader_whose_renewals_fail_withdraws_before_its_renew_deadline() {
     eventually(Duration::from_secs(10), "the address gone", || {
         p.kubectl_addresses().is_empty().then_some(())
     });
-    // The client counts its validity down itself, so it may say "lost" just before the elector.
-    let log = eventually(Duration::from_secs(10), "the elector's loss", || {
+    // The client counts its validity down itself, so it may say "lost" just before the elector,
+    // and then release: the lease ends either as lost or as released, and its store release
+    // (refused) is logged after either.
+    let log = eventually(Duration::from_secs(10), "the lease's end", || {
         let log = a.log();
-        log.iter().any(|l| l.contains("lease lost")).then_some(log)
-    });
-    let at = |what: &str| {
         log.iter()
-            .position(|l| l.contains(what))
-            .unwrap_or_else(|| panic!("{what:?} in a's log:\n{}", log.join("\n")))
-    };
+            .any(|l| l.contains("release failed") && l.contains("lock=leader"))
+            .then_some(log)
+    });
+    let ended = log
+        .iter()
+        .position(|l| {
+            l.contains("lock=leader") && (l.contains("lease lost") || l.contains(" released "))
+        })
+        .unwrap_or_else(|| panic!("the lease's end in a's log:\n{}", log.join("\n")));
+    let withdrew = log
+        .iter()
+        .position(|l| l.contains("withdrew this pod's address"))
+        .unwrap_or_else(|| panic!("the withdraw in a's log:\n{}", log.join("\n")));
     assert!(
-        at("withdrew this pod's address") < at("lease lost"),
+        withdrew < ended,
         "taken down before the renew deadline, not after:\n{}",
         log.join("\n")
     );
