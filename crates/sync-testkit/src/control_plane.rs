@@ -4,10 +4,13 @@
 //! identity and its kubeconfig, a kubeconfig per user a test names, and an audit log of every
 //! Lease request by user, which [`ControlPlane::requests`] counts.
 //!
-//! Only the API runs: no kubelet, scheduler or controller-manager, so objects are stored, served
-//! and watched, and pods never start. Tests can kill, pause and restart the apiserver and its
-//! etcd.
+//! Alone, only the API runs: no kubelet, scheduler or controller-manager, so objects are stored,
+//! served and watched, and pods never start. Tests can kill, pause and restart the apiserver and
+//! its etcd. [`crate::Cluster`] starts one for a node instead: on the node's bridge address, with
+//! the Node authorizer, the `kubernetes` Service's endpoint kept by the apiserver, and what
+//! `kubectl logs` and `exec` need to reach the kubelet.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -65,18 +68,58 @@ pub struct ControlPlane {
     dir: PathBuf,
     etcd: EtcdCluster,
     apiserver: Option<Child>,
+    address: Ipv4Addr,
     port: u16,
+    /// For a node: the Service IP range; the kubelet client certificate and key.
+    node: Option<NodeSide>,
     pki: Pki,
     admin: PathBuf,
     reaper: Option<Child>,
 }
 
+/// What the apiserver of a cluster with a node has besides the API alone.
+struct NodeSide {
+    service_range: String,
+    kubelet_client: (PathBuf, PathBuf),
+}
+
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver and waits until the API is ready and the `default`
-    /// namespace exists.
+    /// Starts etcd and kube-apiserver on 127.0.0.1 and waits until the API is ready and the
+    /// `default` namespace exists.
     pub fn start(test: &str) -> Self {
+        Self::start_on(test, Ipv4Addr::LOCALHOST, None)
+    }
+
+    /// A control plane for a node: the apiserver listens on and advertises `address` (the
+    /// node's bridge address, which pods reach), hands out Service IPs from `service_range`
+    /// (the first is the `kubernetes` Service's, and the serving certificate names it), keeps
+    /// that Service's endpoint itself, and authorizes kubelets with the Node authorizer.
+    pub(crate) fn start_for_node(
+        test: &str,
+        address: Ipv4Addr,
+        service_range: &str,
+        kubernetes_service_ip: Ipv4Addr,
+    ) -> Self {
+        Self::start_on(test, address, Some((service_range, kubernetes_service_ip)))
+    }
+
+    fn start_on(test: &str, address: Ipv4Addr, node: Option<(&str, Ipv4Addr)>) -> Self {
         let dir = temp_dir(&format!("control-plane-{test}"));
-        let pki = Pki::create(&dir).expect("making the control plane's certificates");
+        let extra_names: Vec<String> = match node {
+            Some((_, service_ip)) => vec![address.to_string(), service_ip.to_string()],
+            None => Vec::new(),
+        };
+        let pki = Pki::create(&dir, &extra_names).expect("making the control plane's certificates");
+        let node = node.map(|(service_range, _)| NodeSide {
+            service_range: service_range.to_owned(),
+            kubelet_client: pki
+                .client(
+                    "apiserver-kubelet-client",
+                    "kube-apiserver-kubelet-client",
+                    Some("system:masters"),
+                )
+                .expect("making the apiserver's kubelet client certificate"),
+        });
         let etcd = EtcdCluster::start_binary(&binary("etcd"), 1, &format!("kube-{test}"), &[]);
         let mut plane = Self {
             admin: dir.join("admin.kubeconfig"),
@@ -84,7 +127,9 @@ impl ControlPlane {
             dir,
             etcd,
             apiserver: None,
+            address,
             port: free_port(),
+            node,
             pki,
         };
         std::fs::write(&plane.admin, plane.admin_kubeconfig_text()).unwrap();
@@ -117,23 +162,19 @@ impl ControlPlane {
             .append(true)
             .open(self.dir.join("kube-apiserver.log"))
             .unwrap();
-        let child = Command::new(binary("kube-apiserver"))
+        let address = self.address.to_string();
+        let mut command = Command::new(binary("kube-apiserver"));
+        command
             .args([
                 "--etcd-servers",
                 &format!("http://{}", self.etcd.endpoint(0)),
             ])
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-            ])
+            .args(["--bind-address", &address, "--advertise-address", &address])
             .args(["--secure-port", &self.port.to_string()])
             .args(["--cert-dir", &path(&self.dir.join("certs"))])
             .args(["--tls-cert-file", &path(&pki.serving.0)])
             .args(["--tls-private-key-file", &path(&pki.serving.1)])
             .args(["--client-ca-file", &path(&pki.ca)])
-            .args(["--authorization-mode", "RBAC"])
             .args([
                 "--service-account-issuer",
                 "https://kubernetes.default.svc.cluster.local",
@@ -143,15 +184,36 @@ impl ControlPlane {
                 "--service-account-signing-key-file",
                 &path(&pki.service_account.0),
             ])
-            .args(["--service-cluster-ip-range", "10.96.0.0/16"])
-            // A loopback address cannot be the `kubernetes` Service's endpoint.
-            .args(["--endpoint-reconciler-type", "none"])
             .args([
                 "--audit-policy-file",
                 &path(&self.dir.join("audit-policy.yaml")),
             ])
             .args(["--audit-log-path", &path(&self.dir.join("audit.log"))])
-            .args(["--profiling=false", "--v", "1"])
+            .args(["--profiling=false", "--v", "1"]);
+        match &self.node {
+            None => {
+                command
+                    .args(["--authorization-mode", "RBAC"])
+                    .args(["--service-cluster-ip-range", "10.96.0.0/16"])
+                    // A loopback address cannot be the `kubernetes` Service's endpoint.
+                    .args(["--endpoint-reconciler-type", "none"]);
+            }
+            Some(node) => {
+                command
+                    // Kubelets may read and write only their own node's pods and objects.
+                    .args(["--authorization-mode", "Node,RBAC"])
+                    .args(["--enable-admission-plugins", "NodeRestriction"])
+                    .args(["--service-cluster-ip-range", &node.service_range])
+                    // `kubectl logs` and `exec` go through the kubelet, at the node's address.
+                    .args([
+                        "--kubelet-client-certificate",
+                        &path(&node.kubelet_client.0),
+                    ])
+                    .args(["--kubelet-client-key", &path(&node.kubelet_client.1)])
+                    .args(["--kubelet-preferred-address-types", "InternalIP,Hostname"]);
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -190,7 +252,7 @@ impl ControlPlane {
 
     /// The API's base URL.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.address, self.port)
     }
 
     /// The admin's kubeconfig (a client certificate in `system:masters`; namespace `default`).
@@ -232,7 +294,38 @@ impl ControlPlane {
     /// user's requests apart: see [`Self::requests`].
     pub fn user_kubeconfig(&self, name: &str, namespace: &str) -> PathBuf {
         let (cert, key) = self.pki.user(name).expect("making a client certificate");
-        let path = self.dir.join(format!("user-{name}.kubeconfig"));
+        self.certificate_kubeconfig(&format!("user-{name}"), name, namespace, &cert, &key)
+    }
+
+    /// Writes a kubeconfig for a component of the cluster with common name `cn` in group `org`
+    /// (such as `system:node:NAME` in `system:nodes`), and returns its path.
+    pub(crate) fn component_kubeconfig(&self, file: &str, cn: &str, org: Option<&str>) -> PathBuf {
+        let (cert, key) = self
+            .pki
+            .client(file, cn, org)
+            .expect("making a client certificate");
+        self.certificate_kubeconfig(file, file, "default", &cert, &key)
+    }
+
+    /// The CA that signed the apiserver's serving certificate and every client certificate.
+    pub(crate) fn ca(&self) -> &Path {
+        &self.pki.ca
+    }
+
+    /// The key that signs service-account tokens (the controller-manager signs with it too).
+    pub(crate) fn service_account_key(&self) -> &Path {
+        &self.pki.service_account.0
+    }
+
+    fn certificate_kubeconfig(
+        &self,
+        file: &str,
+        name: &str,
+        namespace: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> PathBuf {
+        let path = self.dir.join(format!("{file}.kubeconfig"));
         let text = format!(
             "apiVersion: v1\nkind: Config\n{}users:\n- name: {name}\n  user:\n    client-certificate: {}\n    client-key: {}\n",
             self.cluster_and_context(name, namespace),

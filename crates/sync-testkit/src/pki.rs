@@ -1,7 +1,8 @@
 //! The certificates and keys a test control plane needs, made fresh for each one: a CA, the
-//! apiserver's serving certificate for `127.0.0.1` and `localhost`, client certificates (the
-//! admin's, and one per user a test names, all in `system:masters`), and the key that signs
-//! service-account tokens.
+//! apiserver's serving certificate for `127.0.0.1`, `localhost` and the addresses a cluster adds
+//! (its bridge address, the `kubernetes` Service's IP), client certificates (the admin's, one
+//! per user a test names, all in `system:masters`, and the node components' identities), and
+//! the key that signs service-account tokens.
 
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,9 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Makes every file in `dir`.
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// Makes every file in `dir`; the serving certificate also names `extra_names` (IP
+    /// addresses or DNS names).
+    pub fn create(dir: &Path, extra_names: &[String]) -> Result<Self> {
         let write = |name: &str, pem: String| write(dir, name, pem);
 
         let ca_key = KeyPair::generate()?;
@@ -45,10 +47,21 @@ impl Pki {
         let ca = write("ca.crt", ca_cert.pem())?;
         let issuer = Issuer::new(ca_params, ca_key);
 
+        let mut names: Vec<String> = [
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(String::from)
+        .into();
+        names.extend_from_slice(extra_names);
         let serving = leaf(
             &issuer,
             dir,
-            vec!["127.0.0.1".into(), "localhost".into(), "kubernetes".into()],
+            names,
             "kube-apiserver",
             None,
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -82,14 +95,21 @@ impl Pki {
     /// A client certificate and key for user `name` in `system:masters` (so the API's audit log
     /// tells this user's requests from everyone else's).
     pub fn user(&self, name: &str) -> Result<(PathBuf, PathBuf)> {
+        self.client(&format!("user-{name}"), name, Some("system:masters"))
+    }
+
+    /// A client certificate and key for common name `cn` in group `org`, written to
+    /// `file.{crt,key}`: the identities Kubernetes' components use (`system:node:NAME` in
+    /// `system:nodes`, `system:kube-scheduler`, ...).
+    pub fn client(&self, file: &str, cn: &str, org: Option<&str>) -> Result<(PathBuf, PathBuf)> {
         leaf(
             &self.issuer,
             &self.dir,
             Vec::new(),
-            name,
-            Some("system:masters"),
+            cn,
+            org,
             ExtendedKeyUsagePurpose::ClientAuth,
-            &format!("user-{name}"),
+            file,
         )
     }
 }
