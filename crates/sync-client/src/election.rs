@@ -132,7 +132,9 @@ impl Election {
     }
 
     /// Campaigns, leads, and campaigns again after each loss, until [`shutdown`](Self::shutdown).
-    /// `on_elected` runs on each election, `on_lost` whenever leadership ends (also on shutdown).
+    /// `on_elected` runs on each election, `on_lost` whenever leadership ends (also on shutdown,
+    /// where it runs before the lock is released, so that another replica is elected only after
+    /// this one stopped leading).
     ///
     /// Returns an error for a bad name, or when the elector cannot be reached for 30 s in a row.
     pub async fn run(&self) -> Result<()> {
@@ -169,8 +171,10 @@ impl Election {
             };
             self.leading.store(false, Ordering::SeqCst);
             if resigned {
-                let released = guard.release().await;
+                // The program stops leading before the lock is free for the next leader, so
+                // that two never lead at once.
                 (self.on_lost)();
+                let released = guard.release().await;
                 return match released {
                     Ok(()) | Err(Error::Lost { .. }) => Ok(()),
                     Err(err) => Err(err),
@@ -179,6 +183,31 @@ impl Election {
             drop(guard);
             (self.on_lost)();
         }
+    }
+
+    /// Runs as [`run`](Self::run) until `stop` completes, then resigns: a leader releases at
+    /// once, so another replica takes over. With [`shutdown_signal`](crate::shutdown_signal),
+    /// a pod's replica hands over the moment Kubernetes stops it (SIGTERM), not when the grace
+    /// period ends.
+    ///
+    /// ```no_run
+    /// # async fn run() -> sync_client::Result<()> {
+    /// let election = sync_client::Election::new(
+    ///     "test",
+    ///     || println!("I am the leader!"),
+    ///     || println!("I lost the leader!"),
+    /// );
+    /// election.run_until(sync_client::shutdown_signal()).await
+    /// # }
+    /// ```
+    pub async fn run_until(&self, stop: impl Future<Output = ()>) -> Result<()> {
+        let run = self.run();
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => return result,
+            () = stop => self.shutdown(),
+        }
+        run.await
     }
 
     /// Ends [`run`](Self::run): a leader resigns at once, so another replica takes over.

@@ -9,6 +9,7 @@
 //! | [`LossSignal`] | the keep-alive core shared by every guard (module `heartbeat`) |
 //! | [`Election`], [`Leader`] | campaign, lead, follow the leader (module `election`) |
 //! | [`Client::watch`], [`LockStream`] | follow a lock's state (module `watch`) |
+//! | [`shutdown_signal`] | SIGTERM or Ctrl-C, to resign on (module `signal`) |
 //! | [`blocking`] | the same, for programs without an async runtime |
 //! | [`Error`] | everything that can go wrong (module `error`) |
 //!
@@ -33,6 +34,7 @@ mod election;
 mod error;
 mod heartbeat;
 mod lock;
+mod signal;
 mod watch;
 
 pub mod blocking;
@@ -42,6 +44,7 @@ pub use election::{Election, Leader, LeaderStream};
 pub use error::{Error, InvalidName, Result};
 pub use heartbeat::LossSignal;
 pub use lock::{Lock, LockGuard};
+pub use signal::shutdown_signal;
 pub use sync_protocol::{LockName, LockState, URL_ENV};
 pub use watch::LockStream;
 

@@ -216,3 +216,40 @@ fn blocking_lock_mirrors_the_seed() {
     assert!(election.leader().unwrap().is_none(), "resigned on shutdown");
     runtime.block_on(server.shutdown());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resigning_leader_stops_leading_before_the_next_is_elected() {
+    let (_server, client) = elector().await;
+    // One log, in the order the callbacks ran.
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let election = |who: &'static str| {
+        let (elected, lost) = (log.clone(), log.clone());
+        Arc::new(client.election(
+            "ordered",
+            move || elected.lock().unwrap().push(format!("{who} elected")),
+            move || {
+                // A leader that takes a while to stop its work.
+                std::thread::sleep(Duration::from_millis(300));
+                lost.lock().unwrap().push(format!("{who} lost"));
+            },
+        ))
+    };
+    let (a, b) = (election("a"), election("b"));
+    let runner = a.clone();
+    let a_task = tokio::spawn(async move { runner.run().await });
+    wait_for("a leads", || a.is_leader()).await;
+    let runner = b.clone();
+    let b_task = tokio::spawn(async move { runner.run().await });
+    sleep(Duration::from_millis(200)).await;
+
+    a.shutdown();
+    wait_for("b leads", || b.is_leader()).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["a elected", "a lost", "b elected"],
+        "a's on_lost ran before its lock was free for b"
+    );
+    b.shutdown();
+    a_task.await.unwrap().unwrap();
+    b_task.await.unwrap().unwrap();
+}

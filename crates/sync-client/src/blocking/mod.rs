@@ -36,6 +36,46 @@ fn runtime() -> &'static Runtime {
     })
 }
 
+/// Calls `callback` once, on a thread of its own, when the process receives SIGTERM or Ctrl-C
+/// ([`crate::shutdown_signal`]). The callback may call blocking methods, such as
+/// [`Lock::release`]; it usually ends with [`std::process::exit`].
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sync_client::blocking::{Lock, on_shutdown_signal};
+///
+/// let lock = Arc::new(Lock::new("test"));
+/// let held = lock.clone();
+/// on_shutdown_signal(move || {
+///     let _ = held.release(); // NotHeld when it was still waiting
+///     std::process::exit(0);
+/// });
+/// lock.wait_one()?;
+/// # Ok::<(), sync_client::Error>(())
+/// ```
+pub fn on_shutdown_signal(callback: impl FnOnce() + Send + 'static) {
+    // The handlers are installed before this returns, so a signal that comes right after is not
+    // missed; the wait runs on the shared runtime, the callback on its own thread.
+    let (installed, ready) = std::sync::mpsc::channel();
+    let signalled = runtime().spawn(async move {
+        let signal = crate::shutdown_signal();
+        tokio::pin!(signal);
+        // Polling once installs the handlers.
+        let _ = futures_util::FutureExt::now_or_never(signal.as_mut());
+        let _ = installed.send(());
+        signal.await;
+    });
+    let _ = ready.recv();
+    std::thread::Builder::new()
+        .name("sync-client-shutdown".into())
+        .spawn(move || {
+            if runtime().block_on(signalled).is_ok() {
+                callback();
+            }
+        })
+        .expect("the sync-client shutdown thread could not start");
+}
+
 /// A lock for blocking code: [`wait_one`](Lock::wait_one), then [`release`](Lock::release).
 pub struct Lock {
     inner: crate::Lock,
@@ -188,6 +228,23 @@ impl Election {
     /// Campaigns, leads and campaigns again until [`shutdown`](Self::shutdown) (the seed's `Run`).
     pub fn run(&self) -> Result<()> {
         runtime().block_on(self.inner.run())
+    }
+
+    /// Runs as [`run`](Self::run) until the process receives SIGTERM or Ctrl-C, then resigns
+    /// and returns: in a pod, the next replica takes over the moment Kubernetes stops this one
+    /// ([`crate::shutdown_signal`]).
+    ///
+    /// ```no_run
+    /// let election = sync_client::blocking::Election::new(
+    ///     "test",
+    ///     || println!("I am the leader!"),
+    ///     || println!("I lost the leader!"),
+    /// );
+    /// election.run_until_shutdown_signal()?;
+    /// # Ok::<(), sync_client::Error>(())
+    /// ```
+    pub fn run_until_shutdown_signal(&self) -> Result<()> {
+        runtime().block_on(self.inner.run_until(crate::shutdown_signal()))
     }
 
     /// Ends `run`; a leader resigns at once.
