@@ -1,4 +1,5 @@
-//! The seed's ElectionMain with the blocking API: `new Election(...)`, then `Run()`.
+//! The seed's ElectionMain with the blocking API: `new Election(...)`, then `Run()`. SIGTERM or
+//! Ctrl-C resigns, so another replica takes over at once.
 //!
 //! Needs a running elector: `cargo run -p sync-elector` in another terminal.
 
@@ -11,6 +12,6 @@ fn main() -> anyhow::Result<()> {
         || println!("I lost the leader!"),
     );
     println!("Waiting for election");
-    election.run()?;
+    election.run_until_shutdown_signal()?;
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! The seed's ElectionMain: run for leader of "test", saying so when elected and when not.
-//! Ctrl-C resigns, so another replica takes over at once.
+//! The seed's ElectionMain: run for leader of "test" (or of `LOCK_NAME`), saying so when elected
+//! and when not. SIGTERM or Ctrl-C resigns, so another replica takes over at once, also when a
+//! pod is stopped.
 //!
-//! With `SERVE=ADDRESS` (deploy/election.yaml sets `0.0.0.0:8080`) it also answers every HTTP
-//! request with its name and whether it leads, so the leader-only Service
+//! With `SERVE=ADDRESS[,ADDRESS...]` (deploy/election.yaml sets `0.0.0.0:8080`) it also answers
+//! every HTTP request with its name and whether it leads, so the leader-only Service
 //! (deploy/leader-service.yaml) shows which replica it reaches.
 //!
 //! Needs a running elector: `cargo run -p sync-elector` in another terminal.
@@ -17,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn main() -> anyhow::Result<()> {
     let leading = Arc::new(AtomicBool::new(false));
     let (won, lost) = (leading.clone(), leading.clone());
-    let election = Arc::new(Election::new(
-        "test",
+    let name = std::env::var("LOCK_NAME").unwrap_or_else(|_| "test".into());
+    let election = Election::new(
+        name,
         move || {
             won.store(true, Ordering::SeqCst);
             println!("I am the leader!");
@@ -27,33 +29,31 @@ async fn main() -> anyhow::Result<()> {
             lost.store(false, Ordering::SeqCst);
             println!("I lost the leader!");
         },
-    ));
-    if let Ok(address) = std::env::var("SERVE") {
-        let listener = tokio::net::TcpListener::bind(&address).await?;
-        println!("Answering HTTP on {address}");
-        tokio::spawn(answer(listener, leading));
-    }
-    let resign = election.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            resign.shutdown();
+    );
+    if let Ok(addresses) = std::env::var("SERVE") {
+        for address in addresses.split(',').map(str::trim) {
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            println!("Answering HTTP on {address}");
+            tokio::spawn(answer(listener, leading.clone()));
         }
-    });
+    }
     println!("Waiting for election");
-    election.run().await?;
+    election.run_until(sync_client::shutdown_signal()).await?;
     Ok(())
 }
 
-/// Answers each connection with one plain-text line: this replica's name and whether it leads.
+/// Answers each connection with one plain-text line: this replica's name, whether it leads, and
+/// the port asked, such as `election-example-7d9c-xk2p leads on 8080`.
 async fn answer(listener: tokio::net::TcpListener, leading: Arc<AtomicBool>) {
     let name = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "this replica".into());
+    let port = listener.local_addr().map_or(0, |a| a.port());
     while let Ok((mut connection, _)) = listener.accept().await {
         let body = if leading.load(Ordering::SeqCst) {
-            format!("{name} leads\n")
+            format!("{name} leads on {port}\n")
         } else {
-            format!("{name} does not lead\n")
+            format!("{name} does not lead on {port}\n")
         };
         tokio::spawn(async move {
             let mut request = [0u8; 1024];
