@@ -115,9 +115,10 @@ pub struct Config {
     #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// LOCK=SERVICE:PORT: while a holder here holds LOCK, keep the selector-less Service
-    /// SERVICE's EndpointSlice listing this pod's IP with PORT, and nothing else (the Kubernetes
-    /// store only; docs/kubernetes.md). Repeat the flag, or separate with commas.
+    /// LOCK=SERVICE[:PORT]: while a holder here holds LOCK, keep the selector-less Service
+    /// SERVICE's EndpointSlice listing this pod's IP, and nothing else, with the Service's ports
+    /// by name (their targetPort numbers; PORT instead, for a Service with one port). The
+    /// Kubernetes store only; docs/kubernetes.md. Repeat the flag, or separate with commas.
     #[arg(long, env = "SYNC_PUBLISH", value_delimiter = ',')]
     pub publish: Vec<Publication>,
 
@@ -126,26 +127,34 @@ pub struct Config {
     pub pod_ip: Option<IpAddr>,
 }
 
-/// One `--publish LOCK=SERVICE:PORT`: send SERVICE's traffic to PORT on whichever pod's elector
-/// holds LOCK.
+/// One `--publish LOCK=SERVICE[:PORT]`: send SERVICE's traffic to whichever pod's elector holds
+/// LOCK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
     /// The lock whose holder is published.
     pub lock: LockName,
     /// The selector-less Service in the store's namespace.
     pub service: String,
-    /// The port the holder serves on, as the EndpointSlice lists it.
-    pub port: u16,
+    /// The port the holder serves on, for a Service with one port; without it, each of the
+    /// Service's ports is listed with its `targetPort`.
+    pub port: Option<u16>,
 }
 
 impl FromStr for Publication {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let shape =
-            || format!("{text:?} is not LOCK=SERVICE:PORT (such as leader=my-service:8080)");
+        let shape = || {
+            format!(
+                "{text:?} is not LOCK=SERVICE or LOCK=SERVICE:PORT (such as leader=my-service, or \
+                 leader=my-service:8080)"
+            )
+        };
         let (lock, target) = text.split_once('=').ok_or_else(shape)?;
-        let (service, port) = target.rsplit_once(':').ok_or_else(shape)?;
+        let (service, port) = match target.rsplit_once(':') {
+            Some((service, port)) => (service, Some(port)),
+            None => (target, None),
+        };
         let lock = LockName::new(lock.trim()).map_err(|e| format!("in {text:?}: {e}"))?;
         let service = service.trim();
         if !is_dns_label(service) {
@@ -154,11 +163,13 @@ impl FromStr for Publication {
                  digits and '-', starting with a letter and ending with a letter or digit"
             ));
         }
-        let port = match port.trim().parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => {
+        let port = match port.map(|p| p.trim().parse::<u16>()) {
+            None => None,
+            Some(Ok(port)) if port > 0 => Some(port),
+            Some(_) => {
                 return Err(format!(
-                    "in {text:?}: {port:?} is not a port: a number from 1 to 65535"
+                    "in {text:?}: {:?} is not a port: a number from 1 to 65535",
+                    port.unwrap_or_default()
                 ));
             }
         };
@@ -404,10 +415,13 @@ mod tests {
     fn a_publication_is_lock_service_and_port() {
         let p: Publication = "leader=my-service:8080".parse().unwrap();
         assert_eq!(p.lock.as_str(), "leader");
-        assert_eq!((p.service.as_str(), p.port), ("my-service", 8080));
+        assert_eq!((p.service.as_str(), p.port), ("my-service", Some(8080)));
+        let p: Publication = "leader=my-service".parse().unwrap();
+        assert_eq!((p.service.as_str(), p.port), ("my-service", None));
         for (bad, says) in [
-            ("leader", "LOCK=SERVICE:PORT"),
-            ("leader=my-service", "LOCK=SERVICE:PORT"),
+            ("leader", "LOCK=SERVICE or LOCK=SERVICE:PORT"),
+            ("leader=", "not a Service name"),
+            ("leader=my-service:", "not a port"),
             ("Leader=svc:80", "invalid lock name"),
             ("leader=My_Service:80", "not a Service name"),
             ("leader=9svc:80", "not a Service name"),

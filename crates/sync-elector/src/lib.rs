@@ -175,19 +175,18 @@ async fn open_store(config: &Config) -> anyhow::Result<Opened> {
             let store = store::KubernetesStore::connect(config.namespace.clone())
                 .await
                 .context("could not open the kubernetes store")?;
-            match (config.publish.as_slice(), config.pod_ip) {
-                ([], _) | (_, None) => (Arc::new(store), None),
-                (publications, Some(ip)) => {
-                    let publisher = Arc::new(publish::Publisher::start(
-                        store.client(),
-                        store.namespace(),
-                        ip,
-                        publications,
-                    ));
-                    let store = store.with_takeover(publisher.clone());
-                    (Arc::new(store), Some(publisher))
+            // Every elector fences the slices of a lock others publish, so it runs a
+            // publisher even without --publish (one that publishes nothing).
+            let publisher = Arc::new(match (config.publish.as_slice(), config.pod_ip) {
+                ([], _) | (_, None) => {
+                    publish::Publisher::fencing_only(store.client(), store.namespace())
                 }
-            }
+                (publications, Some(ip)) => {
+                    publish::Publisher::start(store.client(), store.namespace(), ip, publications)
+                }
+            });
+            let store = store.with_takeover(publisher.clone());
+            (Arc::new(store), Some(publisher))
         }
         #[cfg(not(feature = "kubernetes"))]
         StoreKind::Kubernetes => {

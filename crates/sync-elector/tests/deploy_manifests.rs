@@ -112,15 +112,25 @@ fn the_leader_service_is_selector_less_and_its_role_grants_only_what_publishing_
     let kinds: Vec<&str> = docs.iter().map(|(_, kind, _)| kind.as_str()).collect();
     assert_eq!(kinds, ["Service", "Role", "RoleBinding"]);
     let service: Service = parse(docs[0].2.clone());
+    let service_name = service.metadata.name.clone().unwrap();
     let spec = service.spec.unwrap();
     assert_eq!(
         spec.selector, None,
         "Kubernetes must leave its endpoints to us"
     );
-    assert_eq!(spec.ports.as_ref().map(Vec::len), Some(1));
-    assert_eq!(spec.ports.unwrap()[0].name, None, "one unnamed port");
+    let ports = spec.ports.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        ports[0].name.as_deref(),
+        Some("http"),
+        "a named port, as most Services have: the electors mirror it by name"
+    );
+    let target_port = match &ports[0].target_port {
+        Some(IntOrString::Int(port)) => *port,
+        other => panic!("a selector-less Service needs a numeric targetPort: {other:?}"),
+    };
     let role: Role = parse(docs[1].2.clone());
-    let expected: BTreeSet<(String, String, String)> = ["get", "create", "update"]
+    let mut expected: BTreeSet<(String, String, String)> = ["get", "create", "update"]
         .iter()
         .map(|v| {
             (
@@ -130,11 +140,28 @@ fn the_leader_service_is_selector_less_and_its_role_grants_only_what_publishing_
             )
         })
         .collect();
+    expected.insert(("".into(), "services".into(), "get".into()));
     assert_eq!(
         grants(&role),
         expected,
         "no list, watch or delete; nothing else"
     );
+    for rule in role.rules.as_ref().unwrap() {
+        if rule
+            .resources
+            .as_ref()
+            .unwrap()
+            .contains(&"services".to_owned())
+        {
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(std::slice::from_ref(&service_name)),
+                "Services: only the published one"
+            );
+        } else {
+            assert_eq!(rule.resource_names, None);
+        }
+    }
     let binding: RoleBinding = parse(docs[2].2.clone());
     assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
     assert_eq!(binding.subjects.unwrap()[0].name, "sync-elector");
@@ -146,35 +173,64 @@ fn the_leader_service_is_selector_less_and_its_role_grants_only_what_publishing_
     let program = pod.containers[0].clone();
     let elector = pod.init_containers.unwrap().remove(0);
     let config = sync_elector::Config::try_parse_from(
-        std::iter::once("sync-elector".to_owned()).chain(elector.args.unwrap()),
+        std::iter::once("sync-elector".to_owned()).chain(elector.args.clone().unwrap()),
     )
     .unwrap();
     assert_eq!(config.publish.len(), 1);
-    assert_eq!(config.publish[0].service, service.metadata.name.unwrap());
+    assert_eq!(config.publish[0].service, service_name);
     assert_eq!(
-        config.publish[0].lock.as_str(),
-        "test",
-        "the example's lock"
+        config.publish[0].port, None,
+        "the port comes from the Service"
     );
-    let pod_ip = elector
-        .env
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "POD_IP")
-        .expect("POD_IP");
+    let env = |container: &Container, name: &str| {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {}", container.name))
+    };
     assert_eq!(
-        pod_ip.value_from.unwrap().field_ref.unwrap().field_path,
+        env(&program, "LOCK_NAME").value.as_deref(),
+        Some(config.publish[0].lock.as_str()),
+        "the program elects on the published lock"
+    );
+    assert_eq!(
+        env(&elector, "POD_IP")
+            .value_from
+            .unwrap()
+            .field_ref
+            .unwrap()
+            .field_path,
         "status.podIP"
     );
-    // The program answers on the published port.
-    let serve = program
-        .env
+    // The program answers on the Service's target port.
+    assert_eq!(
+        env(&program, "SERVE").value.unwrap(),
+        format!("0.0.0.0:{target_port}")
+    );
+
+    // The lock example contends for another lock: the seed's "test". Two programs on one lock
+    // would take it from each other, and only one of them publishes it.
+    let (_, _, value) = documents("lock.yaml").remove(0);
+    let lock: Deployment = parse(value);
+    let program = lock
+        .spec
         .unwrap()
-        .into_iter()
-        .find(|e| e.name == "SERVE")
-        .and_then(|e| e.value)
-        .expect("SERVE");
-    assert_eq!(serve, format!("0.0.0.0:{}", config.publish[0].port));
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .remove(0);
+    let lock_name = program
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "LOCK_NAME")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| "test".into());
+    assert_ne!(lock_name, config.publish[0].lock.as_str());
 }
 
 fn hardened(container: &Container) {

@@ -90,6 +90,11 @@ impl Publishing {
         )
     }
 
+    /// An elector named `identity` contending for LOCK without `--publish`.
+    fn elector_without_publish(&self, identity: &str, ttl: u64) -> ElectorProc {
+        support::kube_elector(&self.kubeconfig, &self.namespace, identity, ttl)
+    }
+
     /// `kubectl get endpointslices -l kubernetes.io/service-name=SERVICE -o jsonpath=PATH`.
     fn kubectl_slices(&self, path: &str) -> String {
         self.plane.kubectl_ok(&[
@@ -516,4 +521,52 @@ fn a_leader_whose_renewals_fail_withdraws_before_its_renew_deadline() {
         log.join("\n")
     );
     check_history(&p.history.steps());
+}
+
+#[test]
+fn an_elector_without_publish_fences_a_published_lock_and_says_it_should_publish() {
+    let ttl = 4;
+    let p = Publishing::new("publish-mixed", &["rbac.yaml", "leader-service.yaml"]);
+    let a = p.elector("a", ttl);
+    let first = holder(&a, LOCK, ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    let c = p.elector_without_publish("c", ttl);
+    let waiter = holder(&c, LOCK, ttl);
+    std::thread::sleep(Duration::from_millis(500));
+    // a dies holding: nobody withdraws its address but the next holder, which does not publish.
+    a.signal("KILL");
+    waiter.expect("acquired", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the watch seeing c hold", || {
+        p.history
+            .steps()
+            .last()
+            .filter(|s| s.holder.starts_with("c/"))
+            .map(|_| ())
+    });
+    let steps = p.history.steps();
+    // Never a's address while the Lease names c: c emptied the slice before its Lease write.
+    check_history(&steps);
+    assert!(emptied_under(&steps, "a"), "{steps:#?}");
+    assert!(p.kubectl_addresses().is_empty());
+    let said = eventually(Duration::from_secs(10), "the warning in c's log", || {
+        c.log()
+            .into_iter()
+            .find(|l| l.contains("runs without --publish"))
+    });
+    assert!(
+        said.contains(&format!("--publish {LOCK}={SERVICE}")),
+        "names the flag to add: {said}"
+    );
+    // The Lease keeps naming the Service, so every later takeover fences it too.
+    let annotation = p.plane.kubectl_ok(&[
+        "get",
+        "lease",
+        LOCK,
+        "-n",
+        &p.namespace,
+        "-o",
+        "jsonpath={.metadata.annotations.sync\\.metaparticle\\.io/published-to}",
+    ]);
+    assert_eq!(annotation, SERVICE);
 }

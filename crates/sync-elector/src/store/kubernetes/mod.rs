@@ -45,6 +45,11 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sync-elec
 /// The annotation holding the holder's value (what followers read).
 pub const VALUE_ANNOTATION: &str = "sync.metaparticle.io/value";
 
+/// The annotation naming, comma-separated, the Services whose leader EndpointSlice follows this
+/// Lease (`--publish`). It stays on the Lease, so every elector that takes the lock over fences
+/// those slices first, whether it publishes them or not.
+pub const PUBLISHED_ANNOTATION: &str = "sync.metaparticle.io/published-to";
+
 /// How long one API request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,8 +73,31 @@ pub struct KubernetesStore {
 /// here, so it is gone before the Lease names anyone new (`publish.rs`).
 #[async_trait]
 pub trait Takeover: Send + Sync + 'static {
-    /// `claimant` is about to take `name`. An error fails this attempt to acquire.
-    async fn before_takeover(&self, name: &LockName, claimant: &str) -> Result<(), StoreError>;
+    /// `claimant` is about to take `name`, whose Lease names the Services in `published`
+    /// ([`PUBLISHED_ANNOTATION`]). Returns the Services the Lease names from now on. An error
+    /// fails this attempt to acquire.
+    async fn before_takeover(
+        &self,
+        name: &LockName,
+        claimant: &str,
+        published: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+/// The Services a Lease names as published ([`PUBLISHED_ANNOTATION`]).
+fn published(lease: Option<&Lease>) -> Vec<String> {
+    lease
+        .and_then(|l| l.metadata.annotations.as_ref())
+        .and_then(|a| a.get(PUBLISHED_ANNOTATION))
+        .map(|names| {
+            names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for KubernetesStore {
@@ -398,9 +426,18 @@ impl Store for KubernetesStore {
                 }
             }
             let create = current.is_none();
-            let lease = Self::lease_for(name, current.as_ref(), claim);
+            let mut lease = Self::lease_for(name, current.as_ref(), claim);
             if let Some(takeover) = &self.takeover {
-                takeover.before_takeover(name, &claim.holder).await?;
+                let services = takeover
+                    .before_takeover(name, &claim.holder, &published(current.as_ref()))
+                    .await?;
+                if !services.is_empty() {
+                    lease
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(PUBLISHED_ANNOTATION.to_owned(), services.join(","));
+                }
             }
             if let Some(written) = self.write(lease, create, "taking the Lease").await? {
                 self.record(&written, &claim.holder, "became leader");
