@@ -56,8 +56,16 @@ async fn answer(listener: tokio::net::TcpListener, leading: Arc<AtomicBool>) {
             format!("{name} does not lead on {port}\n")
         };
         tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ = connection.read(&mut request).await;
+            // The request's head, up to its blank line (closing with part of it unread would
+            // reset the connection): then one answer, and close.
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") && request.len() < 16 * 1024 {
+                match connection.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
             let response = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
                  connection: close\r\n\r\n{body}",

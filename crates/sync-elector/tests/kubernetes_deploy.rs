@@ -220,7 +220,7 @@ fn the_readmes_kubectl_commands_print_what_the_readme_says() {
     let plane = ControlPlane::shared();
     // The README's commands name no namespace: they run in the kubeconfig's, `default`.
     let elector = support::kube_elector(plane.admin_kubeconfig(), "default", "pod-a", 15);
-    let holder = support::holder(&elector, "test", 15);
+    let holder = support::holder(&elector, "election-example", 15);
     holder.expect("acquired", Duration::from_secs(20));
 
     let env_kubectl = |command: &str| {
@@ -238,8 +238,8 @@ fn the_readmes_kubectl_commands_print_what_the_readme_says() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
-    // `kubectl get lease test -o yaml` shows the record docs/kubernetes.md describes.
-    let yaml = env_kubectl("kubectl get lease test -o yaml");
+    // `kubectl get lease election-example -o yaml` shows the record docs/kubernetes.md describes.
+    let yaml = env_kubectl("kubectl get lease election-example -o yaml");
     let lease: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
     let spec = &lease["spec"];
     assert!(

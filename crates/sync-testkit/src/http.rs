@@ -15,9 +15,15 @@ pub fn get(url: &str) -> Result<(u16, String)> {
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    let address = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .with_context(|| format!("{host} is not HOST:PORT"))?
+        .next()
+        .ok_or_else(|| anyhow!("{host} names no address"))?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    // One write: a server that answers after its first read must see the whole request.
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
