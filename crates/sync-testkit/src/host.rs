@@ -78,6 +78,18 @@ impl HostState {
         Self(state)
     }
 
+    /// Reads the machine once the processes of earlier tests are gone: a test process's reapers
+    /// end its control plane and cluster a second or two after it exits, so a reading taken at
+    /// once could count them. Waits up to a minute for every process whose arguments name a
+    /// `sync-test-` folder to end.
+    pub fn capture_settled() -> Self {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline && test_processes() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        Self::capture()
+    }
+
     /// What differs in `later`, section by section, as lines added (`+`) and gone (`-`).
     pub fn differences(&self, later: &HostState) -> Vec<String> {
         let mut found = Vec::new();
@@ -233,4 +245,19 @@ fn processes() -> String {
         .map(|(name, count)| format!("{name}: {count}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// How many processes other than this one have arguments naming a `sync-test-` folder.
+fn test_processes() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy() != me.as_str())
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("/sync-test-"))
+        })
+        .count()
 }

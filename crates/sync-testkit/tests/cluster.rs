@@ -4,6 +4,7 @@
 //! the host, through a ClusterIP Service as well.
 
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sync_testkit::{Cluster, HostState, Proc};
@@ -16,6 +17,10 @@ fn child_starts_a_cluster_and_waits() {
     println!("CLUSTER-READY {}", cluster.dir().display());
     std::thread::sleep(Duration::from_secs(600));
 }
+
+/// The tests run one after the other: each compares the whole machine before and after, so
+/// another's cluster must not start in between.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn assert_unchanged(before: &HostState, after: &HostState, when: &str) {
     let differences = before.differences(after);
@@ -40,7 +45,8 @@ fn eventually(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_dropped_cluster_leaves_the_host_as_it_found_it_after_running_a_pod() {
-    let before = HostState::capture();
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = HostState::capture_settled();
     {
         let cluster = Cluster::start("dropped");
         let namespace = cluster.plane().create_namespace("teardown");
@@ -106,7 +112,8 @@ fn a_dropped_cluster_leaves_the_host_as_it_found_it_after_running_a_pod() {
 
 #[test]
 fn a_killed_test_process_leaves_the_host_as_it_found_it() {
-    let before = HostState::capture();
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = HostState::capture_settled();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

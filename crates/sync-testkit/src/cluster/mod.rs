@@ -56,7 +56,7 @@ impl Cluster {
     pub fn start(test: &str) -> Self {
         check_tools();
         images::check_current();
-        let lock = take_lock();
+        let (lock, lock_path) = take_lock();
         teardown::sweep(&std::env::temp_dir());
         let started = Instant::now();
 
@@ -67,7 +67,7 @@ impl Cluster {
             .unwrap()
             .to_string_lossy()
             .replace("sync-test-", "sync-node-");
-        let teardown = Teardown::arm(&dir, &cgroup, &network.bridge);
+        let teardown = Teardown::arm(&dir, &cgroup, &network.bridge, &lock_path);
         for sub in ["logs", "cni/net.d", "cni/ipam", "kubelet", "pods"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -332,8 +332,9 @@ fn check_tools() {
     );
 }
 
-/// Takes the machine-wide cluster lock, waiting for another cluster to end.
-fn take_lock() -> std::fs::File {
+/// Takes the machine-wide cluster lock, waiting for another cluster to end (and for the
+/// teardown of one whose process died).
+fn take_lock() -> (std::fs::File, PathBuf) {
     let path = std::env::temp_dir().join(LOCK);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -348,7 +349,7 @@ fn take_lock() -> std::fs::File {
         );
         file.lock().expect("taking the cluster lock");
     }
-    file
+    (file, path)
 }
 
 /// Makes the kubelet's cgroup in every v1 hierarchy, with the CPUs and memory nodes of the

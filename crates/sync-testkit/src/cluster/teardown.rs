@@ -35,8 +35,10 @@ pub(crate) struct Teardown {
 
 impl Teardown {
     /// Writes the teardown of the cluster in `dir` (cgroup `cgroup`, bridge `bridge`) and starts
-    /// its reaper. Call it before the cluster makes anything.
-    pub(crate) fn arm(dir: &Path, cgroup: &str, bridge: &str) -> Self {
+    /// its reaper, which takes the machine's cluster lock `lock` before it tears down: the test
+    /// process's own hold on it ends with the process, and the next cluster must not start until
+    /// this one is gone. Call it before the cluster makes anything.
+    pub(crate) fn arm(dir: &Path, cgroup: &str, bridge: &str, lock: &Path) -> Self {
         let script = script_path(dir);
         std::fs::write(&script, SCRIPT).expect("writing the teardown script");
         let mut args = vec![
@@ -56,9 +58,12 @@ impl Teardown {
         let reaper = Command::new("sh")
             .args([
                 "-c",
-                r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done; script=$1; shift; sh "$script" "$@"; rm -f "$script""#,
+                r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done
+                   lock=$1 script=$2; shift 2
+                   [ -f "$script" ] && flock "$lock" sh "$script" "$@"; rm -f "$script""#,
             ])
             .arg(std::process::id().to_string())
+            .arg(lock)
             .arg(&script)
             .args(&args)
             .stdin(Stdio::null())
@@ -123,10 +128,16 @@ pub(crate) fn sweep(parent: &Path) {
         else {
             continue;
         };
+        // A zombie is dead too: its parent has not reaped it yet.
         let alive = std::fs::read_to_string(owner_path(&dir))
             .ok()
             .and_then(|pid| pid.trim().parse::<u32>().ok())
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| !rest.starts_with('Z'))
+            })
+            .unwrap_or(false);
         if alive {
             continue;
         }
