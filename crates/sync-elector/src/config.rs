@@ -115,10 +115,11 @@ pub struct Config {
     #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// LOCK=SERVICE[:PORT]: while a holder here holds LOCK, keep the selector-less Service
-    /// SERVICE's EndpointSlice listing this pod's IP, and nothing else, with the Service's ports
-    /// by name (their targetPort numbers; PORT instead, for a Service with one port). The
-    /// Kubernetes store only; docs/kubernetes.md. Repeat the flag, or separate with commas.
+    /// LOCK=SERVICE, or LOCK=SERVICE:PORT: while a holder here holds LOCK, keep the
+    /// selector-less Service SERVICE's EndpointSlice listing this pod's IP, and nothing else,
+    /// with the Service's ports by name (their targetPort numbers; PORT instead, for a Service
+    /// with one port). The Kubernetes store only; docs/kubernetes.md. Repeat the flag, or
+    /// separate with commas.
     #[arg(long, env = "SYNC_PUBLISH", value_delimiter = ',')]
     pub publish: Vec<Publication>,
 
@@ -127,8 +128,8 @@ pub struct Config {
     pub pod_ip: Option<IpAddr>,
 }
 
-/// One `--publish LOCK=SERVICE[:PORT]`: send SERVICE's traffic to whichever pod's elector holds
-/// LOCK.
+/// One `--publish LOCK=SERVICE` (or `LOCK=SERVICE:PORT`): send SERVICE's traffic to whichever
+/// pod's elector holds LOCK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
     /// The lock whose holder is published.
