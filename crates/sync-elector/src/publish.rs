@@ -111,22 +111,16 @@ impl Publisher {
         let mut publisher = Self::fencing_only(client.clone(), namespace);
         let services: Api<Service> = Api::namespaced(client, namespace);
         for publication in publications {
-            let slice = Arc::new(Slice {
-                api: publisher.api.clone(),
-                services: Some(services.clone()),
-                target: Target {
+            let slice = Arc::new(Slice::new(
+                publisher.api.clone(),
+                Some(services.clone()),
+                Target {
                     namespace: namespace.to_owned(),
                     name: slice_name(&publication.service),
                     ip: Some(ip),
                     publication: publication.clone(),
                 },
-                want: Mutex::new(None),
-                wake: Notify::new(),
-                writing: tokio::sync::Mutex::new(()),
-                trouble: Mutex::new(None),
-                ports_note: Mutex::new(None),
-                listed: Mutex::new(Vec::new()),
-            });
+            ));
             info!(lock = %publication.lock, service = %publication.service, slice = %slice.name, %ip, "publishing the holder");
             publisher.tasks.push(tokio::spawn(keep(slice.clone())));
             publisher
@@ -178,10 +172,10 @@ impl Publisher {
                  contends for {lock} the same --publish"
             );
         }
-        let slice = Slice {
-            api: self.api.clone(),
-            services: None,
-            target: Target {
+        let slice = Slice::new(
+            self.api.clone(),
+            None,
+            Target {
                 namespace: self.namespace.clone(),
                 name: slice_name(service),
                 ip: None,
@@ -191,13 +185,7 @@ impl Publisher {
                     port: None,
                 },
             },
-            want: Mutex::new(None),
-            wake: Notify::new(),
-            writing: tokio::sync::Mutex::new(()),
-            trouble: Mutex::new(None),
-            ports_note: Mutex::new(None),
-            listed: Mutex::new(Vec::new()),
-        };
+        );
         slice.fence(claimant, false).await
     }
 }
@@ -348,6 +336,20 @@ struct Target {
 }
 
 impl Slice {
+    fn new(api: Api<EndpointSlice>, services: Option<Api<Service>>, target: Target) -> Self {
+        Self {
+            api,
+            services,
+            target,
+            want: Mutex::new(None),
+            wake: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+            trouble: Mutex::new(None),
+            ports_note: Mutex::new(None),
+            listed: Mutex::new(Vec::new()),
+        }
+    }
+
     fn want(&self) -> std::sync::MutexGuard<'_, Option<Arc<Lease>>> {
         self.want.lock().expect("slice want poisoned")
     }

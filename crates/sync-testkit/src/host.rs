@@ -25,20 +25,9 @@ const SYSCTL_FILES: [&str; 10] = [
 /// Folders of host-wide settings read whole.
 const SYSCTL_DIRS: [&str; 3] = ["net/ipv4/conf/all", "net/ipv4/conf/default", "net/bridge"];
 
-/// Folders Kubernetes components and buildah make at fixed paths.
-const PATHS: [&str; 11] = [
-    "/var/lib/kubelet",
-    "/var/lib/cni",
-    "/var/lib/containerd",
-    "/var/lib/containers",
-    "/run/containerd",
-    "/var/log/containers",
-    "/var/log/pods",
-    "/var/run/netns",
-    "/etc/cni",
-    "/opt/cni",
-    "/etc/kubernetes",
-];
+/// Folders buildah and Kubernetes tools make at fixed paths, besides the cluster's own
+/// ([`crate::cluster::HOST_PATHS`]).
+const MORE_PATHS: [&str; 2] = ["/var/lib/containers", "/etc/kubernetes"];
 
 /// The process names of a cluster and its pods.
 const PROCESSES: [&str; 11] = [
@@ -211,8 +200,9 @@ fn sysctls() -> String {
 }
 
 fn paths() -> String {
-    PATHS
+    crate::cluster::HOST_PATHS
         .iter()
+        .chain(&MORE_PATHS)
         .filter(|path| Path::new(path).exists())
         .copied()
         .collect::<Vec<_>>()

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use components::NODE_NAME;
 pub use images::{ImageArchive, images_dir};
+pub(crate) use teardown::HOST_PATHS;
 
 use crate::{ControlPlane, Proc, free_port, temp_dir};
 use network::PodNetwork;

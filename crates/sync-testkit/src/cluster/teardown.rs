@@ -13,7 +13,7 @@ const SCRIPT: &str = include_str!("teardown.sh");
 /// Host folders that Kubernetes components make at fixed paths whatever they are told
 /// (device-plugin sockets, the CNI result cache, the shims' sockets, container log links).
 /// Those missing when a cluster starts are removed whole when it ends.
-const HOST_PATHS: [&str; 9] = [
+pub(crate) const HOST_PATHS: [&str; 9] = [
     "/var/lib/kubelet",
     "/var/lib/cni",
     "/var/lib/containerd",
