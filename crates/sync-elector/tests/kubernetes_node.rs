@@ -187,7 +187,7 @@ fn the_readmes_steps_on_a_real_node() {
         "cluster start, nothing to a Ready node",
         cluster.started_in(),
     );
-    let namespace = cluster.plane().create_namespace("readme");
+    let namespace = cluster.create_namespace("readme");
     let kubeconfig = namespace_kubeconfig(cluster, &namespace);
     let commands = readme_commands();
     let logs = Logs::follow(cluster, &namespace, &["sync-elector", "example"]);
@@ -624,7 +624,7 @@ fn elector_memory(cluster: &Cluster, namespace: &str, figures: &Figures) {
 #[test]
 fn services_with_named_ports_reach_the_leader_on_each_port() {
     let cluster = Cluster::shared();
-    let namespace = cluster.plane().create_namespace("ports");
+    let namespace = cluster.create_namespace("ports");
     let deploy = repository().join("deploy");
     cluster.kubectl_ok(&[
         "apply",

@@ -3,7 +3,8 @@
 //! with every check it has (no 5xx, every status and content type documented, every body matching
 //! its schema, valid input accepted, invalid input refused). The stateful phase follows the
 //! grant's links: acquire, then renew and release with the lease id it returned. `scripts/install-test-deps` installs
-//! it; `tests/schemathesis/hooks.py` says the one thing it changes in the generated requests.
+//! it; `tests/schemathesis/hooks.py` says the one thing it changes in the generated requests, and
+//! `tests/schemathesis/schemathesis.toml` the one status it adds to a check's defaults.
 //!
 //! The two event streams (`watch`, `events`) are left out: they never end by design, so each
 //! request would hang the run. `tests/fuzz.rs` sends them random and malformed paths.
@@ -49,6 +50,8 @@ fn schemathesis_finds_nothing(kind: StoreKind) {
             "PYTHONPATH",
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis"),
         )
+        .arg("--config-file")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/schemathesis.toml"))
         .args(["run", &format!("{}/openapi.json", elector.url)])
         .args([
             "--checks",

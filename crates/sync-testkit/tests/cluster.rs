@@ -49,7 +49,7 @@ fn a_dropped_cluster_leaves_the_host_as_it_found_it_after_running_a_pod() {
     let before = HostState::capture_settled();
     {
         let cluster = Cluster::start("dropped");
-        let namespace = cluster.plane().create_namespace("teardown");
+        let namespace = cluster.create_namespace("teardown");
         // The elector image as a pod of its own, on the memory store: its health port answers.
         let pod = r#"{"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "elector", "labels": {"app": "elector"}},

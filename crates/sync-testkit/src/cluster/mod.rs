@@ -237,6 +237,33 @@ impl Cluster {
         &self.plane
     }
 
+    /// Creates a namespace named `prefix-N` and waits until pods can run in it: until the
+    /// controller-manager has made its `default` ServiceAccount (without which the API refuses
+    /// a pod) and its `kube-root-ca.crt` ConfigMap (which every pod's token volume holds).
+    pub fn create_namespace(&self, prefix: &str) -> String {
+        let namespace = self.plane.create_namespace(prefix);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = ["serviceaccount/default", "configmap/kube-root-ca.crt"]
+                .iter()
+                .all(|object| {
+                    self.kubectl(&["get", object, "-n", &namespace])
+                        .status
+                        .success()
+                });
+            if ready {
+                return namespace;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "namespace {namespace} got no default ServiceAccount within a minute; the end \
+                 of the controller-manager's log:\n{}",
+                self.log_tail("kube-controller-manager", 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs kubectl as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.plane.kubectl(args)
