@@ -4,7 +4,6 @@
 //! the host, through a ClusterIP Service as well.
 
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sync_testkit::{Cluster, HostState, Proc};
@@ -18,9 +17,19 @@ fn child_starts_a_cluster_and_waits() {
     std::thread::sleep(Duration::from_secs(600));
 }
 
-/// The tests run one after the other: each compares the whole machine before and after, so
-/// another's cluster must not start in between.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// The tests run one after the other, whether as threads of one process (`cargo test`) or as
+/// processes of their own (nextest): each compares the whole machine before and after, so
+/// another's cluster must not start in between. A lock file, held for the test's whole run.
+fn one_at_a_time() -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("sync-testkit-cluster-tests.lock"))
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
 
 fn assert_unchanged(before: &HostState, after: &HostState, when: &str) {
     let differences = before.differences(after);
@@ -45,7 +54,7 @@ fn eventually(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_dropped_cluster_leaves_the_host_as_it_found_it_after_running_a_pod() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = one_at_a_time();
     let before = HostState::capture_settled();
     {
         let cluster = Cluster::start("dropped");
@@ -112,7 +121,7 @@ fn a_dropped_cluster_leaves_the_host_as_it_found_it_after_running_a_pod() {
 
 #[test]
 fn a_killed_test_process_leaves_the_host_as_it_found_it() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = one_at_a_time();
     let before = HostState::capture_settled();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
