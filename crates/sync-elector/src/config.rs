@@ -386,8 +386,7 @@ mod tests {
 
     #[test]
     fn a_token_file_must_hold_a_token() {
-        let dir = std::env::temp_dir().join(format!("sync-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = sync_testkit::temp_dir("config-token");
         let file = dir.join("token");
         let parse = |path: &std::path::Path| {
             Config::try_parse_from(["sync-elector", "--token-file", path.to_str().unwrap()])

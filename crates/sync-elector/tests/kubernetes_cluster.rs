@@ -27,7 +27,7 @@ enum Cluster {
     TestServer {
         server: TestServer,
         _runtime: tokio::runtime::Runtime,
-        dir: PathBuf,
+        dir: sync_testkit::TempDir,
     },
     /// A real cluster, through a kubeconfig, in `namespace` (else the kubeconfig's).
     Real {

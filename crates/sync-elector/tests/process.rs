@@ -39,7 +39,7 @@ async fn eight_way_contention_keeps_mutual_exclusion_with_increasing_tokens() {
     for _ in 0..4 {
         let (lock, dir) = (
             client(&elector.url).lock("contended").on_lost(|| {}),
-            dir.clone(),
+            dir.to_path_buf(),
         );
         tasks.push(tokio::spawn(async move {
             for _ in 0..rounds {

@@ -65,7 +65,7 @@ rules:
 
 /// kube-apiserver and its etcd, started for real.
 pub struct ControlPlane {
-    dir: PathBuf,
+    dir: crate::TempDir,
     etcd: EtcdCluster,
     apiserver: Option<Child>,
     address: Ipv4Addr,
@@ -458,7 +458,6 @@ impl Drop for ControlPlane {
             let _ = reaper.kill();
             let _ = reaper.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -19,7 +19,7 @@ struct Member {
 pub struct EtcdCluster {
     binary: PathBuf,
     members: Vec<Member>,
-    dir: PathBuf,
+    dir: crate::TempDir,
     initial_cluster: String,
     /// Addresses besides 127.0.0.1 the members also serve clients on (network namespaces).
     extra_hosts: Vec<String>,
@@ -271,6 +271,5 @@ impl Drop for EtcdCluster {
             self.pause(i, false);
             self.kill(i);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

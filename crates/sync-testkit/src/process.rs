@@ -74,8 +74,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A fresh temporary folder named for `purpose`, this process and this call.
-pub fn temp_dir(purpose: &str) -> std::path::PathBuf {
+/// A fresh temporary folder named for `purpose`, this process and this call, removed when the
+/// returned guard is dropped.
+///
+/// A test that panics keeps its folder, and says where it is, so that its logs can be read.
+pub fn temp_dir(purpose: &str) -> TempDir {
     // Unique per call, not only per process: `cargo test` runs a binary's tests as threads of one
     // process, and tests with the same purpose (every etcd conformance test starts a member
     // named "conformance") would otherwise wipe each other's folders while they run.
@@ -85,7 +88,48 @@ pub fn temp_dir(purpose: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("sync-test-{purpose}-{}-{call}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A temporary folder from [`temp_dir`]: a [`Path`](std::path::Path) that removes itself when
+/// dropped, unless the thread is panicking.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// The folder's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Hands the folder over to the caller, who removes it (or means to keep it).
+    pub fn keep(self) -> std::path::PathBuf {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.0.clone()
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The CPU model, cores, memory and kernel of this machine.
@@ -111,4 +155,36 @@ pub fn machine() -> String {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_dir;
+
+    #[test]
+    fn a_temp_dir_is_removed_when_dropped_and_kept_when_its_thread_panics() {
+        let dir = temp_dir("drop");
+        std::fs::write(dir.join("log"), "x").unwrap();
+        let path = dir.to_path_buf();
+        drop(dir);
+        assert!(!path.exists(), "{} is still there", path.display());
+
+        let path = std::thread::spawn(|| {
+            let dir = temp_dir("panic");
+            let path = dir.to_path_buf();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _dir = dir;
+                panic!("the test failed");
+            }));
+            path
+        })
+        .join()
+        .unwrap();
+        assert!(path.exists(), "a failed test's folder was removed");
+        std::fs::remove_dir_all(&path).unwrap();
+
+        let kept = temp_dir("keep").keep();
+        assert!(kept.exists());
+        std::fs::remove_dir_all(&kept).unwrap();
+    }
 }

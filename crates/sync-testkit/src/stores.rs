@@ -4,7 +4,7 @@
 //! store receives.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::{ControlPlane, ElectorProc, EtcdCluster};
@@ -64,7 +64,7 @@ pub enum Backend {
         /// The server.
         server: TestServer,
         /// Where kubeconfigs go.
-        dir: PathBuf,
+        dir: crate::TempDir,
     },
     /// The etcd member.
     Etcd(EtcdCluster),

@@ -32,7 +32,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         return Ok(());
     }
     let dir = std::env::var_os("SYNC_BENCH_CALLGRIND_DIR")
-        .map_or_else(|| sync_testkit::temp_dir("callgrind"), Into::into);
+        .map_or_else(|| sync_testkit::temp_dir("callgrind").keep(), Into::into);
     std::fs::create_dir_all(&dir)?;
     let mut valgrind = Command::new("valgrind");
     valgrind

@@ -61,7 +61,8 @@ impl Cluster {
         teardown::sweep(&std::env::temp_dir());
         let started = Instant::now();
 
-        let dir = temp_dir(&format!("cluster-{test}"));
+        // The teardown removes the folder, with what the node mounted inside it.
+        let dir = temp_dir(&format!("cluster-{test}")).keep();
         let network = PodNetwork::choose();
         let cgroup = dir
             .file_name()
