@@ -9,7 +9,7 @@
 //!   (a worker leaves its section at its next check, after its sleep between writes); either way,
 //!   none of its writes may be accepted after the new holder's first.
 //! - **Told in time**: a holder that lost its lock heard so before anyone else acquired it,
-//!   unless it was paused (DESIGN.md, client validity).
+//!   unless it was paused (docs/timing.md, rule 3).
 //! - **Recovery**: after each fault, the time with no holder, counted from when the fault healed
 //!   (or the holder went, if later), stays within ttl plus the stated bound.
 //! - **Liveness**: no worker waits longer than ttl plus the same bound while the lock is free or

@@ -2,7 +2,7 @@
 //! event, and declare the lease lost by the client-validity rule even when the elector is dead or
 //! hung.
 //!
-//! The rule (DESIGN.md, rule 3): every answer from the elector says how long the lease stays
+//! The rule (docs/timing.md, rule 3): every answer from the elector says how long the lease stays
 //! valid; the keeper counts that from the moment it *sent* the request, and fires "lost" when the
 //! time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
 //! before any other elector can take the lock, so a holder is told before anyone else acquires.

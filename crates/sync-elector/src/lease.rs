@@ -2,7 +2,7 @@
 //! when the lease must be declared lost. Pure: inputs are events and the clock, the output is the
 //! next step, so the rules of the timing model are tested here without sockets.
 //!
-//! The rules (DESIGN.md, "Timing and safety model"):
+//! The rules (docs/timing.md, rule 2):
 //! - the store record is renewed every `ttl / 3`;
 //! - if no renewal has succeeded for `renew_deadline` (`2/3 ttl`), measured from when the last
 //!   successful renewal was *sent*, the lease is lost: this happens before any other elector can

@@ -4,9 +4,9 @@
 //! all keep it:
 //!
 //! - [`Store::try_acquire`] is one compare-and-set: it takes a free (or expired) lock for a claimant
-//!   or reports who holds it and when the holding runs out *as this elector observes it* (rule 1 of
-//!   the timing model: expiry is judged on the observer's monotonic clock, never by comparing wall
-//!   clocks).
+//!   or reports who holds it and when the holding runs out *as this elector observes it*
+//!   (docs/timing.md, rule 1: expiry is judged on the observer's monotonic clock, never by
+//!   comparing wall clocks).
 //! - The fencing token strictly increases with every new holder of a name, for as long as the
 //!   backend object lives.
 //! - [`Store::subscribe`] signals every change of a lock, so waiting never polls: a waiter sleeps
