@@ -7,8 +7,7 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`config`] | flags and environment |
-//! | [`api`] | the HTTP edge: routes, handlers, error mapping |
-//! | [`legacy`] | the original Metaparticle elector protocol |
+//! | [`api`] | the HTTP edge: routes, handlers, error mapping; v1 in [`api::v1`], the original Metaparticle elector protocol in [`api::legacy`] |
 //! | [`manager`] | local wait queues, leases and their keepers |
 //! | [`lease`] | the timing rules of one lease, pure |
 //! | `publish` | the leader-only Service: an EndpointSlice listing the holder (Kubernetes) |
@@ -27,7 +26,6 @@
 pub mod api;
 pub mod config;
 pub mod lease;
-pub mod legacy;
 mod linger;
 pub mod manager;
 pub mod metrics;

@@ -49,7 +49,7 @@ pub fn env(
     lock: &str,
     timings: &Timings,
 ) -> Result<impl Fn(usize) -> Vec<(&'static str, String)> + use<>> {
-    let slots = super::handover::lease_manager_env(backend, lock)?;
+    let slots = super::kube_env::slots(backend, lock)?;
     let namespace = backend.namespace().to_owned();
     let flags = timings.flags.to_owned();
     Ok(move |i: usize| {

@@ -67,7 +67,7 @@ pub fn run(run: &mut Run) -> Result<()> {
                     "skipped in --quick: each trial takes about 30 s",
                 );
             } else {
-                let env = super::handover::lease_manager_env(&backend, "bench-klm-failover")?;
+                let env = super::kube_env::slots(&backend, "bench-klm-failover")?;
                 let samples = process_killed("lease-manager", &env, 2, Duration::from_secs(90))?;
                 run.report
                     .add(

@@ -12,7 +12,7 @@ use super::{Run, settle, settle_start};
 use crate::driver::Worker;
 use crate::report::Unit;
 use crate::stats::Summary;
-use crate::worker::{ETCD_ENV, KUBECONFIG_ENV, LEGACY_ENV, LOCK_ENV, TTL_ENV};
+use crate::worker::{ETCD_ENV, LEGACY_ENV, LOCK_ENV, TTL_ENV};
 use sync_testkit::clock::between;
 use sync_testkit::stores::{Backend, StoreKind};
 
@@ -123,7 +123,7 @@ fn client_go(run: &mut Run, backend: &Backend) -> Result<()> {
 
 /// kube-lease-manager with its defaults: a holder releases, a standby takes over.
 fn lease_manager(run: &mut Run, backend: &Backend) -> Result<()> {
-    let env = lease_manager_env(backend, "bench-klm-handover")?;
+    let env = super::kube_env::slots(backend, "bench-klm-handover")?;
     let samples = trials_of(
         "lease-manager",
         &env,
@@ -136,25 +136,6 @@ fn lease_manager(run: &mut Run, backend: &Backend) -> Result<()> {
         .add("handover", "kube-lease-manager", "release to next acquire", Unit::Seconds, Summary::of_durations(&samples).expect("samples"))
         .note = Some("defaults: 30 s lease, renewed 5 s before its end; a standby looks again when the lease would end".into());
     Ok(())
-}
-
-/// The environment of Kubernetes worker `i` on lease `lock` (kube-lease-manager, and client-go
-/// through [`super::client_go::env`]): a kubeconfig of its own for each of two slots.
-pub fn lease_manager_env(
-    backend: &Backend,
-    lock: &str,
-) -> Result<impl Fn(usize) -> Vec<(&'static str, String)> + use<>> {
-    let configs = [
-        backend.kubeconfig(&format!("{lock}-0"))?,
-        backend.kubeconfig(&format!("{lock}-1"))?,
-    ];
-    let lock = lock.to_owned();
-    Ok(move |i: usize| {
-        vec![
-            (KUBECONFIG_ENV, configs[i % 2].clone()),
-            (LOCK_ENV, lock.clone()),
-        ]
-    })
 }
 
 /// The original bindings: two clients on two electors (legacy ttl 30 s, polling every 10 s).

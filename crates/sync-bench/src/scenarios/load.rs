@@ -91,7 +91,7 @@ fn waiting(run: &Run, backend: &Backend) -> Result<(Worker, sync_testkit::Electo
 
 /// kube-lease-manager with its defaults: a holder and a standby, counted per client.
 fn lease_manager(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
-    let env = super::handover::lease_manager_env(backend, "bench-klm-load")?;
+    let env = super::kube_env::slots(backend, "bench-klm-load")?;
     let holder = Worker::spawn("lease-manager", &env(0))?;
     holder.expect("ACQ", Duration::from_secs(60))?;
     let _standby = Worker::spawn("lease-manager", &env(1))?;

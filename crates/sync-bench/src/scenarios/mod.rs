@@ -8,6 +8,7 @@ pub mod floor;
 pub mod footprint;
 pub mod handover;
 pub mod instructions;
+pub mod kube_env;
 pub mod load;
 pub mod soak;
 

@@ -2,8 +2,10 @@
 //! unknown path and wrong method answered in the JSON error shape.
 
 mod access;
+mod described;
 mod error;
 mod extract;
+pub mod legacy;
 pub mod openapi;
 pub mod v1;
 
@@ -47,14 +49,14 @@ pub fn router(app: App) -> Router {
         .route("/v1/leases/{id}", axum::routing::delete(v1::release))
         .route("/v1/leases/{id}/renew", post(v1::renew))
         .route("/v1/leases/{id}/events", get(v1::lease_events))
-        .merge(crate::legacy::routes());
+        .merge(legacy::routes());
     let locks = guarded(v1, &app);
     finish(health_routes().merge(locks), app)
 }
 
 /// Only the legacy protocol, for `--legacy-listen`.
 pub fn legacy_router(app: App) -> Router {
-    finish(guarded(crate::legacy::routes(), &app), app)
+    finish(guarded(legacy::routes(), &app), app)
 }
 
 /// Only health and metrics, for `--health-listen`.

@@ -119,22 +119,22 @@ fn wants_stream(headers: &HeaderMap) -> bool {
     post,
     path = "/v1/locks/{name}/acquire",
     tag = "locks",
-    params(super::openapi::NamePath),
+    params(super::described::NamePath),
     request_body(content = Option<AcquireRequest>, content_type = "application/json", description = "Every field is optional; an empty body waits until acquired, with the elector's default ttl"),
     responses(
         (status = 200, description = "The lock is held: the lease as JSON, or with `Accept: text/event-stream` the lease's event stream, whose first event `granted` carries the Grant", content(
             (Grant = "application/json"),
-            (super::openapi::ServerSentEvent = "text/event-stream"),
+            (super::described::ServerSentEvent = "text/event-stream"),
         ), links(
             ("renew" = (operation_id = "renew", parameters(("id" = "$response.body#/lease_id")))),
             ("release" = (operation_id = "release", parameters(("id" = "$response.body#/lease_id")))),
             ("events" = (operation_id = "lease_events", parameters(("id" = "$response.body#/lease_id")))),
         )),
         (status = 400, description = "A bad name, a body that is not an AcquireRequest, or a field out of range", body = ErrorBody),
-        (status = 401, response = super::openapi::Unauthorized),
+        (status = 401, response = super::described::Unauthorized),
         (status = 409, description = "The wait ran out: the body names the holder and its token", body = ErrorBody),
-        (status = 413, response = super::openapi::TooLarge),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 413, response = super::described::TooLarge),
+        (status = 503, response = super::described::Unavailable),
     )
 )]
 pub async fn acquire(
@@ -169,14 +169,14 @@ pub async fn acquire(
     post,
     path = "/v1/leases/{id}/renew",
     tag = "leases",
-    params(super::openapi::LeaseIdPath),
+    params(super::described::LeaseIdPath),
     responses(
         (status = 200, description = "Renewed: how long the lease stays valid", body = Renewal),
-        (status = 400, response = super::openapi::BadLeaseId),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 404, response = super::openapi::UnknownLease),
-        (status = 410, response = super::openapi::LeaseLost),
-        (status = 413, response = super::openapi::TooLarge),
+        (status = 400, response = super::described::BadLeaseId),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 404, response = super::described::UnknownLease),
+        (status = 410, response = super::described::LeaseLost),
+        (status = 413, response = super::described::TooLarge),
     )
 )]
 pub async fn renew(
@@ -194,14 +194,14 @@ pub async fn renew(
     delete,
     path = "/v1/leases/{id}",
     tag = "leases",
-    params(super::openapi::LeaseIdPath),
+    params(super::described::LeaseIdPath),
     responses(
         (status = 204, description = "Released"),
-        (status = 400, response = super::openapi::BadLeaseId),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 404, response = super::openapi::UnknownLease),
-        (status = 410, response = super::openapi::LeaseLost),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = super::described::BadLeaseId),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 404, response = super::described::UnknownLease),
+        (status = 410, response = super::described::LeaseLost),
+        (status = 503, response = super::described::Unavailable),
     )
 )]
 pub async fn release(
@@ -241,13 +241,13 @@ impl Drop for ReleaseOnClose {
     get,
     path = "/v1/leases/{id}/events",
     tag = "leases",
-    params(super::openapi::LeaseIdPath),
+    params(super::described::LeaseIdPath),
     responses(
-        (status = 200, description = "The event stream (text/event-stream); `held` carries a Renewal, `lost` a LostEvent", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
-        (status = 400, response = super::openapi::BadLeaseId),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 404, response = super::openapi::UnknownLease),
-        (status = 410, response = super::openapi::LeaseLost),
+        (status = 200, description = "The event stream (text/event-stream); `held` carries a Renewal, `lost` a LostEvent", content_type = "text/event-stream", body = super::described::ServerSentEvent),
+        (status = 400, response = super::described::BadLeaseId),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 404, response = super::described::UnknownLease),
+        (status = 410, response = super::described::LeaseLost),
     )
 )]
 pub async fn lease_events(
@@ -305,12 +305,12 @@ fn lease_stream(
     get,
     path = "/v1/locks/{name}",
     tag = "locks",
-    params(super::openapi::NamePath),
+    params(super::described::NamePath),
     responses(
         (status = 200, description = "The lock's state (a lock never held is free with token 0)", body = LockState),
-        (status = 400, response = super::openapi::BadName),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = super::described::BadName),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 503, response = super::described::Unavailable),
     )
 )]
 pub async fn lock_state(
@@ -329,8 +329,8 @@ pub async fn lock_state(
     tag = "locks",
     responses(
         (status = 200, description = "Every lock", body = LockList),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 503, response = super::described::Unavailable),
     )
 )]
 pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
@@ -352,11 +352,11 @@ pub async fn list(State(app): State<App>) -> Result<Json<LockList>, ApiError> {
     get,
     path = "/v1/locks/{name}/watch",
     tag = "locks",
-    params(super::openapi::NamePath),
+    params(super::described::NamePath),
     responses(
-        (status = 200, description = "The event stream (text/event-stream) of `state` events", content_type = "text/event-stream", body = super::openapi::ServerSentEvent),
-        (status = 400, response = super::openapi::BadName),
-        (status = 401, response = super::openapi::Unauthorized),
+        (status = 200, description = "The event stream (text/event-stream) of `state` events", content_type = "text/event-stream", body = super::described::ServerSentEvent),
+        (status = 400, response = super::described::BadName),
+        (status = 401, response = super::described::Unauthorized),
     )
 )]
 pub async fn watch(

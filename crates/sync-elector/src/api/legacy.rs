@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sync_protocol::{LockName, codes};
 use tokio::time::Instant;
 
-use crate::api::{ApiError, App, LockPath};
+use super::{ApiError, App, LockPath};
 
 /// The legacy routes, to be given a state and fallbacks by the caller.
 pub fn routes() -> Router<App> {
