@@ -68,8 +68,7 @@ impl Server {
         let token = config.token().map_err(anyhow::Error::msg)?;
         let (store, announce) = open_store(&config).await?;
         let identity = config.identity();
-        let manager =
-            Manager::announcing(store, identity.clone(), metrics::Metrics::new(), announce);
+        let manager = Manager::new(store, identity.clone(), metrics::Metrics::new(), announce);
         let app = api::App {
             manager: manager.clone(),
             default_ttl: config.ttl,

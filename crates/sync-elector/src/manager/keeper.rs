@@ -1,4 +1,5 @@
-//! The keeper of every held lease: one agenda of wake-up times and one task that follows it.
+//! The keeper of every held lease: one agenda of wake-up times and one task that follows it, and
+//! the one place where a lease ends.
 //!
 //! A held lease is asleep almost all of its life: it only has work at its renew time, at its
 //! holder's silence deadline and at its renew deadline ([`LeaseClock::step`]). So a sleeping lease
@@ -7,95 +8,121 @@
 //! puts the lease back on the agenda when the renewal is done. The keeper task runs only while
 //! some lease is on the agenda.
 //!
-//! Locks are taken in one order: the agenda, then a lease's [`Keeping`].
+//! The keeper works on the [`Leases`] ledger, the lease's own methods and the [`Handback`]; it
+//! knows nothing of the manager above it.
+//!
+//! [`LeaseClock::step`]: crate::lease::LeaseClock::step
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::{Ending, Lease, Manager};
+use super::handback::Handback;
+use super::lease::{Ending, Lease};
+use super::leases::Leases;
 use crate::lease::Step;
 use crate::store::StoreError;
 
-/// Where a lease is in the keeper's hands. Guarded by the lease's own mutex, always taken with
-/// the agenda's lock held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Keeping {
-    /// Being looked at, or renewing: not on the agenda.
-    Busy,
-    /// On the agenda, to be woken at this instant.
-    Asleep(Instant),
-    /// The lease has ended; it is never put on the agenda again.
-    Done,
-}
-
-/// The agenda of every sleeping lease, shared by the manager and the keeper task.
-#[derive(Default)]
-pub(super) struct Keepers {
+/// Keeps every lease of one manager.
+pub(super) struct Keeper {
     agenda: Mutex<Agenda>,
-    /// The last serial handed to a lease.
-    serials: AtomicU64,
     /// Wakes the keeper task when an entry earlier than its current sleep arrives.
     wake: Notify,
+    leases: Arc<Leases>,
+    handback: Handback,
 }
 
 #[derive(Default)]
 struct Agenda {
-    /// Sleeping leases by wake-up time; the lease's serial makes each key unique.
-    due: BTreeMap<(Instant, u64), Arc<Lease>>,
+    /// Sleeping leases by wake-up time; the lease's id makes each key unique.
+    due: BTreeMap<(Instant, String), Arc<Lease>>,
+    /// When each sleeping lease is due, by id, to find its entry.
+    asleep: HashMap<String, Instant>,
     /// Whether the keeper task is running.
     running: bool,
 }
 
-impl Keepers {
-    /// A serial for a new lease, unique in this manager: it orders leases due at the same instant.
-    pub(super) fn serial(&self) -> u64 {
-        self.serials.fetch_add(1, Ordering::Relaxed)
+impl Agenda {
+    fn remove(&mut self, id: &str) {
+        if let Some(at) = self.asleep.remove(id) {
+            self.due.remove(&(at, id.to_owned()));
+        }
+    }
+}
+
+impl Keeper {
+    /// A keeper for the leases of `leases`, renewing and giving back through `handback`.
+    pub(super) fn new(leases: Arc<Leases>, handback: Handback) -> Arc<Self> {
+        Arc::new(Self {
+            agenda: Mutex::new(Agenda::default()),
+            wake: Notify::new(),
+            leases,
+            handback,
+        })
     }
 
     /// Starts keeping a newly granted lease: its first step is taken at once.
-    pub(super) fn start(&self, manager: &Manager, lease: Arc<Lease>) {
-        visit(manager, lease);
+    pub(super) fn start(self: &Arc<Self>, lease: Arc<Lease>) {
+        self.visit(lease);
     }
 
-    /// Takes an ended lease off the agenda for good.
-    pub(super) fn forget(&self, lease: &Lease) {
-        let mut agenda = self.agenda.lock().expect("keeper agenda poisoned");
-        let mut keeping = lease.keeping.lock().expect("lease keeping poisoned");
-        if let Keeping::Asleep(at) = *keeping {
-            agenda.due.remove(&(at, lease.serial));
+    /// Ends a lease here exactly once: takes it out of the ledger, tells whoever waits for its
+    /// ending, and takes it off the agenda. Returns false when it had already ended. The store is
+    /// not touched: [`lose`](Self::lose) and the manager's release give the lock back.
+    pub(super) fn end(&self, lease: &Lease, ending: Ending) -> bool {
+        if !self.leases.end(lease, &ending) {
+            return false;
         }
-        *keeping = Keeping::Done;
+        match &ending {
+            Ending::Lost(reason) => {
+                warn!(lock = %lease.name, holder = %lease.holder, token = lease.token, %reason, "lease lost");
+                self.handback.store.lost(&lease.name, &lease.holder);
+            }
+            Ending::Released => {
+                info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "released")
+            }
+        }
+        // Ended before it leaves the agenda, so that a renewal finishing meanwhile sees the
+        // ending and does not put it back.
+        lease.finish(ending);
+        self.agenda().remove(&lease.id);
+        true
+    }
+
+    /// Ends a lease as lost and gives its holding up in the store: if the store comes back before
+    /// the holding runs out, it is freed at once rather than left to expire, and a holding that
+    /// is no longer ours is untouched.
+    pub(super) async fn lose(&self, lease: &Lease, reason: String) {
+        if self.end(lease, Ending::Lost(reason)) {
+            self.handback.release(lease).await;
+        }
+    }
+
+    fn agenda(&self) -> std::sync::MutexGuard<'_, Agenda> {
+        self.agenda.lock().expect("keeper agenda poisoned")
     }
 
     /// Puts `lease` to sleep until `at`, unless it has ended meanwhile; starts the keeper task
     /// if none runs, or wakes it if `at` is now the earliest entry.
-    fn sleep(&self, manager: &Manager, lease: Arc<Lease>, at: Instant) {
-        let mut agenda = self.agenda.lock().expect("keeper agenda poisoned");
-        {
-            let mut keeping = lease.keeping.lock().expect("lease keeping poisoned");
-            match *keeping {
-                Keeping::Done => return,
-                Keeping::Asleep(old) => {
-                    agenda.due.remove(&(old, lease.serial));
-                }
-                Keeping::Busy => {}
-            }
-            *keeping = Keeping::Asleep(at);
+    fn sleep(self: &Arc<Self>, lease: Arc<Lease>, at: Instant) {
+        let mut agenda = self.agenda();
+        if lease.ending().is_some() {
+            return;
         }
-        let key = (at, lease.serial);
+        agenda.remove(&lease.id);
+        let key = (at, lease.id.clone());
         let earliest = agenda
             .due
             .first_key_value()
             .is_none_or(|(first, _)| key < *first);
+        agenda.asleep.insert(lease.id.clone(), at);
         agenda.due.insert(key, lease);
         if !agenda.running {
             agenda.running = true;
-            tokio::spawn(run(manager.clone()));
+            tokio::spawn(self.clone().run());
         } else if earliest {
             self.wake.notify_one();
         }
@@ -104,14 +131,14 @@ impl Keepers {
     /// Takes every lease due at `now` off the agenda. Returns them and the next wake-up, or
     /// `None` and stops the task's turn when the agenda is empty.
     fn take_due(&self, now: Instant) -> (Vec<Arc<Lease>>, Option<Instant>) {
-        let mut agenda = self.agenda.lock().expect("keeper agenda poisoned");
+        let mut agenda = self.agenda();
         let mut due = Vec::new();
         while let Some(entry) = agenda.due.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let lease = entry.remove();
-            *lease.keeping.lock().expect("lease keeping poisoned") = Keeping::Busy;
+            agenda.asleep.remove(&lease.id);
             due.push(lease);
         }
         let next = agenda.due.first_key_value().map(|((at, _), _)| *at);
@@ -120,123 +147,84 @@ impl Keepers {
         }
         (due, next)
     }
-}
 
-/// The keeper task: wakes each sleeping lease when it is due, and ends when none sleeps.
-async fn run(manager: Manager) {
-    let keepers = &manager.inner.keepers;
-    loop {
-        let woken = keepers.wake.notified();
-        let (due, next) = keepers.take_due(Instant::now());
-        let idle = due.is_empty() && next.is_none();
-        for lease in due {
-            visit(&manager, lease);
-        }
-        if idle {
-            return;
-        }
-        // With no next entry, the leases just visited are all renewing or ending: look again,
-        // and end the task if still none sleeps.
-        if let Some(at) = next {
-            tokio::select! {
-                () = sleep_until(at) => {}
-                () = woken => {}
+    /// The keeper task: wakes each sleeping lease when it is due, and ends when none sleeps.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let woken = self.wake.notified();
+            let (due, next) = self.take_due(Instant::now());
+            let idle = due.is_empty() && next.is_none();
+            for lease in due {
+                self.visit(lease);
+            }
+            if idle {
+                return;
+            }
+            // With no next entry, the leases just visited are all renewing or ending: look
+            // again, and end the task if still none sleeps.
+            if let Some(at) = next {
+                tokio::select! {
+                    () = sleep_until(at) => {}
+                    () = woken => {}
+                }
             }
         }
     }
-}
 
-/// Takes a lease's next step: sleep on the agenda, or a task for a renewal or its ending.
-fn visit(manager: &Manager, lease: Arc<Lease>) {
-    let step = lease
-        .clock
-        .lock()
-        .expect("lease clock poisoned")
-        .step(Instant::now());
-    match step {
-        Step::SleepUntil(at) => manager.inner.keepers.sleep(manager, lease, at),
-        Step::RenewStore => {
-            tokio::spawn(renew(manager.clone(), lease));
-        }
-        Step::HolderSilent => {
-            let reason = format!(
-                "the holder sent no heartbeat for its ttl of {}",
-                humantime::format_duration(lease.ttl)
-            );
-            tokio::spawn(lose(manager.clone(), lease, reason));
-        }
-        Step::DeadlinePassed => {
-            let reason = format!(
-                "the {} store could not be renewed before the renew deadline",
-                manager.inner.store.kind()
-            );
-            tokio::spawn(lose(manager.clone(), lease, reason));
-        }
-    }
-}
-
-/// Ends a lease as lost and gives its holding up in the store: if the store comes back before
-/// the holding runs out, it is freed at once rather than left to expire, and a holding that is no
-/// longer ours is untouched.
-async fn lose(manager: Manager, lease: Arc<Lease>, reason: String) {
-    if manager.end(&lease, Ending::Lost(reason)) {
-        manager.release_in_store(&lease).await;
-    }
-}
-
-/// Renews a lease's store holding once, bounded by its renew deadline, then takes its next step.
-/// Abandoned if the lease ends meanwhile.
-async fn renew(manager: Manager, lease: Arc<Lease>) {
-    let store = &manager.inner.store;
-    let current = lease
-        .store_lease
-        .lock()
-        .expect("store lease poisoned")
-        .clone();
-    let deadline = lease
-        .clock
-        .lock()
-        .expect("lease clock poisoned")
-        .valid_until();
-    let sent = Instant::now();
-    let result = tokio::select! {
-        result = timeout_at(deadline, store.renew(&lease.name, &current)) => result,
-        _ = lease.ended() => return,
-    };
-    match result {
-        Ok(Ok(renewed)) => {
-            *lease.renew_failure.lock().expect("lease failure poisoned") = None;
-            let since = renewed.valid_since(sent);
-            *lease.store_lease.lock().expect("store lease poisoned") = renewed;
-            lease
-                .clock
-                .lock()
-                .expect("lease clock poisoned")
-                .store_renewed(since);
-        }
-        Ok(Err(StoreError::NotHolder)) => {
-            if manager.end(&lease, Ending::Lost("another holder took the lock".into())) {
-                manager.withdraw(&lease).await;
+    /// Takes a lease's next step: sleep on the agenda, or a task for a renewal or its ending.
+    fn visit(self: &Arc<Self>, lease: Arc<Lease>) {
+        match lease.step(Instant::now()) {
+            Step::SleepUntil(at) => self.sleep(lease, at),
+            Step::RenewStore => {
+                tokio::spawn(self.clone().renew(lease));
             }
-            return;
-        }
-        Ok(Err(err)) => {
-            let message = err.to_string();
-            let mut last = lease.renew_failure.lock().expect("lease failure poisoned");
-            if last.as_ref() != Some(&message) {
-                warn!(lock = %lease.name, error = %message, "renewal failed; retrying until the renew deadline (the same failure is not logged again)");
-                *last = Some(message);
+            Step::HolderSilent => {
+                let reason = format!(
+                    "the holder sent no heartbeat for its ttl of {}",
+                    humantime::format_duration(lease.ttl)
+                );
+                let keeper = self.clone();
+                tokio::spawn(async move { keeper.lose(&lease, reason).await });
             }
-            drop(last);
-            lease
-                .clock
-                .lock()
-                .expect("lease clock poisoned")
-                .store_failed(Instant::now());
-        }
-        Err(_) => {
-            // The deadline passed while the store was silent; the next step says so.
+            Step::DeadlinePassed => {
+                let reason = format!(
+                    "the {} store could not be renewed before the renew deadline",
+                    self.handback.store.kind()
+                );
+                let keeper = self.clone();
+                tokio::spawn(async move { keeper.lose(&lease, reason).await });
+            }
         }
     }
-    visit(&manager, lease);
+
+    /// Renews a lease's store holding once, bounded by its renew deadline, then takes its next
+    /// step. Abandoned if the lease ends meanwhile.
+    async fn renew(self: Arc<Self>, lease: Arc<Lease>) {
+        let current = lease.store_lease();
+        let deadline = lease.valid_until();
+        let sent = Instant::now();
+        let result = tokio::select! {
+            result = timeout_at(deadline, self.handback.store.renew(&lease.name, &current)) => result,
+            _ = lease.ended() => return,
+        };
+        match result {
+            Ok(Ok(renewed)) => lease.renewed(renewed, sent),
+            Ok(Err(StoreError::NotHolder)) => {
+                if self.end(&lease, Ending::Lost("another holder took the lock".into())) {
+                    self.handback.withdraw(&lease).await;
+                }
+                return;
+            }
+            Ok(Err(err)) => {
+                let message = err.to_string();
+                if lease.renew_failed(message.clone(), Instant::now()) {
+                    warn!(lock = %lease.name, error = %message, "renewal failed; retrying until the renew deadline (the same failure is not logged again)");
+                }
+            }
+            Err(_) => {
+                // The deadline passed while the store was silent; the next step says so.
+            }
+        }
+        self.visit(lease);
+    }
 }

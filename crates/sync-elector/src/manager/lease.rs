@@ -1,0 +1,220 @@
+//! One granted lease: what its holder was given (id, lock, token, ttl), its timing, the store's
+//! proof of the holding, and how it ended.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sync_protocol::LockName;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::lease::{LeaseClock, Step};
+use crate::store::StoreLease;
+
+/// How a lease ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The holder released it.
+    Released,
+    /// It was lost; the reason is for people.
+    Lost(String),
+}
+
+/// Why a lease operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// No such lease here: never granted, or already released.
+    #[error("no such lease: it was never granted here or was already released")]
+    Unknown,
+    /// The lease was lost.
+    #[error("the lease was lost: {0}")]
+    Lost(String),
+}
+
+/// One granted lease.
+pub struct Lease {
+    /// The secret that renews and releases it.
+    pub id: String,
+    /// The lock.
+    pub name: LockName,
+    /// The holder identity in the store.
+    pub holder: String,
+    /// The fencing token.
+    pub token: u64,
+    /// The lock's ttl.
+    pub ttl: Duration,
+    /// Whether the legacy protocol took it (its holder is the elector itself).
+    legacy: bool,
+    clock: Mutex<LeaseClock>,
+    store_lease: Mutex<StoreLease>,
+    /// How it ended, once it has.
+    ended: Mutex<Option<Ending>>,
+    /// Wakes whoever waits for the ending.
+    ending: Notify,
+    /// The last renewal failure logged for this lease: the same failure is not logged again.
+    renew_failure: Mutex<Option<String>>,
+}
+
+impl Lease {
+    /// A lease on `name` for the holding `store_lease`, whose validity counts from `sent`.
+    pub(super) fn new(
+        name: LockName,
+        store_lease: StoreLease,
+        sent: Instant,
+        legacy: bool,
+        now: Instant,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name,
+            holder: store_lease.holder.clone(),
+            token: store_lease.token,
+            ttl: store_lease.ttl,
+            legacy,
+            clock: Mutex::new(LeaseClock::new(store_lease.ttl, sent, now)),
+            store_lease: Mutex::new(store_lease),
+            ended: Mutex::new(None),
+            ending: Notify::new(),
+            renew_failure: Mutex::new(None),
+        }
+    }
+
+    /// Whether the legacy protocol took it.
+    pub(super) fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// How long the lease stays valid from now, as reported to the holder.
+    pub fn valid_for(&self) -> Duration {
+        self.clock().valid_for(Instant::now())
+    }
+
+    /// How the lease ended: waits until it has.
+    pub async fn ended(&self) -> Ending {
+        let notified = self.ending.notified();
+        tokio::pin!(notified);
+        loop {
+            // Registered before the look, so an ending between the two still wakes us.
+            notified.as_mut().enable();
+            if let Some(ending) = self.ending() {
+                return ending;
+            }
+            notified.as_mut().await;
+            notified.set(self.ending.notified());
+        }
+    }
+
+    /// How the lease ended, if it has.
+    pub fn ending(&self) -> Option<Ending> {
+        self.ended.lock().expect("lease ending poisoned").clone()
+    }
+
+    /// Records how the lease ended and wakes everyone waiting for it. Only the first ending
+    /// counts.
+    pub(super) fn finish(&self, ending: Ending) {
+        self.ended
+            .lock()
+            .expect("lease ending poisoned")
+            .get_or_insert(ending);
+        self.ending.notify_waiters();
+    }
+
+    /// The holder was heard from at `now`; how long the lease stays valid.
+    pub(super) fn heard_from_holder(&self, now: Instant) -> Duration {
+        let mut clock = self.clock();
+        clock.heard_from_holder(now);
+        clock.valid_for(now)
+    }
+
+    /// What to do about the lease at `now`.
+    pub(super) fn step(&self, now: Instant) -> Step {
+        self.clock().step(now)
+    }
+
+    /// When the lease is lost unless the store is renewed first.
+    pub(super) fn valid_until(&self) -> Instant {
+        self.clock().valid_until()
+    }
+
+    /// The store's proof of the holding, to renew or release it.
+    pub(super) fn store_lease(&self) -> StoreLease {
+        self.store_lease
+            .lock()
+            .expect("store lease poisoned")
+            .clone()
+    }
+
+    /// A renewal sent at `sent` returned `renewed`.
+    pub(super) fn renewed(&self, renewed: StoreLease, sent: Instant) {
+        *self.renew_failure.lock().expect("lease failure poisoned") = None;
+        let since = renewed.valid_since(sent);
+        *self.store_lease.lock().expect("store lease poisoned") = renewed;
+        self.clock().store_renewed(since);
+    }
+
+    /// A renewal failed at `now` with `message`. Returns whether the failure is new (worth a
+    /// log line) rather than the same as the last one.
+    pub(super) fn renew_failed(&self, message: String, now: Instant) -> bool {
+        self.clock().store_failed(now);
+        let mut last = self.renew_failure.lock().expect("lease failure poisoned");
+        if last.as_ref() == Some(&message) {
+            return false;
+        }
+        *last = Some(message);
+        true
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, LeaseClock> {
+        self.clock.lock().expect("lease clock poisoned")
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A lease of `name` with ttl 15 s, granted now.
+    pub(in crate::manager) fn lease(name: &str, legacy: bool) -> Lease {
+        let store_lease = StoreLease {
+            holder: "elector/1".into(),
+            token: 1,
+            ttl: Duration::from_secs(15),
+            value: None,
+            revision: "1".into(),
+            valid_from: None,
+        };
+        let now = Instant::now();
+        Lease::new(LockName::new(name).unwrap(), store_lease, now, legacy, now)
+    }
+
+    #[tokio::test]
+    async fn the_first_ending_is_the_one_waiters_hear() {
+        let lease = std::sync::Arc::new(lease("a", false));
+        let waiter = tokio::spawn({
+            let lease = lease.clone();
+            async move { lease.ended().await }
+        });
+        tokio::task::yield_now().await;
+        lease.finish(Ending::Lost("the store went away".into()));
+        lease.finish(Ending::Released);
+        assert_eq!(
+            waiter.await.unwrap(),
+            Ending::Lost("the store went away".into())
+        );
+        assert_eq!(
+            lease.ended().await,
+            Ending::Lost("the store went away".into())
+        );
+    }
+
+    #[test]
+    fn a_renewal_failure_is_worth_a_log_line_once_until_it_changes() {
+        let lease = lease("a", false);
+        let now = Instant::now();
+        assert!(lease.renew_failed("timeout".into(), now));
+        assert!(!lease.renew_failed("timeout".into(), now));
+        assert!(lease.renew_failed("forbidden".into(), now));
+        lease.renewed(lease.store_lease(), now);
+        assert!(lease.renew_failed("forbidden".into(), now));
+    }
+}

@@ -1,0 +1,179 @@
+//! The ledger of leases: the ones held here now (by id, and the legacy protocol's by lock name),
+//! the ones that ended ([`Tombstones`]), and when each lock was last freed here. A lease ends here
+//! exactly once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sync_protocol::LockName;
+use tokio::time::Instant;
+
+use super::lease::{Ending, Lease, LeaseError};
+use super::tombstones::Tombstones;
+use crate::metrics::Metrics;
+
+/// Every lease of this elector, live or recently ended.
+pub(super) struct Leases {
+    state: Mutex<Ledger>,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Ledger {
+    live: HashMap<String, Arc<Lease>>,
+    /// Legacy-protocol leases by lock name: the old bindings have no lease id, only the name.
+    legacy: HashMap<LockName, String>,
+    ended: Tombstones,
+    /// When a lease of each lock last ended here, for the handover-time histogram.
+    freed_at: HashMap<LockName, Instant>,
+}
+
+impl Leases {
+    /// An empty ledger, keeping the held, acquisitions, losses and handover series in `metrics`.
+    pub(super) fn new(metrics: Metrics) -> Self {
+        Self {
+            state: Mutex::new(Ledger::default()),
+            metrics,
+        }
+    }
+
+    /// Records a lease just granted at `now`; `waited` says whether its acquire had to wait, so
+    /// that the time since the lock was last freed here counts as a handover.
+    pub(super) fn insert(&self, lease: Arc<Lease>, waited: bool, now: Instant) {
+        let mut state = self.ledger();
+        if lease.is_legacy() {
+            state.legacy.insert(lease.name.clone(), lease.id.clone());
+        }
+        if let Some(freed) = state.freed_at.remove(&lease.name)
+            && waited
+        {
+            self.metrics
+                .handover
+                .observe(now.duration_since(freed).as_secs_f64());
+        }
+        state.live.insert(lease.id.clone(), lease);
+        self.metrics.acquisitions.inc();
+        self.metrics.held.inc();
+    }
+
+    /// The live lease `id`, or why there is none.
+    pub(super) fn get(&self, id: &str) -> Result<Arc<Lease>, LeaseError> {
+        let state = self.ledger();
+        match state.live.get(id) {
+            Some(lease) => Ok(lease.clone()),
+            None => Err(state.ended.error(id)),
+        }
+    }
+
+    /// The live legacy-protocol lease of `name`, if any.
+    pub(super) fn legacy(&self, name: &LockName) -> Option<Arc<Lease>> {
+        let state = self.ledger();
+        state
+            .legacy
+            .get(name)
+            .and_then(|id| state.live.get(id))
+            .cloned()
+    }
+
+    /// Every live lease.
+    pub(super) fn all(&self) -> Vec<Arc<Lease>> {
+        self.ledger().live.values().cloned().collect()
+    }
+
+    /// Takes `lease` out of the live ones, remembering how it ended. Returns false, changing
+    /// nothing, when it had already ended.
+    pub(super) fn end(&self, lease: &Lease, ending: &Ending) -> bool {
+        let mut state = self.ledger();
+        if state.live.remove(&lease.id).is_none() {
+            return false;
+        }
+        if state.legacy.get(&lease.name) == Some(&lease.id) {
+            state.legacy.remove(&lease.name);
+        }
+        state.ended.bury(&lease.id, ending);
+        state.freed_at.insert(lease.name.clone(), Instant::now());
+        self.metrics.held.dec();
+        if matches!(ending, Ending::Lost(_)) {
+            self.metrics.losses.inc();
+        }
+        true
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.state.lock().expect("lease ledger poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lease::tests::lease;
+    use super::*;
+
+    #[test]
+    fn a_lease_ends_once_and_then_answers_how_it_ended() {
+        let leases = Leases::new(Metrics::new());
+        let granted = Arc::new(lease("a", false));
+        leases.insert(granted.clone(), false, Instant::now());
+        assert!(leases.get(&granted.id).is_ok());
+        assert_eq!(leases.metrics.held.get(), 1);
+
+        let lost = Ending::Lost("another holder took the lock".into());
+        assert!(leases.end(&granted, &lost));
+        assert!(!leases.end(&granted, &Ending::Released), "ended twice");
+        assert_eq!(
+            leases.get(&granted.id).err(),
+            Some(LeaseError::Lost("another holder took the lock".into()))
+        );
+        assert_eq!(leases.metrics.held.get(), 0);
+        assert_eq!(leases.metrics.losses.get(), 1);
+        assert!(leases.all().is_empty());
+    }
+
+    #[test]
+    fn a_released_lease_is_unknown_afterwards() {
+        let leases = Leases::new(Metrics::new());
+        let granted = Arc::new(lease("a", false));
+        leases.insert(granted.clone(), false, Instant::now());
+        assert!(leases.end(&granted, &Ending::Released));
+        assert_eq!(leases.get(&granted.id).err(), Some(LeaseError::Unknown));
+        assert_eq!(leases.metrics.losses.get(), 0);
+    }
+
+    #[test]
+    fn a_legacy_lease_is_found_by_name_until_it_ends() {
+        let leases = Leases::new(Metrics::new());
+        let name = LockName::new("a").unwrap();
+        let v1 = Arc::new(lease("a", false));
+        leases.insert(v1.clone(), false, Instant::now());
+        assert!(leases.legacy(&name).is_none(), "a v1 lease is not legacy");
+        assert!(leases.end(&v1, &Ending::Released));
+
+        let legacy = Arc::new(lease("a", true));
+        leases.insert(legacy.clone(), false, Instant::now());
+        assert_eq!(
+            leases.legacy(&name).map(|l| l.id.clone()),
+            Some(legacy.id.clone())
+        );
+        assert!(leases.end(&legacy, &Ending::Lost("ran out".into())));
+        assert!(leases.legacy(&name).is_none());
+    }
+
+    #[test]
+    fn a_handover_is_timed_only_for_a_waiter() {
+        let leases = Leases::new(Metrics::new());
+        let first = Arc::new(lease("a", false));
+        leases.insert(first.clone(), false, Instant::now());
+        leases.end(&first, &Ending::Released);
+        // Freed, then taken by an acquire that did not wait: no handover.
+        let second = Arc::new(lease("a", false));
+        leases.insert(second.clone(), false, Instant::now());
+        leases.end(&second, &Ending::Released);
+        let third = Arc::new(lease("a", false));
+        leases.insert(third, true, Instant::now());
+        let text = leases.metrics.render();
+        assert!(
+            text.contains("sync_elector_handover_seconds_count 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Ended leases, remembered for a while, so that a late renew learns *why* its lease is gone
+//! (`410 lease_lost` with the reason) instead of a bare "unknown lease".
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::lease::{Ending, LeaseError};
+
+/// How many ended lease ids are remembered.
+pub(super) const TOMBSTONES: usize = 4096;
+
+/// The last [`TOMBSTONES`] ended leases and how each ended; the oldest is forgotten first.
+#[derive(Default)]
+pub(super) struct Tombstones {
+    order: VecDeque<String>,
+    lost: HashMap<String, String>,
+    released: HashSet<String>,
+}
+
+impl Tombstones {
+    /// Remembers that lease `id` ended with `ending`.
+    pub(super) fn bury(&mut self, id: &str, ending: &Ending) {
+        if self.order.len() >= TOMBSTONES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.lost.remove(&old);
+            self.released.remove(&old);
+        }
+        self.order.push_back(id.to_owned());
+        match ending {
+            Ending::Released => {
+                self.released.insert(id.to_owned());
+            }
+            Ending::Lost(reason) => {
+                self.lost.insert(id.to_owned(), reason.clone());
+            }
+        }
+    }
+
+    /// What to answer for lease `id`, which is not live: lost with its reason, or unknown
+    /// (released, forgotten, or never granted).
+    pub(super) fn error(&self, id: &str) -> LeaseError {
+        match self.lost.get(id) {
+            Some(reason) => LeaseError::Lost(reason.clone()),
+            None => LeaseError::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_lease_says_why_and_a_released_one_is_unknown() {
+        let mut tombstones = Tombstones::default();
+        tombstones.bury("a", &Ending::Lost("the holder went silent".into()));
+        tombstones.bury("b", &Ending::Released);
+        assert_eq!(
+            tombstones.error("a"),
+            LeaseError::Lost("the holder went silent".into())
+        );
+        assert_eq!(tombstones.error("b"), LeaseError::Unknown);
+        assert_eq!(tombstones.error("never"), LeaseError::Unknown);
+    }
+
+    #[test]
+    fn the_oldest_is_forgotten_first() {
+        let mut tombstones = Tombstones::default();
+        for i in 0..TOMBSTONES + 1 {
+            tombstones.bury(&i.to_string(), &Ending::Lost(format!("reason {i}")));
+        }
+        assert_eq!(tombstones.error("0"), LeaseError::Unknown);
+        assert_eq!(tombstones.error("1"), LeaseError::Lost("reason 1".into()));
+        let last = TOMBSTONES.to_string();
+        assert_eq!(
+            tombstones.error(&last),
+            LeaseError::Lost(format!("reason {last}"))
+        );
+        assert_eq!(tombstones.order.len(), TOMBSTONES);
+        assert_eq!(tombstones.lost.len(), TOMBSTONES);
+    }
+}
