@@ -133,7 +133,14 @@ fn token(given: Option<String>) -> Result<Option<(String, String)>> {
     );
     match sync_protocol::read_token_file(std::path::Path::new(&path)) {
         Ok(token) => Ok(Some((token, from))),
-        Err(reason) => Err(Error::Token { from, reason }),
+        Err(err) => Err(Error::Token {
+            from,
+            // The client's error carries text: the reason and what caused it.
+            reason: match std::error::Error::source(&err) {
+                Some(cause) => format!("{err}: {cause}"),
+                None => err.to_string(),
+            },
+        }),
     }
 }
 

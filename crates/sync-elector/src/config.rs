@@ -194,6 +194,49 @@ fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
+/// What is wrong with a configuration, beyond what each flag checks alone. Each message says
+/// what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A lock listener is not on loopback, and `--allow-remote` was not given.
+    #[error(
+        "refusing to serve locks on {addr} ({flag}): other hosts could take and release them. \
+         Keep it on 127.0.0.1 (the default), or pass --allow-remote (and protect it with \
+         --token-file)"
+    )]
+    RemoteListen {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// `--publish` without the Kubernetes store.
+    #[error(
+        "--publish writes Kubernetes EndpointSlices next to the lock's Lease; use it with \
+         --store kubernetes"
+    )]
+    PublishNeedsKubernetes,
+    /// `--publish` without this pod's IP.
+    #[error(
+        "--publish needs this pod's IP: set POD_IP from the downward API \
+         (valueFrom.fieldRef.fieldPath: status.podIP), or pass --pod-ip"
+    )]
+    PublishNeedsPodIp,
+    /// Two `--publish` name the same Service.
+    #[error("--publish names the Service {0:?} twice: one Service follows one lock")]
+    ServiceTwice(String),
+    /// The `--token-file` cannot be used; the source says why.
+    #[error("the token file {} is unusable", path.display())]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: sync_protocol::TokenFileError,
+    },
+}
+
 impl Config {
     /// The identity to use: the flag, else `POD_NAME`, else the host name.
     pub fn identity(&self) -> String {
@@ -217,7 +260,7 @@ impl Config {
 
     /// Checks what the flags cannot check alone: the lock API stays on loopback unless
     /// `--allow-remote` says otherwise, and `--publish` has what it needs.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         self.check_publish()?;
         if self.allow_remote {
             return Ok(());
@@ -229,55 +272,43 @@ impl Config {
             if let Some(addr) = addr
                 && !addr.ip().is_loopback()
             {
-                return Err(format!(
-                    "refusing to serve locks on {addr} ({flag}): other hosts could take and release \
-                     them. Keep it on 127.0.0.1 (the default), or pass --allow-remote (and protect it \
-                     with --token-file)"
-                ));
+                return Err(ConfigError::RemoteListen { flag, addr });
             }
         }
         Ok(())
     }
 
     /// `--publish` needs the Kubernetes store, this pod's IP, and one lock per Service.
-    fn check_publish(&self) -> Result<(), String> {
+    fn check_publish(&self) -> Result<(), ConfigError> {
         if self.publish.is_empty() {
             return Ok(());
         }
         if self.store_kind() != StoreKind::Kubernetes {
-            return Err(
-                "--publish writes Kubernetes EndpointSlices next to the lock's Lease; use it with \
-                 --store kubernetes"
-                    .into(),
-            );
+            return Err(ConfigError::PublishNeedsKubernetes);
         }
         if self.pod_ip.is_none() {
-            return Err(
-                "--publish needs this pod's IP: set POD_IP from the downward API \
-                 (valueFrom.fieldRef.fieldPath: status.podIP), or pass --pod-ip"
-                    .into(),
-            );
+            return Err(ConfigError::PublishNeedsPodIp);
         }
         let mut services = std::collections::HashSet::new();
         for publication in &self.publish {
             if !services.insert(&publication.service) {
-                return Err(format!(
-                    "--publish names the Service {:?} twice: one Service follows one lock",
-                    publication.service
-                ));
+                return Err(ConfigError::ServiceTwice(publication.service.clone()));
             }
         }
         Ok(())
     }
 
     /// Reads the bearer token from `--token-file`, if one is given.
-    pub fn token(&self) -> Result<Option<String>, String> {
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
         sync_protocol::read_token_file(path)
             .map(Some)
-            .map_err(|reason| format!("the token file {}: {reason}", path.display()))
+            .map_err(|source| ConfigError::TokenFile {
+                path: path.clone(),
+                source,
+            })
     }
 
     /// A configuration with every default, listening on `listen` (tests use port 0).
@@ -364,14 +395,18 @@ mod tests {
             |args: &[&str]| Config::try_parse_from(["sync-elector"].iter().chain(args)).unwrap();
         assert!(parse(&[]).check().is_ok());
         assert!(parse(&["--listen", "[::1]:13131"]).check().is_ok());
-        let err = parse(&["--listen", "0.0.0.0:13131"]).check().unwrap_err();
+        let err = parse(&["--listen", "0.0.0.0:13131"])
+            .check()
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("--allow-remote") && err.contains("0.0.0.0:13131"),
             "{err}"
         );
         let err = parse(&["--legacy-listen", "10.0.0.7:8080"])
             .check()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--legacy-listen"), "{err}");
         assert!(
             parse(&["--listen", "0.0.0.0:13131", "--allow-remote"])
@@ -395,14 +430,22 @@ mod tests {
         std::fs::write(&file, "s3cret\n").unwrap();
         assert_eq!(parse(&file).token().unwrap().as_deref(), Some("s3cret"));
         std::fs::write(&file, " \n").unwrap();
-        assert!(parse(&file).token().unwrap_err().contains("is empty"));
-        let missing = dir.join("missing");
+        let err = parse(&file).token().unwrap_err();
         assert!(
-            parse(&missing)
-                .token()
-                .unwrap_err()
-                .contains("could not read")
+            matches!(&err, ConfigError::TokenFile { source: sync_protocol::TokenFileError::Empty, path } if *path == file),
+            "{err:?}"
         );
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+        let missing = dir.join("missing");
+        let err = parse(&missing).token().unwrap_err();
+        // The cause stays reachable: the file error, then the operating system's.
+        let cause = std::error::Error::source(&err).expect("the file's error");
+        assert_eq!(cause.to_string(), "could not read it");
+        let io = cause.source().expect("the operating system's error");
+        assert!(io.to_string().contains("No such file"), "{io}");
         assert_eq!(
             Config::local("127.0.0.1:0".parse().unwrap())
                 .token()
@@ -439,7 +482,7 @@ mod tests {
         let parse =
             |args: &[&str]| Config::try_parse_from(["sync-elector"].iter().chain(args)).unwrap();
         let kube = ["--store", "kubernetes", "--publish", "a=svc:80"];
-        let err = parse(&kube).check().unwrap_err();
+        let err = parse(&kube).check().unwrap_err().to_string();
         assert!(err.contains("POD_IP"), "{err}");
         let with_ip = [&kube[..], &["--pod-ip", "10.1.2.3"]].concat();
         assert!(parse(&with_ip).check().is_ok());
@@ -452,11 +495,15 @@ mod tests {
             "10.1.2.3",
         ])
         .check()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--store kubernetes"), "{err}");
         let twice = [&with_ip[..], &["--publish", "b=svc:81"]].concat();
         let err = parse(&twice).check().unwrap_err();
-        assert!(err.contains("twice"), "{err}");
+        assert!(
+            matches!(&err, ConfigError::ServiceTwice(s) if s == "svc"),
+            "{err}"
+        );
         let c = parse(&[&with_ip[..], &["--publish", "b=other:81,c=third:82"]].concat());
         assert_eq!(c.publish.len(), 3);
         assert!(c.check().is_ok());

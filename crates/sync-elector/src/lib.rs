@@ -9,8 +9,10 @@
 //! | [`config`] | flags and environment |
 //! | [`api`] | the HTTP edge: routes, handlers, error mapping; v1 in [`api::v1`], the original Metaparticle elector protocol in [`api::legacy`] |
 //! | [`manager`] | local wait queues, leases and their keepers |
+//! | [`hooks`] | what the store and the manager tell the leader-only Service: `Takeover` and `Announce` |
 //! | [`lease`] | the timing rules of one lease, pure |
 //! | `publish` | the leader-only Service: an EndpointSlice listing the holder (Kubernetes) |
+//! | `kube_api` | one way to talk to the Kubernetes API: connecting, timeouts, errors, writes |
 //! | [`store`] | the store trait, its implementations and their conformance suite |
 //! | [`metrics`] | Prometheus series |
 //! | [`shutdown`] | SIGTERM and SIGINT |
@@ -25,6 +27,9 @@
 
 pub mod api;
 pub mod config;
+pub mod hooks;
+#[cfg(feature = "kubernetes")]
+pub mod kube_api;
 pub mod lease;
 mod linger;
 pub mod manager;
@@ -45,7 +50,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{Config, StoreKind};
+pub use config::{Config, ConfigError, StoreKind};
 pub use manager::Manager;
 
 /// How long open connections get to finish once shutdown has released every lock.
@@ -64,8 +69,8 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds the listeners and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        config.check().map_err(anyhow::Error::msg)?;
-        let token = config.token().map_err(anyhow::Error::msg)?;
+        config.check()?;
+        let token = config.token()?;
         let (store, announce) = open_store(&config).await?;
         let identity = config.identity();
         let manager = Manager::new(store, identity.clone(), metrics::Metrics::new(), announce);
@@ -162,27 +167,26 @@ impl Server {
 }
 
 /// The store, and what announces its holders elsewhere (`--publish`), if anything.
-type Opened = (Arc<dyn store::Store>, Option<Arc<dyn manager::Announce>>);
+type Opened = (Arc<dyn store::Store>, Option<Arc<dyn hooks::Announce>>);
 
 async fn open_store(config: &Config) -> anyhow::Result<Opened> {
     Ok(match config.store_kind() {
         StoreKind::Memory => (Arc::new(store::MemoryStore::new()), None),
         #[cfg(feature = "kubernetes")]
         StoreKind::Kubernetes => {
-            let store = store::KubernetesStore::connect(config.namespace.clone())
+            // One way: the client, then the publisher on it, then the store and the manager
+            // with the publisher as their hooks. Every elector fences the slices of a lock others
+            // publish, so it runs a publisher even without --publish (one that publishes nothing).
+            let (client, namespace) = kube_api::connect(config.namespace.clone())
                 .await
                 .context("could not open the kubernetes store")?;
-            // Every elector fences the slices of a lock others publish, so it runs a
-            // publisher even without --publish (one that publishes nothing).
             let publisher = Arc::new(match (config.publish.as_slice(), config.pod_ip) {
-                ([], _) | (_, None) => {
-                    publish::Publisher::fencing_only(store.client(), store.namespace())
-                }
+                ([], _) | (_, None) => publish::Publisher::fencing_only(client.clone(), &namespace),
                 (publications, Some(ip)) => {
-                    publish::Publisher::start(store.client(), store.namespace(), ip, publications)
+                    publish::Publisher::start(client.clone(), &namespace, ip, publications)
                 }
             });
-            let store = store.with_takeover(publisher.clone());
+            let store = store::KubernetesStore::new(client, &namespace, Some(publisher.clone()));
             (Arc::new(store), Some(publisher))
         }
         #[cfg(not(feature = "kubernetes"))]

@@ -18,7 +18,7 @@
 //! - **Withdraw.** When the lease ends (release, loss, shutdown), the holder empties the slice
 //!   before the store gives the Lease up; and when renewals fail, it empties it once less than
 //!   [`WITHDRAW_AHEAD`] of the ttl is left before the renew deadline, so the address is gone by
-//!   that deadline (it comes back if a renewal succeeds).
+//!   that deadline; the next renewal that succeeds lists it again at once.
 //! - **Resync.** While holding, it reads again every [`RESYNC`] and puts its address back if a
 //!   contender's fence took it down without winning the lock, or the Service's ports changed.
 //!
@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use sync_protocol::LockName;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -43,9 +43,9 @@ use tokio::time::timeout;
 use tracing::{error, info, warn};
 
 use crate::config::Publication;
-use crate::manager::{Announce, Lease};
+use crate::hooks::{Announce, Held, Takeover};
+use crate::kube_api::{self, RequestError};
 use crate::store::StoreError;
-use crate::store::kubernetes::{Takeover, api_error};
 
 /// The `endpointslice.kubernetes.io/managed-by` value on every slice we write; the EndpointSlice
 /// controller leaves slices managed by others alone.
@@ -67,9 +67,6 @@ pub const RESYNC: Duration = Duration::from_secs(5);
 /// its address down. A holder renews when ttl/3 is left, so only a renewal that fails, or takes
 /// longer than ttl/6, comes this close.
 pub const WITHDRAW_AHEAD: u32 = 6;
-
-/// How long one API request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many compare-and-set conflicts one write re-reads through.
 const CONFLICT_RETRIES: usize = 3;
@@ -192,18 +189,18 @@ impl Publisher {
 
 #[async_trait]
 impl Announce for Publisher {
-    fn granted(&self, lease: &Arc<Lease>) {
-        for slice in self.slices(&lease.name) {
+    fn granted(&self, lease: Arc<dyn Held>) {
+        for slice in self.slices(lease.name()) {
             *slice.want() = Some(lease.clone());
             slice.wake.notify_one();
         }
     }
 
-    async fn ended(&self, lease: &Lease) {
-        for slice in self.slices(&lease.name) {
+    async fn ended(&self, lease: &dyn Held) {
+        for slice in self.slices(lease.name()) {
             {
                 let mut want = slice.want();
-                if want.as_ref().is_some_and(|held| held.id == lease.id) {
+                if want.as_ref().is_some_and(|held| held.id() == lease.id()) {
                     *want = None;
                 }
             }
@@ -221,7 +218,7 @@ impl Announce for Publisher {
                     "slice": slice.name,
                     "address": slice.ip.map(|ip| ip.to_string()),
                     "ports": slice.listed.lock().expect("slice ports poisoned").clone(),
-                    "holding": slice.want().as_ref().map(|lease| lease.holder.clone()),
+                    "holding": slice.want().as_ref().map(|lease| lease.holder().to_owned()),
                     "trouble": slice.trouble.lock().expect("slice trouble poisoned").clone(),
                     "ports_note": slice.ports_note.lock().expect("slice note poisoned").clone(),
                 }),
@@ -264,31 +261,45 @@ impl Takeover for Publisher {
     }
 }
 
-/// Reconciles one slice whenever told; while holding, also every [`RESYNC`] and at the moment
-/// the lease comes within [`WITHDRAW_AHEAD`] of its renew deadline.
+/// Reconciles one slice whenever told; while holding, also every [`RESYNC`], at the moment the
+/// lease comes within [`WITHDRAW_AHEAD`] of its renew deadline, and, once the address is down
+/// for want of renewals, at the next renewal that succeeds.
 async fn keep(slice: Arc<Slice>) {
     loop {
+        // Subscribed before the reconcile, so a renewal during it is not missed.
+        let held = slice.want().clone();
+        let mut renewals = held.as_ref().map(|lease| lease.renewals());
         slice.reconcile().await;
-        let next = slice.want().as_ref().map(|lease| {
-            match lease.valid_for().checked_sub(withdraw_margin(lease)) {
-                // Just past the point, so the reconcile finds the margin crossed.
-                Some(left) if !left.is_zero() => RESYNC.min(left + Duration::from_millis(1)),
-                _ => RESYNC,
-            }
-        });
         let told = slice.wake.notified();
-        match next {
-            Some(wait) => {
-                let _ = timeout(wait, told).await;
+        let (Some(lease), Some(renewals)) = (held, renewals.as_mut()) else {
+            told.await;
+            continue;
+        };
+        if renewals.has_changed().unwrap_or(false) {
+            continue;
+        }
+        match lease
+            .valid_for()
+            .checked_sub(withdraw_margin(lease.as_ref()))
+        {
+            // Just past the point, so the reconcile finds the margin crossed.
+            Some(left) if !left.is_zero() => {
+                let _ = timeout(RESYNC.min(left + Duration::from_millis(1)), told).await;
             }
-            None => told.await,
+            // Withdrawn for want of renewals: the next one that succeeds lists it again.
+            _ => {
+                tokio::select! {
+                    _ = timeout(RESYNC, told) => {}
+                    _ = renewals.changed() => {}
+                }
+            }
         }
     }
 }
 
 /// How much validity a published lease must have left to stay published.
-fn withdraw_margin(lease: &Lease) -> Duration {
-    lease.ttl / WITHDRAW_AHEAD
+fn withdraw_margin(lease: &dyn Held) -> Duration {
+    lease.ttl() / WITHDRAW_AHEAD
 }
 
 /// One Service's leader slice, as this elector keeps it.
@@ -298,7 +309,7 @@ struct Slice {
     services: Option<Api<Service>>,
     target: Target,
     /// The lease held here whose address the slice should list.
-    want: Mutex<Option<Arc<Lease>>>,
+    want: Mutex<Option<Arc<dyn Held>>>,
     wake: Notify,
     /// One read-then-write at a time, so a withdraw never races this elector's own publish.
     writing: tokio::sync::Mutex<()>,
@@ -308,14 +319,6 @@ struct Slice {
     ports_note: Mutex<Option<String>>,
     /// The ports the slice listed at the last publish, as `name:port/protocol`.
     listed: Mutex<Vec<String>>,
-}
-
-/// Why a request failed.
-enum Failure {
-    /// 403: the service account may not do it.
-    Forbidden(String),
-    /// Anything else.
-    Other(String),
 }
 
 impl std::ops::Deref for Slice {
@@ -350,7 +353,7 @@ impl Slice {
         }
     }
 
-    fn want(&self) -> std::sync::MutexGuard<'_, Option<Arc<Lease>>> {
+    fn want(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn Held>>> {
         self.want.lock().expect("slice want poisoned")
     }
 
@@ -360,12 +363,12 @@ impl Slice {
         for _ in 0..CONFLICT_RETRIES {
             let current = match self.read().await {
                 Ok(current) => current,
-                Err(failure) => return self.failed("reading", failure),
+                Err(failure) => return self.failed("reading", &failure),
             };
             let ports = if self.want().is_some() {
                 match self.service_ports().await {
                     Ok(ports) => Some(ports),
-                    Err(failure) => return self.failed("reading the Service of", failure),
+                    Err(failure) => return self.failed("reading the Service of", &failure),
                 }
             } else {
                 None
@@ -374,8 +377,8 @@ impl Slice {
             let holder = self
                 .want()
                 .as_ref()
-                .filter(|lease| lease.valid_for() > withdraw_margin(lease))
-                .map(|lease| lease.holder.clone());
+                .filter(|lease| lease.valid_for() > withdraw_margin(lease.as_ref()))
+                .map(|lease| lease.holder().to_owned());
             let ports = ports.filter(|_| holder.is_some());
             let desired = self.object(current.as_ref(), holder.as_deref(), None, ports.clone());
             let listed_here = current.as_ref().is_some_and(|s| self.lists_us(s));
@@ -402,7 +405,7 @@ impl Slice {
                     return self.recovered();
                 }
                 Ok(false) => continue,
-                Err(failure) => return self.failed("writing", failure),
+                Err(failure) => return self.failed("writing", &failure),
             }
         }
         warn!(slice = %self.name, "the EndpointSlice kept changing under us; trying again later");
@@ -410,19 +413,15 @@ impl Slice {
 
     /// The ports to list: the Service's, mirrored by name ([`mirror_ports`]). A Service this
     /// elector may not read (403) is treated as missing, and said once.
-    async fn service_ports(&self) -> Result<Vec<EndpointPort>, Failure> {
+    async fn service_ports(&self) -> Result<Vec<EndpointPort>, RequestError> {
         let Some(services) = &self.services else {
             return Ok(Vec::new());
         };
         let service = &self.publication.service;
-        let read = match timeout(REQUEST_TIMEOUT, services.get_opt(service)).await {
-            Ok(Ok(found)) => Ok(found),
-            Ok(Err(err)) => Err(failure(err)),
-            Err(_) => Err(Failure::Other("the Kubernetes API did not answer".into())),
-        };
-        let (ports, note) = match read {
+        let (ports, note) = match kube_api::send(services.get_opt(service)).await {
             Ok(found) => mirror_ports(&self.target, found.as_ref()),
-            Err(Failure::Forbidden(message)) => {
+            Err(err) if err.code() == Some(403) => {
+                let message = status_message(&err);
                 let (ports, _) = mirror_ports(&self.target, None);
                 let note = format!(
                     "may not read Service {}/{service} ({message}), so its ports are unknown: give \
@@ -470,78 +469,66 @@ impl Slice {
             match result {
                 Ok(true) => return Ok(()),
                 Ok(false) => continue,
-                Err(Failure::Other(message)) => {
-                    let err = self.unavailable(&message);
-                    self.failed("clearing", Failure::Other(message));
-                    return Err(err);
-                }
-                Err(forbidden) => {
-                    self.failed("clearing", forbidden);
+                Err(err) if err.code() == Some(403) => {
+                    self.failed("clearing", &err);
                     return Ok(());
+                }
+                Err(err) => {
+                    self.failed("clearing", &err);
+                    return Err(StoreError::caused_by(
+                        "kubernetes",
+                        self.clearing(&err.to_string()),
+                        err,
+                    ));
                 }
             }
         }
-        Err(self.unavailable("it kept changing under us"))
+        Err(StoreError::unavailable(
+            "kubernetes",
+            self.clearing("it kept changing under us"),
+        ))
     }
 
-    fn unavailable(&self, why: &str) -> StoreError {
-        StoreError::Unavailable {
-            store: "kubernetes",
-            message: format!(
-                "clearing the EndpointSlice {}/{} of Service {} before taking lock {}: {why}",
-                self.namespace, self.name, self.publication.service, self.publication.lock
-            ),
-        }
+    /// What went wrong clearing the slice before a takeover.
+    fn clearing(&self, why: &str) -> String {
+        format!(
+            "clearing the EndpointSlice {}/{} of Service {} before taking lock {}: {why}",
+            self.namespace, self.name, self.publication.service, self.publication.lock
+        )
     }
 
-    async fn read(&self) -> Result<Option<EndpointSlice>, Failure> {
-        match timeout(REQUEST_TIMEOUT, self.api.get_opt(&self.name)).await {
-            Ok(Ok(slice)) => Ok(slice),
-            Ok(Err(err)) => Err(failure(err)),
-            Err(_) => Err(Failure::Other("the Kubernetes API did not answer".into())),
-        }
+    async fn read(&self) -> Result<Option<EndpointSlice>, RequestError> {
+        kube_api::send(self.api.get_opt(&self.name)).await
     }
 
     /// Creates or replaces (compare-and-set) the slice. `Ok(false)` on a conflict.
-    async fn write(&self, object: EndpointSlice, create: bool) -> Result<bool, Failure> {
-        let params = PostParams::default();
-        let request = async {
-            if create {
-                self.api.create(&params, &object).await
-            } else {
-                self.api.replace(&self.name, &params, &object).await
-            }
-        };
-        match timeout(REQUEST_TIMEOUT, request).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(kube::Error::Api(status))) if status.code == 409 => Ok(false),
-            Ok(Err(err)) => Err(failure(err)),
-            Err(_) => Err(Failure::Other("the Kubernetes API did not answer".into())),
-        }
+    async fn write(&self, object: EndpointSlice, create: bool) -> Result<bool, RequestError> {
+        Ok(kube_api::write(&self.api, &object, create).await?.is_some())
     }
 
     /// Logs a failure once, until it changes or a write succeeds.
-    fn failed(&self, step: &str, failure: Failure) {
-        let (forbidden, message) = match failure {
-            Failure::Forbidden(message) => (
+    fn failed(&self, step: &str, err: &RequestError) {
+        let (forbidden, message) = match err.code() {
+            Some(403) => (
                 true,
                 // The same words whatever the step, so it is logged once until it is mended.
                 format!(
                     "may not write the EndpointSlice {}/{}: the Kubernetes API answered 403 \
-                     Forbidden ({message}). Lock {} still works, but Service {} gets no \
+                     Forbidden ({}). Lock {} still works, but Service {} gets no \
                      endpoints: give the elector's service account get, create and update on \
                      endpointslices.discovery.k8s.io in namespace {} (deploy/leader-service.yaml)",
                     self.namespace,
                     self.name,
+                    status_message(err),
                     self.publication.lock,
                     self.publication.service,
                     self.namespace
                 ),
             ),
-            Failure::Other(message) => (
+            _ => (
                 false,
                 format!(
-                    "{step} the EndpointSlice {}/{}: {message}",
+                    "{step} the EndpointSlice {}/{}: {err}",
                     self.namespace, self.name
                 ),
             ),
@@ -745,10 +732,11 @@ fn describe_ports(ports: &[EndpointPort]) -> String {
     }
 }
 
-fn failure(err: kube::Error) -> Failure {
+/// The API server's own words in an error answer; empty when it did not answer.
+fn status_message(err: &RequestError) -> &str {
     match err {
-        kube::Error::Api(status) if status.code == 403 => Failure::Forbidden(status.message),
-        other => Failure::Other(api_error(&other)),
+        RequestError::Status { message, .. } => message,
+        _ => "",
     }
 }
 

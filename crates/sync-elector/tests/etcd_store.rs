@@ -175,6 +175,7 @@ async fn an_unreachable_cluster_is_a_clear_error() {
     let StoreError::Unavailable {
         store: "etcd",
         message,
+        ..
     } = &err
     else {
         panic!("{err:?}")

@@ -529,6 +529,65 @@ fn a_leader_whose_renewals_fail_withdraws_before_its_renew_deadline() {
 }
 
 #[test]
+fn a_leader_whose_renewals_recover_lists_its_address_again_without_waiting_for_a_resync() {
+    // ttl 30 s: renewals every 10 s; the address goes when 5 s (ttl/6) are left before the renew
+    // deadline (20 s after the last renewal), which leaves 5 s to mend the RBAC.
+    let ttl = 30;
+    let p = Publishing::new("publish-recover", &["rbac.yaml", "leader-service.yaml"]);
+    let a = p.elector("a", ttl);
+    let first = holder(&a, LOCK, ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    p.plane
+        .kubectl_ok(&["delete", "rolebinding", "sync-elector", "-n", &p.namespace]);
+    eventually(Duration::from_secs(40), "the address gone", || {
+        p.kubectl_addresses().is_empty().then_some(())
+    });
+    let rbac = support::deploy_dir().join("rbac.yaml");
+    p.plane.kubectl_ok(&[
+        "apply",
+        "-n",
+        &p.namespace,
+        "-f",
+        &rbac.display().to_string(),
+    ]);
+    eventually(Duration::from_secs(20), "the address back", || {
+        (p.kubectl_addresses() == [ip("a")]).then_some(())
+    });
+    let log = eventually(Duration::from_secs(10), "the relisting in a's log", || {
+        let log = a.log();
+        let renewed = log
+            .iter()
+            .position(|l| l.contains("renewed again after failed renewals"))?;
+        let published = log
+            .iter()
+            .skip(renewed)
+            .position(|l| l.contains("published the holder's address"))?;
+        Some((log.clone(), renewed, renewed + published))
+    });
+    let (log, renewed, published) = log;
+    // Each log line starts with its RFC 3339 time.
+    let at = |line: &str| {
+        chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no time at the start of {line:?}: {e}"))
+    };
+    let gap = (at(&log[published]) - at(&log[renewed])).num_milliseconds();
+    println!("figure: renewal recovered -> address listed again: {gap} ms");
+    // At once, not at the next resync (every 5 s): half a resync is a generous bound.
+    assert!(
+        gap < 2500,
+        "relisted {gap} ms after the renewal:\n{}",
+        log.join("\n")
+    );
+    let events = first.drain();
+    assert!(
+        !events.iter().any(|e| e.starts_with("lost")),
+        "the holder kept its lock through the failed renewals: {events:?}"
+    );
+    check_history(&p.history.steps());
+}
+
+#[test]
 fn an_elector_without_publish_fences_a_published_lock_and_says_it_should_publish() {
     let ttl = 4;
     let p = Publishing::new("publish-mixed", &["rbac.yaml", "leader-service.yaml"]);

@@ -22,7 +22,7 @@ async fn store_on(server: &TestServer, client: &str) -> KubernetesStore {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap();
-    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), "default");
+    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), "default", None);
     for _ in 0..100 {
         if store.ready().await.is_ok() {
             return store;
@@ -50,7 +50,7 @@ async fn real_store_in(namespace: &str) -> KubernetesStore {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap();
-    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), namespace);
+    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), namespace, None);
     for _ in 0..500 {
         if store.ready().await.is_ok() {
             return store;
@@ -391,6 +391,9 @@ async fn api_errors_are_clear_and_other_clients_carry_on() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("500"), "{err}");
+    // The API's answer stays reachable as the error's cause, below the message.
+    let cause = std::error::Error::source(&err).expect("the error keeps its cause");
+    assert!(cause.to_string().contains("500"), "{cause}");
     // kube retries 503 with backoff; the store's request timeout bounds it.
     server.set_failing(Some(503));
     let err = fine
@@ -414,7 +417,7 @@ async fn a_missing_namespace_is_named_in_the_error() {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap();
-    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), "nowhere");
+    let store = KubernetesStore::new(kube::Client::try_from(config).unwrap(), "nowhere", None);
     let err = store
         .try_acquire(&name("x"), &claim("a", 5))
         .await

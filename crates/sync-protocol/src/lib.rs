@@ -38,19 +38,51 @@ pub const TOKEN_FILE_ENV: &str = "SYNC_ELECTOR_TOKEN_FILE";
 /// says what is wrong with the file, for a message that names it.
 ///
 /// ```
+/// use sync_protocol::TokenFileError;
+///
 /// let file = std::env::temp_dir().join(format!("token-doc-{}", std::process::id()));
 /// std::fs::write(&file, "s3cret\n")?;
 /// assert_eq!(sync_protocol::read_token_file(&file)?, "s3cret");
 /// std::fs::write(&file, " \n")?;
-/// assert_eq!(sync_protocol::read_token_file(&file).unwrap_err(), "it is empty");
+/// let err = sync_protocol::read_token_file(&file).unwrap_err();
+/// assert!(matches!(err, TokenFileError::Empty));
+/// assert_eq!(err.to_string(), "it is empty");
 /// # std::fs::remove_file(&file)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("could not read it: {e}"))?;
+pub fn read_token_file(path: &std::path::Path) -> Result<String, TokenFileError> {
+    let text = std::fs::read_to_string(path).map_err(TokenFileError::Unreadable)?;
     match text.trim() {
-        "" => Err("it is empty".into()),
+        "" => Err(TokenFileError::Empty),
         token => Ok(token.to_owned()),
+    }
+}
+
+/// What is wrong with a bearer-token file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TokenFileError {
+    /// It could not be read; the source says why.
+    Unreadable(std::io::Error),
+    /// It holds nothing but white space.
+    Empty,
+}
+
+impl std::fmt::Display for TokenFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreadable(_) => f.write_str("could not read it"),
+            Self::Empty => f.write_str("it is empty"),
+        }
+    }
+}
+
+impl std::error::Error for TokenFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unreadable(err) => Some(err),
+            Self::Empty => None,
+        }
     }
 }
 

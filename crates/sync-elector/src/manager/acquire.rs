@@ -154,10 +154,10 @@ pub(super) async fn confirm(
             let _ = timeout(clock.renew_interval(), store.release(name, &store_lease)).await;
             Err(AcquireError::Store(match failed {
                 Ok(Err(err)) => err,
-                _ => StoreError::Unavailable {
-                    store: store.kind(),
-                    message: "the store answered too slowly to grant the lock safely".into(),
-                },
+                _ => StoreError::unavailable(
+                    store.kind(),
+                    "the store answered too slowly to grant the lock safely",
+                ),
             }))
         }
     }

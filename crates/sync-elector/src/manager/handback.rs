@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::Announce;
 use super::lease::Lease;
+use crate::hooks::Announce;
 use crate::store::{Store, StoreError};
 
 /// The store, and what shows its holdings elsewhere, for giving locks back.

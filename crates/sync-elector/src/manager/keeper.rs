@@ -208,7 +208,11 @@ impl Keeper {
             _ = lease.ended() => return,
         };
         match result {
-            Ok(Ok(renewed)) => lease.renewed(renewed, sent),
+            Ok(Ok(renewed)) => {
+                if lease.renewed(renewed, sent) {
+                    info!(lock = %lease.name, "renewed again after failed renewals");
+                }
+            }
             Ok(Err(StoreError::NotHolder)) => {
                 if self.end(&lease, Ending::Lost("another holder took the lock".into())) {
                     self.handback.withdraw(&lease).await;

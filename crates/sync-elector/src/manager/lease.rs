@@ -5,9 +5,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use sync_protocol::LockName;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::hooks::Held;
 use crate::lease::{LeaseClock, Step};
 use crate::store::StoreLease;
 
@@ -53,6 +54,8 @@ pub struct Lease {
     ending: Notify,
     /// The last renewal failure logged for this lease: the same failure is not logged again.
     renew_failure: Mutex<Option<String>>,
+    /// Counts successful renewals, for [`Held::renewals`].
+    renewals: watch::Sender<u64>,
 }
 
 impl Lease {
@@ -76,6 +79,7 @@ impl Lease {
             ended: Mutex::new(None),
             ending: Notify::new(),
             renew_failure: Mutex::new(None),
+            renewals: watch::Sender::new(0),
         }
     }
 
@@ -144,12 +148,19 @@ impl Lease {
             .clone()
     }
 
-    /// A renewal sent at `sent` returned `renewed`.
-    pub(super) fn renewed(&self, renewed: StoreLease, sent: Instant) {
-        *self.renew_failure.lock().expect("lease failure poisoned") = None;
+    /// A renewal sent at `sent` returned `renewed`. Returns whether renewals had been failing.
+    pub(super) fn renewed(&self, renewed: StoreLease, sent: Instant) -> bool {
+        let recovered = self
+            .renew_failure
+            .lock()
+            .expect("lease failure poisoned")
+            .take()
+            .is_some();
         let since = renewed.valid_since(sent);
         *self.store_lease.lock().expect("store lease poisoned") = renewed;
         self.clock().store_renewed(since);
+        self.renewals.send_modify(|count| *count += 1);
+        recovered
     }
 
     /// A renewal failed at `now` with `message`. Returns whether the failure is new (worth a
@@ -166,6 +177,32 @@ impl Lease {
 
     fn clock(&self) -> std::sync::MutexGuard<'_, LeaseClock> {
         self.clock.lock().expect("lease clock poisoned")
+    }
+}
+
+impl Held for Lease {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn name(&self) -> &LockName {
+        &self.name
+    }
+
+    fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn valid_for(&self) -> Duration {
+        Lease::valid_for(self)
+    }
+
+    fn renewals(&self) -> watch::Receiver<u64> {
+        self.renewals.subscribe()
     }
 }
 
@@ -214,7 +251,13 @@ pub(super) mod tests {
         assert!(lease.renew_failed("timeout".into(), now));
         assert!(!lease.renew_failed("timeout".into(), now));
         assert!(lease.renew_failed("forbidden".into(), now));
-        lease.renewed(lease.store_lease(), now);
+        let renewals = Held::renewals(&lease);
+        assert!(
+            lease.renewed(lease.store_lease(), now),
+            "renewals had been failing"
+        );
+        assert!(!lease.renewed(lease.store_lease(), now));
         assert!(lease.renew_failed("forbidden".into(), now));
+        assert!(renewals.has_changed().unwrap(), "a renewal is announced");
     }
 }

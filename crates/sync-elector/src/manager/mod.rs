@@ -9,7 +9,7 @@
 //!   `ttl/3`, declare the lease lost at the renew deadline, release it when the holder goes silent.
 //!   A sleeping lease is an entry on one agenda, not a task of its own. Every lease ends through
 //!   the keeper, exactly once.
-//! - An [`Announce`] (the leader-only EndpointSlice, `publish.rs`) hears of every grant, and of
+//! - An [`Announce`] hook (the leader-only EndpointSlice, `publish.rs`) hears of every grant, and of
 //!   every ending before the store's release, so what it shows is gone before the lock is free
 //!   (`handback.rs`).
 //! - Ended leases leave a tombstone for a while, so a late renew learns *why* (410 lost) instead of
@@ -21,7 +21,6 @@
 //! [`LeaseClock`]: crate::lease::LeaseClock
 
 mod acquire;
-mod announce;
 mod handback;
 mod keeper;
 mod lease;
@@ -38,7 +37,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use acquire::{AcquireError, AcquireOptions};
-pub use announce::Announce;
 pub use lease::{Ending, Lease, LeaseError};
 
 use acquire::{Contender, Taken, confirm};
@@ -47,6 +45,7 @@ use keeper::Keeper;
 use leases::Leases;
 use queue::Queues;
 
+use crate::hooks::Announce;
 use crate::metrics::Metrics;
 use crate::store::{Claim, Store};
 
@@ -202,7 +201,7 @@ impl Manager {
         info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "acquired");
         self.inner.keeper.start(lease.clone());
         if let Some(announce) = &self.inner.handback.announce {
-            announce.granted(&lease);
+            announce.granted(lease.clone());
         }
         Ok(lease)
     }

@@ -22,6 +22,7 @@ pub mod kubernetes;
 pub mod memory;
 mod signals;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -119,7 +120,7 @@ pub enum Attempt {
 }
 
 /// What can go wrong talking to a store.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The holding is no longer ours: another holder took the lock, or the record is gone.
@@ -132,8 +133,58 @@ pub enum StoreError {
         store: &'static str,
         /// What happened, for the log and the waiting client.
         message: String,
+        /// The error underneath, when one caused it (a `kube::Error`, an etcd status).
+        #[source]
+        source: Option<Cause>,
     },
 }
+
+/// The error underneath a [`StoreError`], shared so that the error stays cheap to clone.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// `store` is unavailable, for the reason in `message`.
+    pub fn unavailable(store: &'static str, message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            store,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `store` is unavailable because of `source`; `message` says it for people.
+    pub fn caused_by(
+        store: &'static str,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            store,
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+/// Two store errors are equal when they say the same; their causes are not compared.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::NotHolder, Self::NotHolder) => true,
+            (
+                Self::Unavailable { store, message, .. },
+                Self::Unavailable {
+                    store: other_store,
+                    message: other_message,
+                    ..
+                },
+            ) => store == other_store && message == other_message,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
 
 /// A signal that fires on every change of one lock. Read the lock again after it fires; the value
 /// inside only counts changes.

@@ -83,10 +83,7 @@ impl Drop for EtcdStore {
 }
 
 fn unavailable(step: &str, err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        store: "etcd",
-        message: format!("{step}: {err}"),
-    }
+    StoreError::unavailable("etcd", format!("{step}: {err}"))
 }
 
 /// Runs an etcd request with a bound, retrying once or twice on a transient failure (a client
@@ -96,18 +93,22 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_rpc::Error>>,
 {
+    // The last attempt's error; `None` when it got no answer in time.
     let mut last = None;
     for attempt in 0..3 {
         match timeout(REQUEST_TIMEOUT, request()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => last = Some(err.to_string()),
-            Err(_) => last = Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
+            Ok(Err(err)) => last = Some(err),
+            Err(_) => last = None,
         }
         if attempt < 2 {
             sleep(Duration::from_millis(100)).await;
         }
     }
-    Err(unavailable(step, last.unwrap_or_default()))
+    Err(match last {
+        Some(err) => StoreError::caused_by("etcd", format!("{step}: {err}"), err),
+        None => unavailable(step, format!("no answer within {REQUEST_TIMEOUT:?}")),
+    })
 }
 
 /// Deletes one of our keys in a task of its own, so that a caller that stops waiting (a release
@@ -169,11 +170,8 @@ impl EtcdStore {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
         let mut options = Options::default();
         options.request_timeout = Some(REQUEST_TIMEOUT);
-        let client =
-            Client::connect(endpoints, &options).map_err(|err| StoreError::Unavailable {
-                store: "etcd",
-                message: err.to_string(),
-            })?;
+        let client = Client::connect(endpoints, &options)
+            .map_err(|err| StoreError::caused_by("etcd", err.to_string(), err))?;
         info!(endpoints = %endpoints.join(","), %prefix, "using etcd");
         Ok(Self::with_client(client, prefix))
     }

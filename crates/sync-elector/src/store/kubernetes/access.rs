@@ -19,8 +19,10 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout};
+use tokio::time::sleep;
 use tracing::{info, warn};
+
+use crate::kube_api::{self, RequestError};
 
 /// Every (API group, resource, verb) the locks need, as `deploy/rbac.yaml` grants them. (Creating
 /// Events is granted there too, but a lock works without it: the Event writer logs its failure.)
@@ -138,7 +140,7 @@ pub fn start(client: kube::Client, namespace: &str, access: Arc<Access>) -> Join
 async fn missing(
     api: &Api<SelfSubjectAccessReview>,
     namespace: &str,
-) -> Result<Vec<(&'static str, &'static str, &'static str)>, String> {
+) -> Result<Vec<(&'static str, &'static str, &'static str)>, RequestError> {
     let mut missing = Vec::new();
     for needed @ (group, resource, verb) in NEEDED {
         let review = SelfSubjectAccessReview {
@@ -154,13 +156,7 @@ async fn missing(
             },
             ..SelfSubjectAccessReview::default()
         };
-        let answer = timeout(
-            Duration::from_secs(10),
-            api.create(&PostParams::default(), &review),
-        )
-        .await
-        .map_err(|_| "no answer within 10s".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let answer = kube_api::send(api.create(&PostParams::default(), &review)).await?;
         if !answer.status.is_some_and(|s| s.allowed) {
             missing.push(needed);
         }

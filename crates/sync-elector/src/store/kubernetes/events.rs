@@ -15,8 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 use tracing::{debug, warn};
+
+use crate::kube_api;
 
 /// Events a lock may record at once.
 pub const BURST: u32 = 5;
@@ -154,20 +156,10 @@ async fn write_events(api: Api<Event>, namespace: String, mut changes: mpsc::Rec
             continue;
         }
         let event = event(&namespace, &change, k8s_openapi::jiff::Timestamp::now());
-        let written = timeout(
-            Duration::from_secs(10),
-            api.create(&PostParams::default(), &event),
-        )
-        .await;
-        let failure = match written {
-            Ok(Ok(_)) => None,
-            Ok(Err(kube::Error::Api(status))) => Some(format!(
-                "the Kubernetes API answered {} {}: {}",
-                status.code, status.reason, status.message
-            )),
-            Ok(Err(err)) => Some(err.to_string()),
-            Err(_) => Some("the Kubernetes API did not answer within 10s".into()),
-        };
+        let failure = kube_api::send(api.create(&PostParams::default(), &event))
+            .await
+            .err()
+            .map(|err| err.to_string());
         if let Some(failure) = &failure
             && last_failure.as_ref() != Some(failure)
         {

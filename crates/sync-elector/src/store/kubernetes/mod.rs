@@ -23,13 +23,15 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use sync_protocol::LockName;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, timeout};
-use tracing::{debug, info, warn};
+use tokio::time::{Instant, sleep};
+use tracing::{debug, warn};
 
 use super::{Attempt, Changes, Claim, Record, Store, StoreError, StoreLease};
+use crate::hooks::Takeover;
+use crate::kube_api::{self, RequestError};
 
 pub mod access;
 mod cache;
@@ -50,9 +52,6 @@ pub const VALUE_ANNOTATION: &str = "sync.metaparticle.io/value";
 /// those slices first, whether it publishes them or not.
 pub const PUBLISHED_ANNOTATION: &str = "sync.metaparticle.io/published-to";
 
-/// How long one API request may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How many compare-and-set conflicts one operation re-reads through before giving up.
 const CONFLICT_RETRIES: usize = 3;
 
@@ -66,22 +65,6 @@ pub struct KubernetesStore {
     checker: JoinHandle<()>,
     events: Recorder,
     takeover: Option<Arc<dyn Takeover>>,
-}
-
-/// Runs before every write that takes a lock over (free, released, or observed expired), and
-/// must succeed first: the leader-only EndpointSlice takes the previous holder's address down
-/// here, so it is gone before the Lease names anyone new (`publish.rs`).
-#[async_trait]
-pub trait Takeover: Send + Sync + 'static {
-    /// `claimant` is about to take `name`, whose Lease names the Services in `published`
-    /// ([`PUBLISHED_ANNOTATION`]). Returns the Services the Lease names from now on. An error
-    /// fails this attempt to acquire.
-    async fn before_takeover(
-        &self,
-        name: &LockName,
-        claimant: &str,
-        published: &[String],
-    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// The Services a Lease names as published ([`PUBLISHED_ANNOTATION`]).
@@ -155,37 +138,22 @@ fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// What went wrong with a request, for people: the API's status and message, or why it could not
-/// be reached.
-pub(crate) fn api_error(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(status) => format!(
-            "the Kubernetes API answered {} {}: {}",
-            status.code, status.reason, status.message
-        ),
-        other => format!("could not reach the Kubernetes API: {other}"),
-    }
-}
-
-/// Turns a kube error into a store error whose message says what to fix.
-fn unavailable(step: &str, err: kube::Error) -> StoreError {
-    let hint = match status_code(&err) {
+/// Turns a failed request into a store error whose message says what to fix, keeping the
+/// request's error as its cause.
+fn unavailable(step: &str, err: RequestError) -> StoreError {
+    let hint = match err.code() {
         Some(403) => {
             "; give the elector's service account the Role in deploy/rbac.yaml (get, list, watch, create, update on leases)"
         }
         Some(404) => "; check the namespace (--namespace)",
         _ => "",
     };
-    let message = format!("{step}: {}{hint}", api_error(&err));
-    StoreError::Unavailable {
-        store: "kubernetes",
-        message,
-    }
+    StoreError::caused_by("kubernetes", format!("{step}: {err}{hint}"), err)
 }
 
 /// [`unavailable`], telling `access` of a 403.
-fn failed(access: &Access, step: &str, err: kube::Error) -> StoreError {
-    let forbidden = status_code(&err) == Some(403);
+fn failed(access: &Access, step: &str, err: RequestError) -> StoreError {
+    let forbidden = err.code() == Some(403);
     let error = unavailable(step, err);
     if forbidden && let StoreError::Unavailable { message, .. } = &error {
         access.forbidden(message);
@@ -193,42 +161,11 @@ fn failed(access: &Access, step: &str, err: kube::Error) -> StoreError {
     error
 }
 
-fn timed_out(step: &str) -> StoreError {
-    StoreError::Unavailable {
-        store: "kubernetes",
-        message: format!("{step}: the Kubernetes API did not answer within {REQUEST_TIMEOUT:?}"),
-    }
-}
-
-fn status_code(err: &kube::Error) -> Option<u16> {
-    match err {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
-    }
-}
-
 impl KubernetesStore {
-    /// Connects with the in-cluster configuration, else `KUBECONFIG` (or `~/.kube/config`), in
-    /// `namespace`, else the pod's service-account namespace (or the kubeconfig context's), else
-    /// `default`.
-    pub async fn connect(namespace: Option<String>) -> Result<Self, StoreError> {
-        let config = kube::Config::infer().await.map_err(|e| StoreError::Unavailable {
-            store: "kubernetes",
-            message: format!(
-                "no Kubernetes configuration: {e}; run in a pod with a service account, or set KUBECONFIG"
-            ),
-        })?;
-        let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
-        let url = config.cluster_url.to_string();
-        let client =
-            kube::Client::try_from(config).map_err(|e| unavailable("creating the client", e))?;
-        info!(%url, %namespace, "using Kubernetes Leases");
-        Ok(Self::new(client, &namespace))
-    }
-
-    /// A store over `client` in `namespace`; starts its reflector, its permission checker and
-    /// its Event writer at once.
-    pub fn new(client: kube::Client, namespace: &str) -> Self {
+    /// A store over `client` in `namespace`, running `takeover`, if any, before every write
+    /// that takes a lock over; starts its reflector, its permission checker and its Event writer
+    /// at once.
+    pub fn new(client: kube::Client, namespace: &str, takeover: Option<Arc<dyn Takeover>>) -> Self {
         let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let cache = Arc::new(Mutex::new(Cache::default()));
         let access = Arc::new(Access::default());
@@ -241,23 +178,12 @@ impl KubernetesStore {
             checker: access::start(client.clone(), namespace, access.clone()),
             access,
             events: Recorder::start(client, namespace),
-            takeover: None,
+            takeover,
         }
     }
 
-    /// The same store, running `takeover` before every write that takes a lock over.
-    pub fn with_takeover(mut self, takeover: Arc<dyn Takeover>) -> Self {
-        self.takeover = Some(takeover);
-        self
-    }
-
-    /// The client this store talks through.
-    pub fn client(&self) -> kube::Client {
-        self.api.clone().into_client()
-    }
-
-    /// Turns a kube error into a store error; a 403 also tells the permission checker.
-    fn failed(&self, step: &str, err: kube::Error) -> StoreError {
+    /// Turns a failed request into a store error; a 403 also tells the permission checker.
+    fn failed(&self, step: &str, err: RequestError) -> StoreError {
         failed(&self.access, step, err)
     }
 
@@ -288,9 +214,8 @@ impl KubernetesStore {
                 return Ok(cache.leases.get(name).map(|s| s.lease()));
             }
         }
-        let lease = timeout(REQUEST_TIMEOUT, self.api.get_opt(name))
+        let lease = kube_api::send(self.api.get_opt(name))
             .await
-            .map_err(|_| timed_out("reading the Lease"))?
             .map_err(|e| self.failed("reading the Lease", e))?;
         let mut cache = self.cache();
         match lease {
@@ -313,27 +238,17 @@ impl KubernetesStore {
         create: bool,
         step: &str,
     ) -> Result<Option<Lease>, StoreError> {
-        let name = lease.metadata.name.clone().unwrap_or_default();
-        let params = PostParams::default();
-        let request = async {
-            if create {
-                self.api.create(&params, &lease).await
-            } else {
-                self.api.replace(&name, &params, &lease).await
-            }
-        };
-        match timeout(REQUEST_TIMEOUT, request).await {
-            Err(_) => Err(timed_out(step)),
-            Ok(Ok(written)) => {
+        match kube_api::write(&self.api, &lease, create).await {
+            Ok(Some(written)) => {
                 self.cache().upsert(written.clone());
                 Ok(Some(written))
             }
-            Ok(Err(err)) if status_code(&err) == Some(409) => {
-                debug!(lock = %name, "conflict; re-reading");
+            Ok(None) => {
+                debug!(lock = ?lease.metadata.name, "conflict; re-reading");
                 Ok(None)
             }
-            Ok(Err(err)) if !create && status_code(&err) == Some(404) => Err(StoreError::NotHolder),
-            Ok(Err(err)) => Err(self.failed(step, err)),
+            Err(err) if !create && err.code() == Some(404) => Err(StoreError::NotHolder),
+            Err(err) => Err(self.failed(step, err)),
         }
     }
 
@@ -405,10 +320,7 @@ impl Store for KubernetesStore {
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
         if let Some(message) = self.access.denied() {
-            return Err(StoreError::Unavailable {
-                store: "kubernetes",
-                message,
-            });
+            return Err(StoreError::unavailable("kubernetes", message));
         }
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
@@ -472,10 +384,10 @@ impl Store for KubernetesStore {
                 return Ok(Self::store_lease(&written));
             }
         }
-        Err(StoreError::Unavailable {
-            store: "kubernetes",
-            message: format!("renewing the Lease {name}: it kept changing under us"),
-        })
+        Err(StoreError::unavailable(
+            "kubernetes",
+            format!("renewing the Lease {name}: it kept changing under us"),
+        ))
     }
 
     async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
@@ -501,10 +413,10 @@ impl Store for KubernetesStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable {
-            store: "kubernetes",
-            message: format!("releasing the Lease {name}: it kept changing under us"),
-        })
+        Err(StoreError::unavailable(
+            "kubernetes",
+            format!("releasing the Lease {name}: it kept changing under us"),
+        ))
     }
 
     async fn get(&self, name: &LockName) -> Result<Option<Record>, StoreError> {
@@ -518,9 +430,8 @@ impl Store for KubernetesStore {
 
     async fn list(&self) -> Result<Vec<Record>, StoreError> {
         if !self.cache().synced {
-            let list = timeout(REQUEST_TIMEOUT, self.api.list(&ListParams::default()))
+            let list = kube_api::send(self.api.list(&ListParams::default()))
                 .await
-                .map_err(|_| timed_out("listing Leases"))?
                 .map_err(|e| self.failed("listing Leases", e))?;
             let mut cache = self.cache();
             for lease in list.items {
@@ -553,21 +464,15 @@ impl Store for KubernetesStore {
 
     async fn ready(&self) -> Result<(), StoreError> {
         if let Some(message) = self.access.denied() {
-            return Err(StoreError::Unavailable {
-                store: "kubernetes",
-                message,
-            });
+            return Err(StoreError::unavailable("kubernetes", message));
         }
         let cache = self.cache();
         match (&cache.trouble, cache.synced) {
-            (Some(trouble), _) => Err(StoreError::Unavailable {
-                store: "kubernetes",
-                message: trouble.clone(),
-            }),
-            (None, false) => Err(StoreError::Unavailable {
-                store: "kubernetes",
-                message: "the first list of Leases has not completed yet".into(),
-            }),
+            (Some(trouble), _) => Err(StoreError::unavailable("kubernetes", trouble.clone())),
+            (None, false) => Err(StoreError::unavailable(
+                "kubernetes",
+                "the first list of Leases has not completed yet",
+            )),
             (None, true) => Ok(()),
         }
     }
@@ -585,16 +490,15 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>, access: Arc<Access>)
         c.trouble = Some(message);
     };
     loop {
-        let list = match timeout(REQUEST_TIMEOUT, api.list(&ListParams::default())).await {
-            Ok(Ok(list)) => list,
-            Ok(Err(err)) => {
+        let list = match kube_api::send(api.list(&ListParams::default())).await {
+            Ok(list) => list,
+            Err(err) => {
+                let timed_out = matches!(err, RequestError::TimedOut(_));
                 trouble(failed(&access, "listing Leases", err).to_string());
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(_) => {
-                trouble(timed_out("listing Leases").to_string());
+                if !timed_out {
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
                 continue;
             }
         };
@@ -627,7 +531,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>, access: Arc<Access>)
             let stream = match api.watch(&params, &version).await {
                 Ok(stream) => stream,
                 Err(err) => {
-                    trouble(failed(&access, "watching Leases", err).to_string());
+                    trouble(failed(&access, "watching Leases", err.into()).to_string());
                     sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -663,7 +567,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>, access: Arc<Access>)
                     Err(kube::Error::Api(status)) if status.code == 410 => break 'watch,
                     Err(err) => {
                         drop(c);
-                        trouble(unavailable("watching Leases", err).to_string());
+                        trouble(unavailable("watching Leases", err.into()).to_string());
                         break;
                     }
                 }

@@ -1,0 +1,142 @@
+//! One way to talk to the Kubernetes API, for the Kubernetes store (its Leases, Events and
+//! permission checks) and the leader-only Service: connecting, one timeout for every request,
+//! one wording of what went wrong, and one compare-and-set write.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use kube::Resource;
+use kube::api::{Api, PostParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::timeout;
+use tracing::info;
+
+/// How long one API request may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the elector could not set up its Kubernetes client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Neither the in-cluster configuration nor a kubeconfig was found.
+    #[error("no Kubernetes configuration: run in a pod with a service account, or set KUBECONFIG")]
+    NoConfig(#[source] kube::config::InferConfigError),
+    /// The configuration was found but the client could not be built from it.
+    #[error("could not create a Kubernetes client from the configuration")]
+    Client(#[source] kube::Error),
+}
+
+/// Connects with the in-cluster configuration, else `KUBECONFIG` (or `~/.kube/config`). Returns
+/// the client and the namespace to work in: `namespace`, else the pod's service-account
+/// namespace (or the kubeconfig context's), else `default`.
+pub async fn connect(namespace: Option<String>) -> Result<(kube::Client, String), ConnectError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(ConnectError::NoConfig)?;
+    let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(ConnectError::Client)?;
+    info!(%url, %namespace, "using the Kubernetes API");
+    Ok((client, namespace))
+}
+
+/// What went wrong with one request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The API answered with an error status.
+    #[error("the Kubernetes API answered {code} {reason}: {message}")]
+    Status {
+        /// The HTTP status code.
+        code: u16,
+        /// The status's reason (`Forbidden`, `Conflict`, ...).
+        reason: String,
+        /// The API server's message.
+        message: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API could not be reached, or its answer could not be read.
+    #[error("could not reach the Kubernetes API: {0}")]
+    Unreachable(#[source] kube::Error),
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("the Kubernetes API did not answer within {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+}
+
+impl From<kube::Error> for RequestError {
+    fn from(err: kube::Error) -> Self {
+        match &err {
+            kube::Error::Api(status) => Self::Status {
+                code: status.code,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+                source: err,
+            },
+            _ => Self::Unreachable(err),
+        }
+    }
+}
+
+impl RequestError {
+    /// The HTTP status the API answered, if it answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Sends one request, bounded by [`REQUEST_TIMEOUT`].
+pub async fn send<T>(
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, RequestError> {
+    match timeout(REQUEST_TIMEOUT, request).await {
+        Ok(answer) => answer.map_err(RequestError::from),
+        Err(_) => Err(RequestError::TimedOut(REQUEST_TIMEOUT)),
+    }
+}
+
+/// Writes `object` compare-and-set: creates it when `create`, else replaces it on the
+/// `resourceVersion` it carries. `Ok(None)` when someone else wrote first (`409`): read again,
+/// never overwrite.
+pub async fn write<K>(api: &Api<K>, object: &K, create: bool) -> Result<Option<K>, RequestError>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let params = PostParams::default();
+    let written = if create {
+        send(api.create(&params, object)).await
+    } else {
+        let name = object.meta().name.clone().unwrap_or_default();
+        send(api.replace(&name, &params, object)).await
+    };
+    match written {
+        Ok(written) => Ok(Some(written)),
+        Err(err) if err.code() == Some(409) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_answer_keeps_its_status_and_its_cause() {
+        let status = kube::core::Status::failure("leases is forbidden", "Forbidden").with_code(403);
+        let err = RequestError::from(kube::Error::Api(status.boxed()));
+        assert_eq!(err.code(), Some(403));
+        assert_eq!(
+            err.to_string(),
+            "the Kubernetes API answered 403 Forbidden: leases is forbidden"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(
+            RequestError::TimedOut(REQUEST_TIMEOUT).to_string(),
+            "the Kubernetes API did not answer within 10s"
+        );
+    }
+}
