@@ -3,8 +3,8 @@
 //! hung.
 //!
 //! The rule (docs/timing.md, rule 3): every answer from the elector says how long the lease stays
-//! valid; the keeper counts that from the moment it *sent* the request, and fires "lost" when the
-//! time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
+//! valid; the heartbeat task counts that from the moment it *sent* the request, and fires "lost"
+//! when the time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
 //! before any other elector can take the lock, so a holder is told before anyone else acquires.
 
 use std::sync::{Arc, Mutex};
@@ -63,7 +63,7 @@ impl LossSignal {
     }
 }
 
-/// The lease a keeper keeps.
+/// The lease a heartbeat keeps.
 struct Kept {
     client: Client,
     name: String,
@@ -71,28 +71,28 @@ struct Kept {
     ttl: Duration,
 }
 
-/// A running keeper. Stopping it (or dropping it) ends the heartbeats without firing "lost".
-pub(crate) struct Keeper {
+/// A running heartbeat. Stopping it (or dropping it) ends the heartbeats without firing "lost".
+pub(crate) struct Heartbeat {
     signal: LossSignal,
     task: Option<JoinHandle<()>>,
     quiet: CancellationToken,
 }
 
-/// How long a quieted keeper may take to read its event stream to the end after a release.
+/// How long a quieted heartbeat may take to read its event stream to the end after a release.
 const FINISH: Duration = Duration::from_secs(2);
 
-impl Drop for Keeper {
+impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-impl Keeper {
+impl Heartbeat {
     /// Starts keeping a lease: opens its event stream unless the acquire answered with it (so
-    /// the elector hears at once if this process dies, and this keeper hears at once of a
+    /// the elector hears at once if this process dies, and this task hears at once of a
     /// loss), then heartbeats in a task.
     /// `valid_until` comes from the grant; the first heartbeat goes out at once, so the validity
-    /// is soon measured from a request this keeper timed itself.
+    /// is soon measured from a request this task timed itself.
     pub(crate) async fn start(
         client: Client,
         name: String,
@@ -157,20 +157,20 @@ impl Keeper {
         self.quiet.cancel();
     }
 
-    /// Waits (a short while) for a quieted keeper to see its event stream end.
+    /// Waits (a short while) for a quieted heartbeat to see its event stream end.
     pub(crate) async fn finish(&mut self) {
         if let Some(task) = self.task.take() {
             finish(task).await;
         }
     }
 
-    /// The keeper's task, for a release that runs after the guard is gone.
+    /// The heartbeat's task, for a release that runs after the guard is gone.
     pub(crate) fn detach(&mut self) -> Option<JoinHandle<()>> {
         self.task.take()
     }
 }
 
-/// Waits for a quieted keeper's task, and stops it if the stream does not end in time.
+/// Waits for a quieted heartbeat's task, and stops it if the stream does not end in time.
 pub(crate) async fn finish(task: JoinHandle<()>) {
     let abort = task.abort_handle();
     if tokio::time::timeout(FINISH, task).await.is_err() {

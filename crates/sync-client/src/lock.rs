@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::client::{Acquired, Client};
 use crate::error::{Error, Result};
-use crate::heartbeat::{Keeper, LossSignal, OnLost};
+use crate::heartbeat::{Heartbeat, LossSignal, OnLost};
 
 type Callback = Arc<dyn Fn() + Send + Sync>;
 
@@ -157,7 +157,7 @@ impl Lock {
             Some(callback) => OnLost::Call(callback.clone()),
             None => OnLost::Exit,
         };
-        let keeper = Keeper::start(
+        let heartbeat = Heartbeat::start(
             self.client.clone(),
             grant.name.clone(),
             grant.lease_id.clone(),
@@ -176,7 +176,7 @@ impl Lock {
             lease_id: grant.lease_id,
             holder: grant.holder,
             token: grant.token,
-            keeper,
+            heartbeat,
             runtime: tokio::runtime::Handle::current(),
             released: false,
         }))
@@ -196,7 +196,7 @@ pub struct LockGuard {
     lease_id: String,
     holder: String,
     token: u64,
-    keeper: Keeper,
+    heartbeat: Heartbeat,
     runtime: tokio::runtime::Handle,
     released: bool,
 }
@@ -230,39 +230,39 @@ impl LockGuard {
 
     /// Whether the lock is still held (not lost).
     pub fn is_held(&self) -> bool {
-        !self.keeper.signal().is_lost()
+        !self.heartbeat.signal().is_lost()
     }
 
     /// Resolves when the lock is lost.
     pub async fn lost(&self) {
-        self.keeper.signal().lost().await;
+        self.heartbeat.signal().lost().await;
     }
 
     /// A cloneable signal of loss, for tasks that outlive a borrow of the guard.
     pub fn loss_signal(&self) -> LossSignal {
-        self.keeper.signal().clone()
+        self.heartbeat.signal().clone()
     }
 
     /// Releases the lock so the next waiter takes it at once.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
-        if let Some(reason) = self.keeper.signal().reason() {
-            self.keeper.stop();
+        if let Some(reason) = self.heartbeat.signal().reason() {
+            self.heartbeat.stop();
             return Err(Error::Lost {
                 name: self.name.clone(),
                 reason,
             });
         }
-        self.keeper.quiet();
+        self.heartbeat.quiet();
         let released = self.client.release(&self.lease_id).await;
         if released.is_ok() {
             // The elector ends the event stream after the release; see it end.
-            self.keeper.finish().await;
+            self.heartbeat.finish().await;
         } else {
-            self.keeper.stop();
+            self.heartbeat.stop();
         }
         match released {
-            // A lease whose event stream closed first (the keeper was stopped) is released too.
+            // A lease whose event stream closed first (the heartbeat was stopped) is released too.
             Ok(()) | Err(Error::Rejected { status: 404, .. }) => Ok(()),
             Err(Error::Lost { reason, .. }) => Err(Error::Lost {
                 name: self.name.clone(),
@@ -275,22 +275,22 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.released || self.keeper.signal().is_lost() {
-            self.keeper.stop();
+        if self.released || self.heartbeat.signal().is_lost() {
+            self.heartbeat.stop();
             return;
         }
-        self.keeper.quiet();
-        let keeper = self.keeper.detach();
+        self.heartbeat.quiet();
+        let heartbeat = self.heartbeat.detach();
         let client = self.client.clone();
         let lease_id = std::mem::take(&mut self.lease_id);
         // Best effort: if this does not run, the closed event stream releases the lease anyway.
         self.runtime.spawn(async move {
             let released = client.release(&lease_id).await;
-            if let Some(keeper) = keeper {
+            if let Some(heartbeat) = heartbeat {
                 if released.is_ok() {
-                    crate::heartbeat::finish(keeper).await;
+                    crate::heartbeat::finish(heartbeat).await;
                 } else {
-                    keeper.abort();
+                    heartbeat.abort();
                 }
             }
         });

@@ -10,7 +10,7 @@
 //! | [`api`] | the HTTP edge: routes, handlers, error mapping; v1 in [`api::v1`], the original Metaparticle elector protocol in [`api::legacy`] |
 //! | [`manager`] | local wait queues, leases and their keepers |
 //! | [`hooks`] | what the store and the manager tell the leader-only Service: `Takeover` and `Announce` |
-//! | [`lease`] | the timing rules of one lease, pure |
+//! | [`timing`] | the timing rules of one held lease (docs/timing.md, rule 2), pure |
 //! | `publish` | the leader-only Service: an EndpointSlice listing the holder (Kubernetes) |
 //! | `kube_api` | one way to talk to the Kubernetes API: connecting, timeouts, errors, writes |
 //! | [`store`] | the store trait, its implementations and their conformance suite |
@@ -30,7 +30,6 @@ pub mod config;
 pub mod hooks;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
-pub mod lease;
 mod linger;
 pub mod manager;
 pub mod metrics;
@@ -39,6 +38,7 @@ pub mod publish;
 mod serve;
 pub mod shutdown;
 pub mod store;
+pub mod timing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -118,7 +118,7 @@ impl Publisher {
                     publication: publication.clone(),
                 },
             ));
-            info!(lock = %publication.lock, service = %publication.service, slice = %slice.name, %ip, "publishing the holder");
+            info!(lock = %publication.lock, service = %publication.service, slice = %slice.target.name, %ip, "publishing the holder");
             publisher.tasks.push(tokio::spawn(keep(slice.clone())));
             publisher
                 .slices
@@ -212,11 +212,11 @@ impl Announce for Publisher {
         let mut shown = BTreeMap::new();
         for slice in self.slices.values().flatten() {
             shown.insert(
-                slice.publication.service.clone(),
+                slice.target.publication.service.clone(),
                 serde_json::json!({
-                    "lock": slice.publication.lock.as_str(),
-                    "slice": slice.name,
-                    "address": slice.ip.map(|ip| ip.to_string()),
+                    "lock": slice.target.publication.lock.as_str(),
+                    "slice": slice.target.name,
+                    "address": slice.target.ip.map(|ip| ip.to_string()),
                     "ports": slice.listed.lock().expect("slice ports poisoned").clone(),
                     "holding": slice.want().as_ref().map(|lease| lease.holder().to_owned()),
                     "trouble": slice.trouble.lock().expect("slice trouble poisoned").clone(),
@@ -246,13 +246,13 @@ impl Takeover for Publisher {
         let mut services: BTreeSet<String> = published.iter().cloned().collect();
         for slice in self.slices(name) {
             slice.fence(claimant, true).await?;
-            services.insert(slice.publication.service.clone());
+            services.insert(slice.target.publication.service.clone());
         }
         for service in published {
             let mine = self
                 .slices(name)
                 .iter()
-                .any(|slice| &slice.publication.service == service);
+                .any(|slice| &slice.target.publication.service == service);
             if !mine {
                 self.fence_unconfigured(name, service, claimant).await?;
             }
@@ -321,14 +321,6 @@ struct Slice {
     listed: Mutex<Vec<String>>,
 }
 
-impl std::ops::Deref for Slice {
-    type Target = Target;
-
-    fn deref(&self) -> &Target {
-        &self.target
-    }
-}
-
 /// Which slice, and what it lists when this elector holds the lock.
 struct Target {
     namespace: String,
@@ -380,8 +372,10 @@ impl Slice {
                 .filter(|lease| lease.valid_for() > withdraw_margin(lease.as_ref()))
                 .map(|lease| lease.holder().to_owned());
             let ports = ports.filter(|_| holder.is_some());
-            let desired = self.object(current.as_ref(), holder.as_deref(), None, ports.clone());
-            let listed_here = current.as_ref().is_some_and(|s| self.lists_us(s));
+            let desired =
+                self.target
+                    .object(current.as_ref(), holder.as_deref(), None, ports.clone());
+            let listed_here = current.as_ref().is_some_and(|s| self.target.lists_us(s));
             let done = match (&holder, &current) {
                 (Some(_), Some(current)) => same_content(current, &desired),
                 (Some(_), None) => false,
@@ -395,11 +389,11 @@ impl Slice {
                     match (&holder, ports) {
                         (Some(holder), Some(ports)) => {
                             let shown: Vec<String> = ports.iter().map(show_port).collect();
-                            info!(service = %self.publication.service, %holder, ip = ?self.ip, ports = ?shown, "published the holder's address");
+                            info!(service = %self.target.publication.service, %holder, ip = ?self.target.ip, ports = ?shown, "published the holder's address");
                             *self.listed.lock().expect("slice ports poisoned") = shown;
                         }
                         _ => {
-                            info!(service = %self.publication.service, "withdrew this pod's address")
+                            info!(service = %self.target.publication.service, "withdrew this pod's address")
                         }
                     }
                     return self.recovered();
@@ -408,7 +402,7 @@ impl Slice {
                 Err(failure) => return self.failed("writing", &failure),
             }
         }
-        warn!(slice = %self.name, "the EndpointSlice kept changing under us; trying again later");
+        warn!(slice = %self.target.name, "the EndpointSlice kept changing under us; trying again later");
     }
 
     /// The ports to list: the Service's, mirrored by name ([`mirror_ports`]). A Service this
@@ -417,7 +411,7 @@ impl Slice {
         let Some(services) = &self.services else {
             return Ok(Vec::new());
         };
-        let service = &self.publication.service;
+        let service = &self.target.publication.service;
         let (ports, note) = match kube_api::send(services.get_opt(service)).await {
             Ok(found) => mirror_ports(&self.target, found.as_ref()),
             Err(err) if err.code() == Some(403) => {
@@ -427,7 +421,7 @@ impl Slice {
                     "may not read Service {}/{service} ({message}), so its ports are unknown: give \
                      the elector's service account get on services named {service} \
                      (deploy/leader-service.yaml). Until then the slice lists {}",
-                    self.namespace,
+                    self.target.namespace,
                     describe_ports(&ports)
                 );
                 (ports, Some(note))
@@ -461,7 +455,9 @@ impl Slice {
             let result = match self.read().await {
                 Ok(None) if !create => Ok(true),
                 Ok(current) => {
-                    let object = self.object(current.as_ref(), None, Some(&note), None);
+                    let object = self
+                        .target
+                        .object(current.as_ref(), None, Some(&note), None);
                     self.write(object, current.is_none()).await
                 }
                 Err(failure) => Err(failure),
@@ -493,12 +489,15 @@ impl Slice {
     fn clearing(&self, why: &str) -> String {
         format!(
             "clearing the EndpointSlice {}/{} of Service {} before taking lock {}: {why}",
-            self.namespace, self.name, self.publication.service, self.publication.lock
+            self.target.namespace,
+            self.target.name,
+            self.target.publication.service,
+            self.target.publication.lock
         )
     }
 
     async fn read(&self) -> Result<Option<EndpointSlice>, RequestError> {
-        kube_api::send(self.api.get_opt(&self.name)).await
+        kube_api::send(self.api.get_opt(&self.target.name)).await
     }
 
     /// Creates or replaces (compare-and-set) the slice. `Ok(false)` on a conflict.
@@ -517,28 +516,28 @@ impl Slice {
                      Forbidden ({}). Lock {} still works, but Service {} gets no \
                      endpoints: give the elector's service account get, create and update on \
                      endpointslices.discovery.k8s.io in namespace {} (deploy/leader-service.yaml)",
-                    self.namespace,
-                    self.name,
+                    self.target.namespace,
+                    self.target.name,
                     status_message(err),
-                    self.publication.lock,
-                    self.publication.service,
-                    self.namespace
+                    self.target.publication.lock,
+                    self.target.publication.service,
+                    self.target.namespace
                 ),
             ),
             _ => (
                 false,
                 format!(
                     "{step} the EndpointSlice {}/{}: {err}",
-                    self.namespace, self.name
+                    self.target.namespace, self.target.name
                 ),
             ),
         };
         let mut trouble = self.trouble.lock().expect("slice trouble poisoned");
         if trouble.as_ref() != Some(&message) {
             if forbidden {
-                error!(service = %self.publication.service, "{message}");
+                error!(service = %self.target.publication.service, "{message}");
             } else {
-                warn!(service = %self.publication.service, "{message} (logged again only when it changes)");
+                warn!(service = %self.target.publication.service, "{message} (logged again only when it changes)");
             }
             *trouble = Some(message);
         }
@@ -552,7 +551,7 @@ impl Slice {
             .take()
             .is_some()
         {
-            info!(service = %self.publication.service, "the EndpointSlice can be written again");
+            info!(service = %self.target.publication.service, "the EndpointSlice can be written again");
         }
     }
 }

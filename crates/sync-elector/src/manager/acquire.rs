@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::queue::Place;
-use crate::lease::LeaseClock;
-use crate::store::{Attempt, Claim, Record, Store, StoreError, StoreLease};
+use crate::store::{Attempt, Claim, Record, Store, StoreError, Ticket};
+use crate::timing::Deadlines;
 
 /// What an acquire asks for.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub enum AcquireError {
 /// A holding just taken in the store.
 pub(super) struct Taken {
     /// The store's proof of it.
-    pub store_lease: StoreLease,
+    pub ticket: Ticket,
     /// When its validity starts.
     pub sent: Instant,
     /// Whether the acquire had to wait for it.
@@ -102,10 +102,10 @@ impl Contender<'_> {
             let sent = Instant::now();
             contention.pressed = true;
             match store.try_acquire(name, &claim).await {
-                Ok(Attempt::Acquired(store_lease)) => {
+                Ok(Attempt::Acquired(ticket)) => {
                     contention.pressed = false;
                     return Ok(Taken {
-                        store_lease,
+                        ticket,
                         sent,
                         waited,
                     });
@@ -135,23 +135,23 @@ impl Contender<'_> {
 pub(super) async fn confirm(
     store: &Arc<dyn Store>,
     name: &LockName,
-    store_lease: StoreLease,
+    ticket: Ticket,
     sent: Instant,
-) -> Result<(StoreLease, Instant), AcquireError> {
-    let sent = store_lease.valid_since(sent);
-    let clock = LeaseClock::new(store_lease.ttl, sent, Instant::now());
+) -> Result<(Ticket, Instant), AcquireError> {
+    let sent = ticket.valid_since(sent);
+    let clock = Deadlines::new(ticket.ttl, sent, Instant::now());
     if clock.is_fresh(Instant::now()) {
-        return Ok((store_lease, sent));
+        return Ok((ticket, sent));
     }
     let resent = Instant::now();
-    match timeout(clock.renew_interval(), store.renew(name, &store_lease)).await {
+    match timeout(clock.renew_interval(), store.renew(name, &ticket)).await {
         Ok(Ok(renewed)) => {
             let since = renewed.valid_since(resent);
             Ok((renewed, since))
         }
         failed => {
             warn!(lock = %name, "the acquiring write took too long and could not be confirmed; giving the lock back");
-            let _ = timeout(clock.renew_interval(), store.release(name, &store_lease)).await;
+            let _ = timeout(clock.renew_interval(), store.release(name, &ticket)).await;
             Err(AcquireError::Store(match failed {
                 Ok(Err(err)) => err,
                 _ => StoreError::unavailable(

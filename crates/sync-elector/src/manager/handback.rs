@@ -31,7 +31,7 @@ impl Handback {
     /// Withdraws an ended lease's announcement, then gives the lock up in the store.
     pub(super) async fn release(&self, lease: &Lease) {
         self.withdraw(lease).await;
-        let held = lease.store_lease();
+        let held = lease.ticket();
         match timeout(lease.ttl, self.store.release(&lease.name, &held)).await {
             Ok(Ok(())) | Ok(Err(StoreError::NotHolder)) => {}
             Ok(Err(err)) => {

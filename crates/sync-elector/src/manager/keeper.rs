@@ -2,7 +2,7 @@
 //! the one place where a lease ends.
 //!
 //! A held lease is asleep almost all of its life: it only has work at its renew time, at its
-//! holder's silence deadline and at its renew deadline ([`LeaseClock::step`]). So a sleeping lease
+//! holder's silence deadline and at its renew deadline ([`Deadlines::step`]). So a sleeping lease
 //! is an entry in an ordered agenda, not a task of its own, and the one keeper task wakes for the
 //! earliest entry. A lease with work gets a short task for it (a renewal, or its ending), which
 //! puts the lease back on the agenda when the renewal is done. The keeper task runs only while
@@ -11,7 +11,7 @@
 //! The keeper works on the [`Leases`] ledger, the lease's own methods and the [`Handback`]; it
 //! knows nothing of the manager above it.
 //!
-//! [`LeaseClock::step`]: crate::lease::LeaseClock::step
+//! [`Deadlines::step`]: crate::timing::Deadlines::step
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,8 @@ use tracing::{info, warn};
 use super::handback::Handback;
 use super::lease::{Ending, Lease};
 use super::leases::Leases;
-use crate::lease::Step;
 use crate::store::StoreError;
+use crate::timing::Step;
 
 /// Keeps every lease of one manager.
 pub(super) struct Keeper {
@@ -200,7 +200,7 @@ impl Keeper {
     /// Renews a lease's store holding once, bounded by its renew deadline, then takes its next
     /// step. Abandoned if the lease ends meanwhile.
     async fn renew(self: Arc<Self>, lease: Arc<Lease>) {
-        let current = lease.store_lease();
+        let current = lease.ticket();
         let deadline = lease.valid_until();
         let sent = Instant::now();
         let result = tokio::select! {

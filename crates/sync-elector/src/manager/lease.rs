@@ -9,8 +9,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::hooks::Held;
-use crate::lease::{LeaseClock, Step};
-use crate::store::StoreLease;
+use crate::store::Ticket;
+use crate::timing::{Deadlines, Step};
 
 /// How a lease ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +46,8 @@ pub struct Lease {
     pub ttl: Duration,
     /// Whether the legacy protocol took it (its holder is the elector itself).
     legacy: bool,
-    clock: Mutex<LeaseClock>,
-    store_lease: Mutex<StoreLease>,
+    clock: Mutex<Deadlines>,
+    ticket: Mutex<Ticket>,
     /// How it ended, once it has.
     ended: Mutex<Option<Ending>>,
     /// Wakes whoever waits for the ending.
@@ -59,10 +59,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease on `name` for the holding `store_lease`, whose validity counts from `sent`.
+    /// A lease on `name` for the holding `ticket`, whose validity counts from `sent`.
     pub(super) fn new(
         name: LockName,
-        store_lease: StoreLease,
+        ticket: Ticket,
         sent: Instant,
         legacy: bool,
         now: Instant,
@@ -70,12 +70,12 @@ impl Lease {
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
             name,
-            holder: store_lease.holder.clone(),
-            token: store_lease.token,
-            ttl: store_lease.ttl,
+            holder: ticket.holder.clone(),
+            token: ticket.token,
+            ttl: ticket.ttl,
             legacy,
-            clock: Mutex::new(LeaseClock::new(store_lease.ttl, sent, now)),
-            store_lease: Mutex::new(store_lease),
+            clock: Mutex::new(Deadlines::new(ticket.ttl, sent, now)),
+            ticket: Mutex::new(ticket),
             ended: Mutex::new(None),
             ending: Notify::new(),
             renew_failure: Mutex::new(None),
@@ -141,15 +141,12 @@ impl Lease {
     }
 
     /// The store's proof of the holding, to renew or release it.
-    pub(super) fn store_lease(&self) -> StoreLease {
-        self.store_lease
-            .lock()
-            .expect("store lease poisoned")
-            .clone()
+    pub(super) fn ticket(&self) -> Ticket {
+        self.ticket.lock().expect("store lease poisoned").clone()
     }
 
     /// A renewal sent at `sent` returned `renewed`. Returns whether renewals had been failing.
-    pub(super) fn renewed(&self, renewed: StoreLease, sent: Instant) -> bool {
+    pub(super) fn renewed(&self, renewed: Ticket, sent: Instant) -> bool {
         let recovered = self
             .renew_failure
             .lock()
@@ -157,7 +154,7 @@ impl Lease {
             .take()
             .is_some();
         let since = renewed.valid_since(sent);
-        *self.store_lease.lock().expect("store lease poisoned") = renewed;
+        *self.ticket.lock().expect("store lease poisoned") = renewed;
         self.clock().store_renewed(since);
         self.renewals.send_modify(|count| *count += 1);
         recovered
@@ -175,7 +172,7 @@ impl Lease {
         true
     }
 
-    fn clock(&self) -> std::sync::MutexGuard<'_, LeaseClock> {
+    fn clock(&self) -> std::sync::MutexGuard<'_, Deadlines> {
         self.clock.lock().expect("lease clock poisoned")
     }
 }
@@ -212,7 +209,7 @@ pub(super) mod tests {
 
     /// A lease of `name` with ttl 15 s, granted now.
     pub(in crate::manager) fn lease(name: &str, legacy: bool) -> Lease {
-        let store_lease = StoreLease {
+        let ticket = Ticket {
             holder: "elector/1".into(),
             token: 1,
             ttl: Duration::from_secs(15),
@@ -221,7 +218,7 @@ pub(super) mod tests {
             valid_from: None,
         };
         let now = Instant::now();
-        Lease::new(LockName::new(name).unwrap(), store_lease, now, legacy, now)
+        Lease::new(LockName::new(name).unwrap(), ticket, now, legacy, now)
     }
 
     #[tokio::test]
@@ -253,10 +250,10 @@ pub(super) mod tests {
         assert!(lease.renew_failed("forbidden".into(), now));
         let renewals = Held::renewals(&lease);
         assert!(
-            lease.renewed(lease.store_lease(), now),
+            lease.renewed(lease.ticket(), now),
             "renewals had been failing"
         );
-        assert!(!lease.renewed(lease.store_lease(), now));
+        assert!(!lease.renewed(lease.ticket(), now));
         assert!(lease.renew_failed("forbidden".into(), now));
         assert!(renewals.has_changed().unwrap(), "a renewal is announced");
     }

@@ -5,20 +5,20 @@
 //!   (`queue.rs`).
 //! - The head waits without polling: it sleeps until the store signals a change of the lock or the
 //!   current holding's observed expiry, whichever comes first (`acquire.rs`).
-//! - The keeper (`keeper.rs`) drives each granted lease's [`LeaseClock`]: renew the store every
+//! - The keeper (`keeper.rs`) drives each granted lease's [`Deadlines`]: renew the store every
 //!   `ttl/3`, declare the lease lost at the renew deadline, release it when the holder goes silent.
 //!   A sleeping lease is an entry on one agenda, not a task of its own. Every lease ends through
 //!   the keeper, exactly once.
-//! - An [`Announce`] hook (the leader-only EndpointSlice, `publish.rs`) hears of every grant, and of
-//!   every ending before the store's release, so what it shows is gone before the lock is free
-//!   (`handback.rs`).
+//! - An [`Announce`] hook (the leader-only EndpointSlice, `publish.rs`) hears of every grant,
+//!   and of every ending before the store's release, so what it shows is gone before the lock is
+//!   free (`handback.rs`).
 //! - Ended leases leave a tombstone for a while, so a late renew learns *why* (410 lost) instead of
 //!   a bare "unknown lease" (`leases.rs`, `tombstones.rs`).
 //!
 //! The rooms call one way: this module uses all of them; the keeper uses the ledger, the lease
 //! and the handback; those use only the lease and the store.
 //!
-//! [`LeaseClock`]: crate::lease::LeaseClock
+//! [`Deadlines`]: crate::timing::Deadlines
 
 mod acquire;
 mod handback;
@@ -185,7 +185,7 @@ impl Manager {
             shutdown: &self.inner.shutdown,
         };
         let Taken {
-            store_lease,
+            ticket,
             sent,
             waited,
         } = {
@@ -193,10 +193,10 @@ impl Manager {
             self.note_failure(&name, &taken);
             taken?
         };
-        let (store_lease, sent) = confirm(self.store(), &name, store_lease, sent).await?;
+        let (ticket, sent) = confirm(self.store(), &name, ticket, sent).await?;
         drop(place);
         let now = Instant::now();
-        let lease = Arc::new(Lease::new(name, store_lease, sent, legacy, now));
+        let lease = Arc::new(Lease::new(name, ticket, sent, legacy, now));
         self.inner.leases.insert(lease.clone(), waited, now);
         info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "acquired");
         self.inner.keeper.start(lease.clone());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sync_protocol::LockName;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::{Attempt, Claim, Store, StoreError, StoreLease};
+use super::{Attempt, Claim, Store, StoreError, Ticket};
 
 /// How long a check waits for a change signal before it fails.
 const SIGNAL_WAIT: Duration = Duration::from_secs(10);
@@ -28,7 +28,7 @@ fn claim(holder: &str, ttl: Duration) -> Claim {
     }
 }
 
-async fn acquire(store: &dyn Store, name: &LockName, claim: &Claim) -> StoreLease {
+async fn acquire(store: &dyn Store, name: &LockName, claim: &Claim) -> Ticket {
     match store.try_acquire(name, claim).await.expect("store answers") {
         Attempt::Acquired(lease) => lease,
         Attempt::Busy { current, .. } => panic!("{name} should be free, is {current:?}"),
@@ -37,7 +37,7 @@ async fn acquire(store: &dyn Store, name: &LockName, claim: &Claim) -> StoreLeas
 
 /// Takes `name` for `claim` once this store sees it free: a store that learns of other stores'
 /// changes through a watch may still show the previous holder for a moment.
-async fn acquire_when_free(store: &dyn Store, name: &LockName, claim: &Claim) -> StoreLease {
+async fn acquire_when_free(store: &dyn Store, name: &LockName, claim: &Claim) -> Ticket {
     let deadline = Instant::now() + SIGNAL_WAIT;
     loop {
         let mut changes = store.subscribe(name);
@@ -124,7 +124,7 @@ pub async fn renewal_keeps_and_strangers_cannot(store: &dyn Store, ttl: Duration
         lease = store.renew(&name, &lease).await.expect("renew");
         busy(store, &name, &claim("b", ttl)).await;
     }
-    let stranger = StoreLease {
+    let stranger = Ticket {
         holder: "b".into(),
         ..lease.clone()
     };
@@ -317,10 +317,10 @@ impl<S: Store> Store for Guarded<S> {
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
         self.store.try_acquire(name, claim).await
     }
-    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
         self.store.renew(name, lease).await
     }
-    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
         self.store.release(name, lease).await
     }
     async fn get(&self, name: &LockName) -> Result<Option<super::Record>, StoreError> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sync_protocol::LockName;
 use tokio::time::Instant;
 
-use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, StoreLease};
+use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, Ticket};
 
 /// Locks in this process's memory. Cheap to create; share it behind an `Arc`.
 ///
@@ -122,7 +122,7 @@ impl State {
     fn owned<'a>(
         &'a mut self,
         name: &LockName,
-        lease: &StoreLease,
+        lease: &Ticket,
     ) -> Result<&'a mut Entry, StoreError> {
         let entry = self.records.get_mut(name).ok_or(StoreError::NotHolder)?;
         match &entry.holding {
@@ -132,8 +132,8 @@ impl State {
     }
 }
 
-fn lease_of(held: &Held, token: u64) -> StoreLease {
-    StoreLease {
+fn lease_of(held: &Held, token: u64) -> Ticket {
+    Ticket {
         valid_from: None,
         holder: held.holder.clone(),
         token,
@@ -181,7 +181,7 @@ impl Store for MemoryStore {
         Ok(Attempt::Acquired(lease))
     }
 
-    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
         let now = Instant::now();
         let mut state = self.state.lock().expect("memory store lock poisoned");
         state.writes += 1;
@@ -193,7 +193,7 @@ impl Store for MemoryStore {
         Ok(lease_of(held, entry.token))
     }
 
-    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
         let mut state = self.state.lock().expect("memory store lock poisoned");
         state.owned(name, lease)?.holding = None;
         state.writes += 1;

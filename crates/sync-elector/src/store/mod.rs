@@ -48,9 +48,10 @@ pub struct Claim {
     pub value: Option<String>,
 }
 
-/// Proof of a holding, returned by acquire and renew and needed to renew or release.
+/// The store's ticket for a holding: its proof, returned by acquire and renew, and shown to renew
+/// or release it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreLease {
+pub struct Ticket {
     /// The holder identity in the store.
     pub holder: String,
     /// The fencing token of this holding.
@@ -69,7 +70,7 @@ pub struct StoreLease {
     pub valid_from: Option<Instant>,
 }
 
-impl StoreLease {
+impl Ticket {
     /// When this holding's validity starts, for a request sent at `sent`: the earlier of the two.
     pub fn valid_since(&self, sent: Instant) -> Instant {
         self.valid_from.map_or(sent, |from| from.min(sent))
@@ -108,7 +109,7 @@ pub struct Holding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     /// The claimant now holds the lock.
-    Acquired(StoreLease),
+    Acquired(Ticket),
     /// Someone else holds it.
     Busy {
         /// The lock as it is now.
@@ -200,11 +201,11 @@ pub trait Store: Send + Sync + 'static {
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError>;
 
     /// Extends a holding by its ttl. [`StoreError::NotHolder`] when it is no longer ours.
-    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError>;
+    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError>;
 
     /// Gives a holding up, so the next claimant can take it at once. Releasing a holding that is no
     /// longer ours changes nothing and answers [`StoreError::NotHolder`].
-    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError>;
+    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError>;
 
     /// The lock's record, or `None` when the store has never seen the name (or, for a store that
     /// forgets released locks, holds nothing for it now).

@@ -40,7 +40,7 @@ use tracing::{debug, info};
 
 use self::line::{Contender, Held, Id, Line, Position, position};
 use self::session::{Beat, Event, Sessions, Share};
-use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, StoreLease};
+use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, Ticket};
 
 /// How long one etcd request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -358,7 +358,7 @@ impl EtcdStore {
     /// Whether the key `lease` names is still its holding, as far as this store knows without a
     /// read: held here and not reported deleted. `Ok(true)` when the prefix watch has covered the
     /// key since it was last read; `Ok(false)` when it must be read to be sure.
-    fn known_held(&self, lease: &StoreLease) -> Result<bool, StoreError> {
+    fn known_held(&self, lease: &Ticket) -> Result<bool, StoreError> {
         let line = self.line();
         match line.held.get(&lease.revision) {
             Some(held)
@@ -375,7 +375,7 @@ impl EtcdStore {
 
     /// Reads the key `lease` names: it exists, was created at the lease's token, and names its
     /// holder. `NotHolder` otherwise.
-    async fn check_owned(&self, lease: &StoreLease) -> Result<(), StoreError> {
+    async fn check_owned(&self, lease: &Ticket) -> Result<(), StoreError> {
         let kv = self
             .exists(&lease.revision)
             .await?
@@ -463,7 +463,7 @@ impl Store for EtcdStore {
                         },
                     );
                     l.waiters.notify(name.as_str());
-                    return Ok(Attempt::Acquired(StoreLease {
+                    return Ok(Attempt::Acquired(Ticket {
                         holder: claim.holder.clone(),
                         token: u64::try_from(revision).unwrap_or(0),
                         ttl: claim.ttl,
@@ -493,7 +493,7 @@ impl Store for EtcdStore {
         ))
     }
 
-    async fn renew(&self, _name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+    async fn renew(&self, _name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
         if !self.known_held(lease)? {
             self.check_owned(lease).await?;
             if let Some(held) = self.line().held.get_mut(&lease.revision) {
@@ -509,7 +509,7 @@ impl Store for EtcdStore {
                 if let Some(held) = self.line().held.get_mut(&lease.revision) {
                     held.renewed = held.renewed.max(sent);
                 }
-                Ok(StoreLease {
+                Ok(Ticket {
                     valid_from: Some(sent),
                     ..lease.clone()
                 })
@@ -521,7 +521,7 @@ impl Store for EtcdStore {
         }
     }
 
-    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
         // Only a key this store holds: the key names the holding, so deleting it gives up
         // exactly this holding and nothing else.
         let held = {

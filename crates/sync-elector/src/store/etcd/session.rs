@@ -6,7 +6,7 @@
 //!   holder's renewal just sent one;
 //! - a holder's renewal reuses a keep-alive sent within the last `ttl / 6`, and reports *when it
 //!   was sent*, so the manager counts the holding's validity from there
-//!   ([`crate::store::StoreLease::valid_from`]), never from later;
+//!   ([`crate::store::Ticket::valid_from`]), never from later;
 //! - once no key uses it, the session retires: it sends nothing more and lapses in etcd by itself.
 //!
 //! When etcd says the lease is gone (it expired while the elector was cut off), every key under

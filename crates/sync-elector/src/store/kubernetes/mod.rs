@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, warn};
 
-use super::{Attempt, Changes, Claim, Record, Store, StoreError, StoreLease};
+use super::{Attempt, Changes, Claim, Record, Store, StoreError, Ticket};
 use crate::hooks::Takeover;
 use crate::kube_api::{self, RequestError};
 
@@ -282,8 +282,8 @@ impl KubernetesStore {
         }
     }
 
-    fn store_lease(lease: &Lease) -> StoreLease {
-        StoreLease {
+    fn ticket(lease: &Lease) -> Ticket {
+        Ticket {
             valid_from: None,
             holder: holder(lease).unwrap_or_default().to_owned(),
             token: transitions(lease) + 1,
@@ -297,7 +297,7 @@ impl KubernetesStore {
     async fn owned(
         &self,
         name: &LockName,
-        lease: &StoreLease,
+        lease: &Ticket,
         refresh: bool,
     ) -> Result<Lease, StoreError> {
         match self.current(name.as_str(), refresh).await? {
@@ -353,7 +353,7 @@ impl Store for KubernetesStore {
             }
             if let Some(written) = self.write(lease, create, "taking the Lease").await? {
                 self.record(&written, &claim.holder, "became leader");
-                return Ok(Attempt::Acquired(Self::store_lease(&written)));
+                return Ok(Attempt::Acquired(Self::ticket(&written)));
             }
         }
         let now = Instant::now();
@@ -372,7 +372,7 @@ impl Store for KubernetesStore {
         })
     }
 
-    async fn renew(&self, name: &LockName, lease: &StoreLease) -> Result<StoreLease, StoreError> {
+    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
             let mut current = self.owned(name, lease, refresh).await?;
@@ -381,7 +381,7 @@ impl Store for KubernetesStore {
                 spec.renew_time = Some(now_micro());
             }
             if let Some(written) = self.write(current, false, "renewing the Lease").await? {
-                return Ok(Self::store_lease(&written));
+                return Ok(Self::ticket(&written));
             }
         }
         Err(StoreError::unavailable(
@@ -390,7 +390,7 @@ impl Store for KubernetesStore {
         ))
     }
 
-    async fn release(&self, name: &LockName, lease: &StoreLease) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
             let mut current = self.owned(name, lease, refresh).await?;

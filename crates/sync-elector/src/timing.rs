@@ -29,7 +29,7 @@ pub enum Step {
 
 /// The clocks of one lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseClock {
+pub struct Deadlines {
     ttl: Duration,
     /// When the last successful store write (acquire or renew) was sent.
     store_sent: Instant,
@@ -39,7 +39,7 @@ pub struct LeaseClock {
     retry_at: Option<Instant>,
 }
 
-impl LeaseClock {
+impl Deadlines {
     /// A lease whose store write was sent at `store_sent` and granted at `now`.
     pub fn new(ttl: Duration, store_sent: Instant, now: Instant) -> Self {
         Self {
@@ -125,9 +125,9 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(15);
 
-    fn clock() -> (LeaseClock, Instant) {
+    fn clock() -> (Deadlines, Instant) {
         let t0 = Instant::now();
-        (LeaseClock::new(TTL, t0, t0), t0)
+        (Deadlines::new(TTL, t0, t0), t0)
     }
 
     #[test]
