@@ -7,7 +7,7 @@
 //! `tests/schemathesis/schemathesis.toml` the one status it adds to a check's defaults.
 //!
 //! The two event streams (`watch`, `events`) are left out: they never end by design, so each
-//! request would hang the run. `tests/fuzz.rs` sends them random and malformed paths.
+//! request would hang the run. `tests/elector/fuzz.rs` sends them random and malformed paths.
 
 mod support;
 

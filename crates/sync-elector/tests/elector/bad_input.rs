@@ -1,6 +1,6 @@
 //! Bad input: every mistake gets a 4xx with `{"error", "message"}`, and changes nothing.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 
 #![cfg(feature = "etcd")]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +12,6 @@ use std::time::{Duration, Instant};
 use support::EtcdCluster;
 use support::scenarios::{contest, failover_after_an_elector_is_killed, release_hands_over};
 use support::{ElectorProc, contend, contend_and_check, token};
-
-/// The child role: runs only when a test starts this binary as a client process.
-#[test]
-#[ignore = "a client role for child processes; the etcd tests start it themselves"]
-fn child_process() {
-    support::child_main();
-}
 
 /// How the shared scenarios start an elector on this cluster.
 fn start(cluster: &EtcdCluster) -> impl Fn(&str, u64) -> ElectorProc + '_ {
@@ -56,7 +49,7 @@ fn contention_keeps_mutual_exclusion_with_increasing_tokens() {
 /// threads (default 2) spinning on the cores meanwhile. Two electors keep the line short, so a
 /// waiter is often right behind the holder, where the lost wake-up of issue 12 lived. Every
 /// stall is printed with each elector's state. Run it by name:
-/// `cargo test -p sync-elector --test etcd_cluster -- --ignored --nocapture contention_under_stress`
+/// `cargo test -p sync-elector --test etcd -- --ignored --nocapture cluster::contention_under_stress`
 #[test]
 #[ignore = "a stress run of several minutes; run it by name"]
 fn contention_under_stress() {

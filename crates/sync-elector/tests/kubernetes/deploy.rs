@@ -6,7 +6,7 @@
 
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,13 +14,6 @@ use std::time::Duration;
 use support::scenarios::release_hands_over;
 use support::{ElectorProc, call, deploy_dir, eventually};
 use sync_testkit::ControlPlane;
-
-/// The child role: runs only when a test starts this binary as a client process.
-#[test]
-#[ignore = "a client role for child processes; the tests start it themselves"]
-fn child_process() {
-    support::child_main();
-}
 
 /// A namespace with `deploy/rbac.yaml` applied, and a kubeconfig holding only its
 /// ServiceAccount's token.

@@ -2,7 +2,7 @@
 //! and a body far over the limit. The elector refuses what it must, keeps its memory bounded, and
 //! serves everyone else as usual. Against the elector binary, started for real.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

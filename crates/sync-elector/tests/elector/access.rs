@@ -2,7 +2,7 @@
 //! configured, and only the holder's lease id renews or releases a lease. Against the elector
 //! binary, started for real.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

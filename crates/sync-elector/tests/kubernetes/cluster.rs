@@ -5,7 +5,7 @@
 
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,13 +13,6 @@ use std::time::{Duration, Instant};
 use kube_test_server::TestServer;
 use support::scenarios::{contest, failover_after_an_elector_is_killed, release_hands_over};
 use support::{ElectorProc, contend_and_check, temp_dir, token};
-
-/// The child role: runs only when a test starts this binary as a client process.
-#[test]
-#[ignore = "a client role for child processes; the cluster tests start it themselves"]
-fn child_process() {
-    support::child_main();
-}
 
 /// Where the electors find their Kubernetes API.
 enum Cluster {

@@ -9,7 +9,7 @@
 
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,13 +24,6 @@ use support::{
     ClientProc, ElectorProc, eventually, holder, namespace_with_deploy_rbac, releaser, token,
 };
 use sync_testkit::ControlPlane;
-
-/// The child role: runs only when a test starts this binary as a client process.
-#[test]
-#[ignore = "a client role for child processes; the tests start it themselves"]
-fn child_process() {
-    support::child_main();
-}
 
 const LOCK: &str = "leader";
 const SERVICE: &str = "leader-svc";

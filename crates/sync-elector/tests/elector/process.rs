@@ -2,19 +2,12 @@
 //! contention, a holder's process killed, the elector killed or stopped, SIGTERM, and the
 //! legacy protocol driven the way the original bindings drove it.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
 use support::{ClientProc, critical_section, register, start_elector, temp_dir};
 use sync_client::Client;
-
-/// The child role: runs only when a test starts this binary as a client process.
-#[test]
-#[ignore = "a client role for child processes; the process tests start it themselves"]
-fn child_process() {
-    support::child_main();
-}
 
 fn client(url: &str) -> Client {
     Client::builder().url(url).build().unwrap()

@@ -5,20 +5,13 @@
 
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
 use support::{ElectorProc, holder};
 use sync_testkit::ControlPlane;
 use sync_testkit::client_go::{ClientGoElector, Timings};
-
-/// The child role: runs only when a test starts this binary as a client process.
-#[test]
-#[ignore = "a client role for child processes; the tests start it themselves"]
-fn child_process() {
-    support::child_main();
-}
 
 /// Our elector named `identity`, as user `identity` (a client certificate of its own).
 fn our_elector(plane: &ControlPlane, namespace: &str, identity: &str, ttl: u64) -> ElectorProc {

@@ -2,7 +2,7 @@
 //! 500, every error is the JSON error shape, and the elector still serves afterwards. Each run
 //! draws new cases (400 on memory, 150 on each other store); a failure prints the shrunk case.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
