@@ -481,7 +481,7 @@ fn every_pod_runs_its_elector_as_a_native_sidecar_in_cluster(
                 "{name}: the sidecar ran before the program ({elector:?}, {program:?})"
             );
             let found = logs.wait_for(Duration::from_secs(10), "the API's address", |l| {
-                l.pod == *name && l.text.contains("using Kubernetes Leases")
+                l.pod == *name && l.text.contains("using the Kubernetes API")
             });
             assert!(
                 found.text.contains(&format!("url={api}")),
