@@ -317,11 +317,11 @@ impl<S: Store> Store for Guarded<S> {
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
         self.store.try_acquire(name, claim).await
     }
-    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
-        self.store.renew(name, lease).await
+    async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
+        self.store.renew(name, ticket).await
     }
-    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
-        self.store.release(name, lease).await
+    async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
+        self.store.release(name, ticket).await
     }
     async fn get(&self, name: &LockName) -> Result<Option<super::Record>, StoreError> {
         self.store.get(name).await

@@ -26,10 +26,10 @@ use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError
 /// let store = MemoryStore::new();
 /// let name = LockName::new("test")?;
 /// let claim = Claim { holder: "pod-a".into(), ttl: Duration::from_secs(15), value: None };
-/// let Attempt::Acquired(lease) = store.try_acquire(&name, &claim).await? else { panic!() };
-/// store.release(&name, &lease).await?;
+/// let Attempt::Acquired(ticket) = store.try_acquire(&name, &claim).await? else { panic!() };
+/// store.release(&name, &ticket).await?;
 /// let Attempt::Acquired(next) = store.try_acquire(&name, &claim).await? else { panic!() };
-/// assert!(next.token > lease.token);
+/// assert!(next.token > ticket.token);
 /// # Ok::<(), Box<dyn std::error::Error>>(()) });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
@@ -118,21 +118,21 @@ impl State {
         }
     }
 
-    /// The entry's holding if it is still `lease`'s, else `NotHolder`.
+    /// The entry's holding if it is still the ticket's, else `NotHolder`.
     fn owned<'a>(
         &'a mut self,
         name: &LockName,
-        lease: &Ticket,
+        ticket: &Ticket,
     ) -> Result<&'a mut Entry, StoreError> {
         let entry = self.records.get_mut(name).ok_or(StoreError::NotHolder)?;
         match &entry.holding {
-            Some(h) if entry.token == lease.token && h.holder == lease.holder => Ok(entry),
+            Some(h) if entry.token == ticket.token && h.holder == ticket.holder => Ok(entry),
             _ => Err(StoreError::NotHolder),
         }
     }
 }
 
-fn lease_of(held: &Held, token: u64) -> Ticket {
+fn ticket_of(held: &Held, token: u64) -> Ticket {
     Ticket {
         valid_from: None,
         holder: held.holder.clone(),
@@ -175,27 +175,27 @@ impl Store for MemoryStore {
             since: std::time::SystemTime::now(),
         };
         entry.token += 1;
-        let lease = lease_of(&held, entry.token);
+        let ticket = ticket_of(&held, entry.token);
         entry.holding = Some(held);
         state.signals.notify(name.as_str());
-        Ok(Attempt::Acquired(lease))
+        Ok(Attempt::Acquired(ticket))
     }
 
-    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
+    async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
         let now = Instant::now();
         let mut state = self.state.lock().expect("memory store lock poisoned");
         state.writes += 1;
         let revision = state.writes;
-        let entry = state.owned(name, lease)?;
+        let entry = state.owned(name, ticket)?;
         let held = entry.holding.as_mut().expect("owned entries hold");
         held.renewed_at = now;
         held.revision = revision;
-        Ok(lease_of(held, entry.token))
+        Ok(ticket_of(held, entry.token))
     }
 
-    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
         let mut state = self.state.lock().expect("memory store lock poisoned");
-        state.owned(name, lease)?.holding = None;
+        state.owned(name, ticket)?.holding = None;
         state.writes += 1;
         state.signals.notify(name.as_str());
         Ok(())

@@ -201,11 +201,11 @@ pub trait Store: Send + Sync + 'static {
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError>;
 
     /// Extends a holding by its ttl. [`StoreError::NotHolder`] when it is no longer ours.
-    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError>;
+    async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError>;
 
     /// Gives a holding up, so the next claimant can take it at once. Releasing a holding that is no
     /// longer ours changes nothing and answers [`StoreError::NotHolder`].
-    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError>;
+    async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError>;
 
     /// The lock's record, or `None` when the store has never seen the name (or, for a store that
     /// forgets released locks, holds nothing for it now).

@@ -355,15 +355,15 @@ impl EtcdStore {
         }
     }
 
-    /// Whether the key `lease` names is still its holding, as far as this store knows without a
+    /// Whether the key `ticket` names is still its holding, as far as this store knows without a
     /// read: held here and not reported deleted. `Ok(true)` when the prefix watch has covered the
     /// key since it was last read; `Ok(false)` when it must be read to be sure.
-    fn known_held(&self, lease: &Ticket) -> Result<bool, StoreError> {
+    fn known_held(&self, ticket: &Ticket) -> Result<bool, StoreError> {
         let line = self.line();
-        match line.held.get(&lease.revision) {
+        match line.held.get(&ticket.revision) {
             Some(held)
-                if held.holder == lease.holder
-                    && held.token == lease.token
+                if held.holder == ticket.holder
+                    && held.token == ticket.token
                     && !held.gone
                     && !held.share.session().dead() =>
             {
@@ -373,16 +373,16 @@ impl EtcdStore {
         }
     }
 
-    /// Reads the key `lease` names: it exists, was created at the lease's token, and names its
+    /// Reads the key `ticket` names: it exists, was created at the ticket's token, and names its
     /// holder. `NotHolder` otherwise.
-    async fn check_owned(&self, lease: &Ticket) -> Result<(), StoreError> {
+    async fn check_owned(&self, ticket: &Ticket) -> Result<(), StoreError> {
         let kv = self
-            .exists(&lease.revision)
+            .exists(&ticket.revision)
             .await?
             .ok_or(StoreError::NotHolder)?;
         let value: Option<Value> = serde_json::from_slice(&kv.value).ok();
-        let ours = u64::try_from(kv.create_revision).ok() == Some(lease.token)
-            && value.is_some_and(|v| v.holder == lease.holder);
+        let ours = u64::try_from(kv.create_revision).ok() == Some(ticket.token)
+            && value.is_some_and(|v| v.holder == ticket.holder);
         if ours {
             Ok(())
         } else {
@@ -493,52 +493,52 @@ impl Store for EtcdStore {
         ))
     }
 
-    async fn renew(&self, _name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
-        if !self.known_held(lease)? {
-            self.check_owned(lease).await?;
-            if let Some(held) = self.line().held.get_mut(&lease.revision) {
+    async fn renew(&self, _name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
+        if !self.known_held(ticket)? {
+            self.check_owned(ticket).await?;
+            if let Some(held) = self.line().held.get_mut(&ticket.revision) {
                 held.verified = true;
             }
         }
-        let session = match self.line().held.get(&lease.revision) {
+        let session = match self.line().held.get(&ticket.revision) {
             Some(held) => held.share.session().clone(),
             None => return Err(StoreError::NotHolder),
         };
         match session.renew(&self.client).await? {
             Beat::Alive(sent) => {
-                if let Some(held) = self.line().held.get_mut(&lease.revision) {
+                if let Some(held) = self.line().held.get_mut(&ticket.revision) {
                     held.renewed = held.renewed.max(sent);
                 }
                 Ok(Ticket {
                     valid_from: Some(sent),
-                    ..lease.clone()
+                    ..ticket.clone()
                 })
             }
             Beat::Gone => {
-                self.line().held.remove(&lease.revision);
+                self.line().held.remove(&ticket.revision);
                 Err(StoreError::NotHolder)
             }
         }
     }
 
-    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
         // Only a key this store holds: the key names the holding, so deleting it gives up
         // exactly this holding and nothing else.
         let held = {
             let mut line = self.line();
             let ours = line
                 .held
-                .get(&lease.revision)
-                .is_some_and(|h| h.holder == lease.holder && h.token == lease.token);
+                .get(&ticket.revision)
+                .is_some_and(|h| h.holder == ticket.holder && h.token == ticket.token);
             if !ours {
                 return Err(StoreError::NotHolder);
             }
-            line.held.remove(&lease.revision)
+            line.held.remove(&ticket.revision)
         };
         let Some(held) = held else {
             return Err(StoreError::NotHolder);
         };
-        let answered = delete_key(self.client.clone(), lease.revision.clone(), held.share);
+        let answered = delete_key(self.client.clone(), ticket.revision.clone(), held.share);
         let deleted = deleted(answered).await?;
         self.line().waiters.notify(name.as_str());
         if deleted {

@@ -293,17 +293,17 @@ impl KubernetesStore {
         }
     }
 
-    /// The cached Lease if `lease` still holds it; `NotHolder` otherwise.
+    /// The cached Lease if `ticket` still holds it; `NotHolder` otherwise.
     async fn owned(
         &self,
         name: &LockName,
-        lease: &Ticket,
+        ticket: &Ticket,
         refresh: bool,
     ) -> Result<Lease, StoreError> {
         match self.current(name.as_str(), refresh).await? {
             Some(current)
-                if holder(&current) == Some(lease.holder.as_str())
-                    && transitions(&current) + 1 == lease.token =>
+                if holder(&current) == Some(ticket.holder.as_str())
+                    && transitions(&current) + 1 == ticket.token =>
             {
                 Ok(current)
             }
@@ -372,10 +372,10 @@ impl Store for KubernetesStore {
         })
     }
 
-    async fn renew(&self, name: &LockName, lease: &Ticket) -> Result<Ticket, StoreError> {
+    async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
-            let mut current = self.owned(name, lease, refresh).await?;
+            let mut current = self.owned(name, ticket, refresh).await?;
             refresh = true;
             if let Some(spec) = current.spec.as_mut() {
                 spec.renew_time = Some(now_micro());
@@ -390,10 +390,10 @@ impl Store for KubernetesStore {
         ))
     }
 
-    async fn release(&self, name: &LockName, lease: &Ticket) -> Result<(), StoreError> {
+    async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
-            let mut current = self.owned(name, lease, refresh).await?;
+            let mut current = self.owned(name, ticket, refresh).await?;
             refresh = true;
             if let Some(spec) = current.spec.as_mut() {
                 // As client-go's ReleaseOnCancel writes it: an empty holder (the empty string,
@@ -409,7 +409,7 @@ impl Store for KubernetesStore {
                 annotations.remove(VALUE_ANNOTATION);
             }
             if let Some(written) = self.write(current, false, "releasing the Lease").await? {
-                self.record(&written, &lease.holder, "stopped leading");
+                self.record(&written, &ticket.holder, "stopped leading");
                 return Ok(());
             }
         }
