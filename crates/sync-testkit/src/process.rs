@@ -103,9 +103,8 @@ impl TempDir {
     }
 
     /// Hands the folder over to the caller, who removes it (or means to keep it).
-    pub fn keep(self) -> std::path::PathBuf {
-        let this = std::mem::ManuallyDrop::new(self);
-        this.0.clone()
+    pub fn keep(mut self) -> std::path::PathBuf {
+        std::mem::take(&mut self.0)
     }
 }
 
@@ -124,7 +123,9 @@ impl AsRef<std::path::Path> for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if self.0.as_os_str().is_empty() {
+            // Handed over by `keep`.
+        } else if std::thread::panicking() {
             eprintln!("kept {} for inspection", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
