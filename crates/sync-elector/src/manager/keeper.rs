@@ -173,28 +173,23 @@ impl Keeper {
 
     /// Takes a lease's next step: sleep on the agenda, or a task for a renewal or its ending.
     fn visit(self: &Arc<Self>, lease: Arc<Lease>) {
-        match lease.step(Instant::now()) {
-            Step::SleepUntil(at) => self.sleep(lease, at),
+        let reason = match lease.step(Instant::now()) {
+            Step::SleepUntil(at) => return self.sleep(lease, at),
             Step::RenewStore => {
                 tokio::spawn(self.clone().renew(lease));
+                return;
             }
-            Step::HolderSilent => {
-                let reason = format!(
-                    "the holder sent no heartbeat for its ttl of {}",
-                    humantime::format_duration(lease.ttl)
-                );
-                let keeper = self.clone();
-                tokio::spawn(async move { keeper.lose(&lease, reason).await });
-            }
-            Step::DeadlinePassed => {
-                let reason = format!(
-                    "the {} store could not be renewed before the renew deadline",
-                    self.handback.store.kind()
-                );
-                let keeper = self.clone();
-                tokio::spawn(async move { keeper.lose(&lease, reason).await });
-            }
-        }
+            Step::HolderSilent => format!(
+                "the holder sent no heartbeat for its ttl of {}",
+                humantime::format_duration(lease.ttl)
+            ),
+            Step::DeadlinePassed => format!(
+                "the {} store could not be renewed before the renew deadline",
+                self.handback.store.kind()
+            ),
+        };
+        let keeper = self.clone();
+        tokio::spawn(async move { keeper.lose(&lease, reason).await });
     }
 
     /// Renews a lease's store holding once, bounded by its renew deadline, then takes its next
