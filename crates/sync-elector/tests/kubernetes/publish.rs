@@ -83,6 +83,18 @@ impl Publishing {
         )
     }
 
+    /// Deletes deploy/rbac.yaml's RoleBinding: renewals of the Lease fail from now on, while the
+    /// EndpointSlices' Role (leader-service.yaml) stays, so slice writes do not.
+    fn take_the_leases_role_away(&self) {
+        self.plane.kubectl_ok(&[
+            "delete",
+            "rolebinding",
+            "sync-elector",
+            "-n",
+            &self.namespace,
+        ]);
+    }
+
     /// An elector named `identity` contending for LOCK without `--publish`.
     fn elector_without_publish(&self, identity: &str, ttl: u64) -> ElectorProc {
         support::kube_elector(&self.kubeconfig, &self.namespace, identity, ttl)
@@ -310,6 +322,15 @@ fn emptied_under(steps: &[Step], identity: &str) -> bool {
 }
 
 /// `a` holds LOCK through a client of its own and is published; a client of `b` waits for it.
+/// Elector `a` and a client of it that holds LOCK, with its address shown.
+fn a_leads(p: &Publishing, ttl: u64) -> (ElectorProc, ClientProc) {
+    let a = p.elector("a", ttl);
+    let first = holder(&a, LOCK, ttl);
+    first.expect("acquired", Duration::from_secs(20));
+    p.shows("a");
+    (a, first)
+}
+
 fn a_leads_and_b_waits(
     p: &Publishing,
     ttl: u64,
@@ -444,10 +465,7 @@ fn without_endpointslice_rights_the_lock_works_and_the_elector_says_what_to_gran
 fn the_holder_puts_a_deleted_slice_back_and_a_restarted_elector_takes_its_old_address_down() {
     let ttl = 15;
     let p = Publishing::new("publish-repair", &["rbac.yaml", "leader-service.yaml"]);
-    let a = p.elector("a", ttl);
-    let first = holder(&a, LOCK, ttl);
-    first.expect("acquired", Duration::from_secs(20));
-    p.shows("a");
+    let (a, first) = a_leads(&p, ttl);
     p.plane
         .kubectl_ok(&["delete", "endpointslice", SLICE, "-n", &p.namespace]);
     // The holder reads its slice every 5 s and writes it again.
@@ -483,13 +501,8 @@ fn the_holder_puts_a_deleted_slice_back_and_a_restarted_elector_takes_its_old_ad
 fn a_leader_whose_renewals_fail_withdraws_before_its_renew_deadline() {
     let ttl = 9;
     let p = Publishing::new("publish-deadline", &["rbac.yaml", "leader-service.yaml"]);
-    let a = p.elector("a", ttl);
-    let first = holder(&a, LOCK, ttl);
-    first.expect("acquired", Duration::from_secs(20));
-    p.shows("a");
-    // The Leases' Role goes; the EndpointSlices' Role stays: renewals fail, slice writes do not.
-    p.plane
-        .kubectl_ok(&["delete", "rolebinding", "sync-elector", "-n", &p.namespace]);
+    let (a, first) = a_leads(&p, ttl);
+    p.take_the_leases_role_away();
     first.expect("lost", Duration::from_secs(30));
     eventually(Duration::from_secs(10), "the address gone", || {
         p.kubectl_addresses().is_empty().then_some(())
@@ -527,12 +540,8 @@ fn a_leader_whose_renewals_recover_lists_its_address_again_without_waiting_for_a
     // deadline (20 s after the last renewal), which leaves 5 s to mend the RBAC.
     let ttl = 30;
     let p = Publishing::new("publish-recover", &["rbac.yaml", "leader-service.yaml"]);
-    let a = p.elector("a", ttl);
-    let first = holder(&a, LOCK, ttl);
-    first.expect("acquired", Duration::from_secs(20));
-    p.shows("a");
-    p.plane
-        .kubectl_ok(&["delete", "rolebinding", "sync-elector", "-n", &p.namespace]);
+    let (a, first) = a_leads(&p, ttl);
+    p.take_the_leases_role_away();
     eventually(Duration::from_secs(40), "the address gone", || {
         p.kubectl_addresses().is_empty().then_some(())
     });
@@ -584,10 +593,7 @@ fn a_leader_whose_renewals_recover_lists_its_address_again_without_waiting_for_a
 fn an_elector_without_publish_fences_a_published_lock_and_says_it_should_publish() {
     let ttl = 4;
     let p = Publishing::new("publish-mixed", &["rbac.yaml", "leader-service.yaml"]);
-    let a = p.elector("a", ttl);
-    let first = holder(&a, LOCK, ttl);
-    first.expect("acquired", Duration::from_secs(20));
-    p.shows("a");
+    let (a, _first) = a_leads(&p, ttl);
     let c = p.elector_without_publish("c", ttl);
     let waiter = holder(&c, LOCK, ttl);
     std::thread::sleep(Duration::from_millis(500));
