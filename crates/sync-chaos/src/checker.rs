@@ -353,6 +353,7 @@ mod tests {
             at: at * MS,
             worker,
             token,
+            grant: crate::fence::Grant::Lock,
             seq: 1,
             accepted,
         }

@@ -9,6 +9,7 @@
 //! docs/reliability.md.
 
 mod checker;
+mod fence;
 mod history;
 mod nemesis;
 mod netns;
@@ -27,6 +28,7 @@ use clap::Parser;
 use sync_testkit::clock::now_ns;
 use sync_testkit::stores::StoreKind;
 
+use crate::fence::Admits;
 use crate::nemesis::{Deck, Fault};
 use crate::pods::{Setup, System};
 use crate::register::Register;
@@ -137,7 +139,7 @@ fn run_store(
     let dir = std::path::absolute(args.out.join(kind.name()))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let register = Register::start(&dir)?;
+    let register = Register::start(&dir, Admits::One)?;
     let netns = netns && kind == StoreKind::Etcd;
     let setup = Setup {
         binary,

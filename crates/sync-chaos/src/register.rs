@@ -1,12 +1,14 @@
 //! The protected resource: a register that takes writes of `(worker, token, sequence)` over a
-//! Unix socket and refuses any token lower than the highest it has accepted (fencing). It keeps
+//! Unix socket and refuses the stale ones by the fencing rule of the primitive that protects it
+//! ([`crate::fence`]; for a lock: any token lower than the highest it has accepted). It keeps
 //! every write, accepted or not, in the order it decided them.
 //!
 //! A Unix socket reaches workers in every network namespace, so partitions cut a worker off from
 //! its store but never from the resource it protects.
 //!
-//! The protocol is one line each way: `WRITE <worker> <token> <seq>` answered by `OK` or
-//! `STALE <highest>`.
+//! The protocol is one line each way: `WRITE <worker> <token> <seq> [<grant>]` answered by `OK`,
+//! `STALE <highest>` or `FOREIGN <grant>` (a grant this register does not take). The grant is
+//! `lock` (the default), `permit=<n>`, `shared` or `exclusive`.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -17,6 +19,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sync_testkit::clock::now_ns;
 
+use crate::fence::{Admits, Fence, Grant};
+
 /// One write as the register decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Write {
@@ -26,15 +30,17 @@ pub struct Write {
     pub worker: u32,
     /// The fencing token the write carried.
     pub token: u64,
+    /// What the writer said it holds.
+    pub grant: Grant,
     /// The worker's sequence number within its critical section.
     pub seq: u64,
     /// Whether the register took it.
     pub accepted: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    highest: u64,
+    fence: Fence,
     last_writer: Option<u32>,
     log: Vec<Write>,
 }
@@ -46,13 +52,17 @@ pub struct Register {
 }
 
 impl Register {
-    /// Serves a fresh register at `dir/register.sock`.
-    pub fn start(dir: &Path) -> Result<Self> {
+    /// Serves a fresh register at `dir/register.sock`, taking the grants `admits` names.
+    pub fn start(dir: &Path, admits: Admits) -> Result<Self> {
         let path = dir.join("register.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)
             .with_context(|| format!("binding the register at {}", path.display()))?;
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            fence: Fence::new(admits),
+            last_writer: None,
+            log: Vec::new(),
+        }));
         let shared = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
@@ -85,8 +95,11 @@ fn serve(stream: UnixStream, state: &Mutex<State>) {
     };
     for line in BufReader::new(stream).lines().map_while(Result::ok) {
         let answer = match parse(&line) {
-            Some((worker, token, seq)) => decide(state, worker, token, seq),
-            None => format!("ERROR expected `WRITE <worker> <token> <seq>`, got {line:?}"),
+            Some((worker, token, seq, grant)) => decide(state, worker, token, seq, grant),
+            None => format!(
+                "ERROR expected `WRITE <worker> <token> <seq> [lock|permit=<n>|shared|exclusive]`, \
+                 got {line:?}"
+            ),
         };
         if writeln!(writer, "{answer}").is_err() {
             return;
@@ -94,22 +107,23 @@ fn serve(stream: UnixStream, state: &Mutex<State>) {
     }
 }
 
-fn parse(line: &str) -> Option<(u32, u64, u64)> {
+fn parse(line: &str) -> Option<(u32, u64, u64, Grant)> {
     let mut parts = line.split_whitespace();
     (parts.next()? == "WRITE").then_some(())?;
-    Some((
+    let parsed = (
         parts.next()?.parse().ok()?,
         parts.next()?.parse().ok()?,
         parts.next()?.parse().ok()?,
-    ))
+        parts.next().map_or(Ok(Grant::Lock), str::parse).ok()?,
+    );
+    parts.next().is_none().then_some(parsed)
 }
 
-/// The fencing rule: a token lower than the highest accepted is refused.
-fn decide(state: &Mutex<State>, worker: u32, token: u64, seq: u64) -> String {
+/// Decides a write by the fence's rule, and logs it.
+fn decide(state: &Mutex<State>, worker: u32, token: u64, seq: u64, grant: Grant) -> String {
     let mut state = state.lock().expect("register poisoned");
-    let accepted = token >= state.highest;
-    if accepted {
-        state.highest = token;
+    let decided = state.fence.admit(grant, token);
+    if decided.is_ok() {
         state.last_writer = Some(worker);
     }
     let at = now_ns();
@@ -117,13 +131,13 @@ fn decide(state: &Mutex<State>, worker: u32, token: u64, seq: u64) -> String {
         at,
         worker,
         token,
+        grant,
         seq,
-        accepted,
+        accepted: decided.is_ok(),
     });
-    if accepted {
-        "OK".into()
-    } else {
-        format!("STALE {}", state.highest)
+    match decided {
+        Ok(()) => "OK".into(),
+        Err(refusal) => refusal.to_string(),
     }
 }
 
@@ -134,7 +148,7 @@ mod tests {
     #[test]
     fn a_lower_token_is_refused_after_a_higher_one() {
         let dir = sync_testkit::temp_dir("register-unit");
-        let register = Register::start(&dir).unwrap();
+        let register = Register::start(&dir, Admits::One).unwrap();
         let mut stream = UnixStream::connect(register.path()).unwrap();
         let mut lines = BufReader::new(stream.try_clone().unwrap()).lines();
         let mut ask = |line: &str| {
@@ -145,9 +159,12 @@ mod tests {
         assert_eq!(ask("WRITE 2 7 1"), "OK");
         assert_eq!(ask("WRITE 1 5 2"), "STALE 7");
         assert_eq!(ask("WRITE 2 7 2"), "OK");
+        assert_eq!(ask("WRITE 2 7 3 lock"), "OK");
+        assert_eq!(ask("WRITE 2 7 4 shared"), "FOREIGN shared");
         assert!(ask("nonsense").starts_with("ERROR"));
+        assert!(ask("WRITE 2 7 5 lock extra").starts_with("ERROR"));
         let log = register.log();
-        assert_eq!(log.len(), 4);
+        assert_eq!(log.len(), 6);
         assert!(!log[2].accepted);
         assert_eq!(register.last_writer(), Some(2));
     }
