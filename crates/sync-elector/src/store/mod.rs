@@ -17,6 +17,7 @@
 pub mod conformance;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod grants;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod memory;
