@@ -36,6 +36,7 @@ use crate::kube_api::{self, RequestError};
 pub mod access;
 mod cache;
 pub mod events;
+pub mod grants;
 
 use access::Access;
 use cache::Cache;
