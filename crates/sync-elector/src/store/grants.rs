@@ -31,6 +31,9 @@ pub const MAX_ENTRIES: usize = 128;
 /// What a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A lock. A record of these rules is never one; stores name it in a [`Conflict`] when a
+    /// lock's record is asked for as something else.
+    Lock,
     /// A counting semaphore.
     Semaphore {
         /// How many may hold it at once.
@@ -43,6 +46,7 @@ pub enum Kind {
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Lock => f.write_str("a lock"),
             Self::Semaphore { permits: 1 } => f.write_str("a semaphore of 1 permit"),
             Self::Semaphore { permits } => write!(f, "a semaphore of {permits} permits"),
             Self::ReadWrite => f.write_str("a read-write lock"),

@@ -219,7 +219,7 @@ pub fn write(grants: &Grants, lease: &mut Lease, renewed: MicroTime) {
             annotations.insert(KIND_ANNOTATION.into(), "rwlock".into());
             annotations.remove(PERMITS_ANNOTATION);
         }
-        None => {}
+        Some(Kind::Lock) | None => {}
     }
     let stored: Vec<Stored> = grants
         .entries
