@@ -259,6 +259,9 @@ pub mod codes {
     pub const LEASE_LOST: &str = "lease_lost";
     /// 409: another holder has the lock and the wait ran out.
     pub const LOCK_BUSY: &str = "lock_busy";
+    /// 409: the name is held as another kind (a lock, a semaphore of another size, a read-write
+    /// lock) than the request asks for.
+    pub const KIND_CONFLICT: &str = "kind_conflict";
     /// 404: no such path.
     pub const NOT_FOUND: &str = "not_found";
     /// 405: the path exists, the method does not.

@@ -114,6 +114,9 @@ impl From<AcquireError> for ApiError {
                 error.body.token = Some(record.token);
                 error
             }
+            AcquireError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, codes::KIND_CONFLICT, err.to_string())
+            }
             AcquireError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::SHUTTING_DOWN,

@@ -69,6 +69,7 @@ impl App {
             ttl,
             wait,
             value: req.value,
+            asks: None,
         })
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::queue::Place;
-use crate::store::{Attempt, Claim, Record, Store, StoreError, Ticket};
+use crate::store::{Asks, Attempt, Claim, Conflict, Kind, Record, Store, StoreError, Ticket};
 use crate::timing::Deadlines;
 
 /// What an acquire asks for.
@@ -22,6 +22,8 @@ pub struct AcquireOptions {
     pub wait: Option<Duration>,
     /// The value shown to followers.
     pub value: Option<String>,
+    /// A semaphore's permit or a read-write lock's grant; `None`: a lock.
+    pub asks: Option<Asks>,
 }
 
 /// Why an acquire did not grant the lock.
@@ -30,6 +32,14 @@ pub enum AcquireError {
     /// Someone else holds it and the wait ran out.
     #[error("lock {} is held by another holder", .0.name)]
     Busy(Record),
+    /// The name is held as another kind than asked for; nothing changed.
+    #[error("{name} is held as another kind: {conflict}")]
+    Conflict {
+        /// The name.
+        name: LockName,
+        /// What it is and what was asked.
+        conflict: Conflict,
+    },
     /// The elector is shutting down.
     #[error("the elector is shutting down")]
     ShuttingDown,
@@ -91,9 +101,7 @@ impl Contender<'_> {
                     () = notified => continue,
                     () = sleep_until_opt(deadline) => {
                         let current = store.get(name).await.map_err(AcquireError::Store)?;
-                        return Err(AcquireError::Busy(current.unwrap_or(Record {
-                            name: name.clone(), holding: None, token: 0,
-                        })));
+                        return Err(refused(name, &claim, current));
                     }
                     () = shutdown.cancelled() => return Err(AcquireError::ShuttingDown),
                 }
@@ -122,10 +130,34 @@ impl Contender<'_> {
                         () = shutdown.cancelled() => return Err(AcquireError::ShuttingDown),
                     }
                 }
+                Ok(Attempt::Conflict(conflict)) => {
+                    return Err(AcquireError::Conflict {
+                        name: name.clone(),
+                        conflict,
+                    });
+                }
                 Err(err) => return Err(AcquireError::Store(err)),
             }
         }
     }
+}
+
+/// Why a claim that never reached the head of its line ran out of time, from the name's record:
+/// a conflict if the name is held as another kind, else busy.
+fn refused(name: &LockName, claim: &Claim, current: Option<Record>) -> AcquireError {
+    let current = current.unwrap_or_else(|| Record::lock(name.clone(), None, 0));
+    let asked = claim.asks.map_or(Kind::Lock, Asks::kind);
+    let held = current.holding.is_some() || !current.grants.is_empty();
+    if held && current.kind != asked {
+        return AcquireError::Conflict {
+            name: name.clone(),
+            conflict: Conflict {
+                is: current.kind,
+                asked,
+            },
+        };
+    }
+    AcquireError::Busy(current)
 }
 
 /// Makes sure a fresh grant carries real validity: when the acquiring write took so long that

@@ -216,6 +216,7 @@ pub(super) mod tests {
             value: None,
             revision: "1".into(),
             valid_from: None,
+            held: None,
         };
         let now = Instant::now();
         Lease::new(LockName::new(name).unwrap(), ticket, now, legacy, now)

@@ -179,6 +179,7 @@ impl Manager {
                 holder,
                 ttl: options.ttl,
                 value: options.value,
+                asks: options.asks,
             },
             place: &place,
             deadline: options.wait.map(|wait| Instant::now() + wait),
@@ -265,6 +266,7 @@ impl Manager {
             ttl,
             wait: Some(Duration::ZERO),
             value: None,
+            asks: None,
         };
         self.acquire_as(name, self.inner.identity.clone(), options, true)
             .await
@@ -314,6 +316,7 @@ mod tests {
             ttl: Duration::from_secs(15),
             wait,
             value: None,
+            asks: None,
         }
     }
 
@@ -414,6 +417,38 @@ mod tests {
             None,
             "the lock is free in the store"
         );
+    }
+
+    #[tokio::test]
+    async fn a_semaphore_s_waiters_take_permits_as_they_come_free_and_a_lock_is_refused() {
+        let manager = manager();
+        let two = AcquireOptions {
+            asks: Some(crate::store::Asks::Permit { permits: 2 }),
+            ..options(None)
+        };
+        let first = manager.acquire(name(), two.clone()).await.unwrap();
+        let second = manager.acquire(name(), two.clone()).await.unwrap();
+        let third = tokio::spawn({
+            let (manager, two) = (manager.clone(), two.clone());
+            async move { manager.acquire(name(), two).await.unwrap() }
+        });
+        while manager.waiting(&name()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let lock = manager.acquire(name(), options(Some(Duration::ZERO))).await;
+        assert!(
+            matches!(&lock, Err(AcquireError::Conflict { .. })),
+            "a lock on a semaphore's name: {:?}",
+            lock.err()
+        );
+        manager.release(&second.id, "test").await.unwrap();
+        let third = granted(third).await;
+        assert_eq!(
+            third.ticket().held,
+            second.ticket().held,
+            "the permit given back"
+        );
+        assert!(third.token > second.token && second.token > first.token);
     }
 
     #[tokio::test]

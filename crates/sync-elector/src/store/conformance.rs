@@ -10,7 +10,7 @@ use std::time::Duration;
 use sync_protocol::LockName;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::{Attempt, Claim, Store, StoreError, Ticket};
+use super::{Asks, Attempt, Claim, Conflict, Held, Kind, Store, StoreError, Ticket};
 
 /// How long a check waits for a change signal before it fails.
 const SIGNAL_WAIT: Duration = Duration::from_secs(10);
@@ -25,6 +25,7 @@ fn claim(holder: &str, ttl: Duration) -> Claim {
         holder: holder.to_owned(),
         ttl,
         value: Some(format!("{holder}.addr")),
+        asks: None,
     }
 }
 
@@ -32,6 +33,7 @@ async fn acquire(store: &dyn Store, name: &LockName, claim: &Claim) -> Ticket {
     match store.try_acquire(name, claim).await.expect("store answers") {
         Attempt::Acquired(lease) => lease,
         Attempt::Busy { current, .. } => panic!("{name} should be free, is {current:?}"),
+        Attempt::Conflict(conflict) => panic!("{name} should be free, is in conflict: {conflict}"),
     }
 }
 
@@ -50,6 +52,7 @@ async fn acquire_when_free(store: &dyn Store, name: &LockName, claim: &Claim) ->
                 );
                 let _ = timeout(Duration::from_millis(200), changes.changed()).await;
             }
+            Attempt::Conflict(conflict) => panic!("{name} is in conflict: {conflict}"),
         }
     }
 }
@@ -58,6 +61,7 @@ async fn busy(store: &dyn Store, name: &LockName, claim: &Claim) -> super::Recor
     match store.try_acquire(name, claim).await.expect("store answers") {
         Attempt::Busy { current, .. } => current,
         Attempt::Acquired(lease) => panic!("{name} should be busy, was granted {lease:?}"),
+        Attempt::Conflict(conflict) => panic!("{name} should be busy, is in conflict: {conflict}"),
     }
 }
 
@@ -157,7 +161,7 @@ pub async fn unrenewed_lock_expires(store: &dyn Store, ttl: Duration) {
         .expect("store")
     {
         Attempt::Busy { retry_at, .. } => retry_at,
-        Attempt::Acquired(_) => panic!("granted while held"),
+        other => panic!("granted or in conflict while held: {other:?}"),
     };
     if let Some(at) = retry_at {
         assert!(at > Instant::now(), "retry_at in the future");
@@ -182,6 +186,7 @@ pub async fn unrenewed_lock_expires(store: &dyn Store, ttl: Duration) {
                 )
                 .await;
             }
+            Attempt::Conflict(conflict) => panic!("a lock in conflict: {conflict}"),
         }
     };
     assert!(
@@ -264,6 +269,7 @@ pub async fn release_racing_an_attempt(holders: &dyn Store, waiters: &dyn Store,
                     .expect("store alive");
                 acquire_when_free(waiters, &name, &waiter).await
             }
+            Attempt::Conflict(conflict) => panic!("a lock in conflict: {conflict}"),
         };
         waiters.release(&name, &won).await.expect("release");
     }
@@ -288,6 +294,183 @@ pub async fn list_shows_locks(store: &dyn Store, ttl: Duration) {
     if let Some(b) = all.iter().find(|r| r.name == second) {
         assert_eq!(b.holding, None);
     }
+}
+
+fn permit_of(holder: &str, ttl: Duration, permits: u32) -> Claim {
+    Claim {
+        asks: Some(Asks::Permit { permits }),
+        ..claim(holder, ttl)
+    }
+}
+
+fn rw(holder: &str, ttl: Duration, exclusive: bool) -> Claim {
+    Claim {
+        asks: Some(if exclusive {
+            Asks::Exclusive
+        } else {
+            Asks::Shared
+        }),
+        ..claim(holder, ttl)
+    }
+}
+
+async fn conflict(store: &dyn Store, name: &LockName, claim: &Claim) -> Conflict {
+    match store.try_acquire(name, claim).await.expect("store answers") {
+        Attempt::Conflict(conflict) => conflict,
+        other => panic!("{name} should answer a conflict to {claim:?}, answered {other:?}"),
+    }
+}
+
+/// A semaphore of N grants N claims distinct permits, refuses the next while they hold, and gives
+/// a released permit to the next claim with a greater token.
+pub async fn a_semaphore_admits_n_and_no_more(store: &dyn Store, ttl: Duration) {
+    let name = name("semaphore");
+    let mut tickets = Vec::new();
+    for holder in ["a", "b", "c"] {
+        tickets.push(acquire(store, &name, &permit_of(holder, ttl, 3)).await);
+    }
+    let permits: Vec<_> = tickets.iter().map(|t| t.held).collect();
+    assert_eq!(
+        permits,
+        [
+            Some(Held::Permit(0)),
+            Some(Held::Permit(1)),
+            Some(Held::Permit(2))
+        ]
+    );
+    assert!(tickets.windows(2).all(|w| w[0].token < w[1].token));
+    let current = busy(store, &name, &permit_of("d", ttl, 3)).await;
+    assert_eq!(current.kind, Kind::Semaphore { permits: 3 });
+    let holders: Vec<_> = current
+        .grants
+        .iter()
+        .map(|g| g.holding.holder.as_str())
+        .collect();
+    assert_eq!(holders, ["a", "b", "c"]);
+    let record = store.get(&name).await.expect("get").expect("record");
+    assert_eq!(record.grants.len(), 3);
+    assert_eq!(record.holding, None, "a semaphore has no single holder");
+
+    store.release(&name, &tickets[1]).await.expect("release");
+    let d = acquire_when_free(store, &name, &permit_of("d", ttl, 3)).await;
+    assert_eq!(d.held, Some(Held::Permit(1)), "the permit b gave back");
+    assert!(d.token > tickets[2].token);
+    assert_eq!(
+        store.release(&name, &tickets[1]).await,
+        Err(StoreError::NotHolder),
+        "a released grant stays released"
+    );
+    let renewed = store.renew(&name, &d).await.expect("the holder renews");
+    assert_eq!((renewed.token, renewed.held), (d.token, d.held));
+}
+
+/// A name held as one kind refuses every other kind, and a semaphore of another size, without
+/// changing anything; once free it may become another kind, with tokens still growing.
+pub async fn a_name_is_one_kind_at_a_time(store: &dyn Store, ttl: Duration) {
+    let name = name("kind");
+    let semaphore = acquire(store, &name, &permit_of("a", ttl, 3)).await;
+    let before = store.get(&name).await.expect("get");
+    let three = Kind::Semaphore { permits: 3 };
+    assert_eq!(
+        conflict(store, &name, &claim("b", ttl)).await,
+        Conflict {
+            is: three,
+            asked: Kind::Lock
+        }
+    );
+    assert_eq!(
+        conflict(store, &name, &permit_of("b", ttl, 5)).await,
+        Conflict {
+            is: three,
+            asked: Kind::Semaphore { permits: 5 }
+        }
+    );
+    assert_eq!(
+        conflict(store, &name, &rw("b", ttl, false)).await.asked,
+        Kind::ReadWrite
+    );
+    assert_eq!(
+        store.get(&name).await.expect("get"),
+        before,
+        "nothing changed"
+    );
+
+    store.release(&name, &semaphore).await.expect("release");
+    let lock = acquire_when_free(store, &name, &claim("b", ttl)).await;
+    assert!(lock.token > semaphore.token, "tokens outlive the kind");
+    assert_eq!(lock.held, None);
+    assert_eq!(
+        conflict(store, &name, &rw("c", ttl, true)).await,
+        Conflict {
+            is: Kind::Lock,
+            asked: Kind::ReadWrite
+        }
+    );
+}
+
+/// Readers share; a writer waits for them and, while it waits, new readers wait behind it; the
+/// writer gets in when the readers leave, and readers after it when it leaves or gives up.
+pub async fn readers_share_and_a_waiting_writer_goes_first(store: &dyn Store, ttl: Duration) {
+    let name = name("rw");
+    let r1 = acquire(store, &name, &rw("r1", ttl, false)).await;
+    let r2 = acquire(store, &name, &rw("r2", ttl, false)).await;
+    assert_eq!(r1.held, Some(Held::Shared));
+    let writer = rw("w", ttl, true);
+    busy(store, &name, &writer).await;
+    busy(store, &name, &rw("r3", ttl, false)).await;
+    store.release(&name, &r1).await.expect("release");
+    busy(store, &name, &writer).await;
+    store.release(&name, &r2).await.expect("release");
+    let w = acquire_when_free(store, &name, &writer).await;
+    assert_eq!(w.held, Some(Held::Exclusive));
+    assert!(w.token > r2.token);
+    busy(store, &name, &rw("r3", ttl, false)).await;
+    busy(store, &name, &rw("w2", ttl, true)).await;
+    store.release(&name, &w).await.expect("release");
+    let r3 = acquire_when_free(store, &name, &rw("r3", ttl, false)).await;
+    assert!(r3.token > w.token);
+
+    // A writer that gives up lets the readers behind it in at once.
+    let late = rw("w3", ttl, true);
+    busy(store, &name, &late).await;
+    busy(store, &name, &rw("r4", ttl, false)).await;
+    store.abandon(&name, &late).await;
+    acquire_when_free(store, &name, &rw("r4", ttl, false)).await;
+}
+
+/// A permit nobody renews runs out after its ttl, as a lock does: the next claim takes it with a
+/// greater token, and the old holder can no longer renew.
+pub async fn an_unrenewed_permit_expires(store: &dyn Store, ttl: Duration) {
+    let name = name("permit-expire");
+    let old = acquire(store, &name, &permit_of("a", ttl, 1)).await;
+    let started = Instant::now();
+    busy(store, &name, &permit_of("b", ttl, 1)).await;
+    let new = loop {
+        assert!(
+            started.elapsed() < ttl * 3 + Duration::from_secs(10),
+            "the permit never expired"
+        );
+        match store
+            .try_acquire(&name, &permit_of("b", ttl, 1))
+            .await
+            .expect("store")
+        {
+            Attempt::Acquired(ticket) => break ticket,
+            Attempt::Busy { retry_at, .. } => {
+                let wake = retry_at.unwrap_or_else(|| Instant::now() + ttl);
+                sleep(wake.saturating_duration_since(Instant::now())).await;
+            }
+            Attempt::Conflict(conflict) => panic!("a semaphore in conflict: {conflict}"),
+        }
+    };
+    assert!(
+        started.elapsed() >= ttl - ttl / 10,
+        "expired after {:?}, before its ttl {ttl:?}",
+        started.elapsed()
+    );
+    assert!(new.token > old.token);
+    assert_eq!(new.held, Some(Held::Permit(0)));
+    assert_eq!(store.renew(&name, &old).await, Err(StoreError::NotHolder));
 }
 
 /// A store together with what must outlive it in a test (a test server, a child process).
@@ -346,7 +529,8 @@ impl<S: Store> Store for Guarded<S> {
 /// Stamps out the conformance suite as `#[tokio::test]`s for a store.
 ///
 /// `$store` is an expression that makes a fresh store (it may `.await`); the optional `ttl` is the
-/// lock ttl used by the checks (default 1 s).
+/// lock ttl used by the checks (default 1 s). `store_conformance!(primitives: $store)` stamps out
+/// the semaphore and read-write lock checks, for the stores that keep them (docs/semaphores.md).
 ///
 /// ```no_run
 /// mod memory_store {
@@ -365,6 +549,11 @@ macro_rules! store_conformance {
             renewal_keeps_and_strangers_cannot, unrenewed_lock_expires, changes_are_signalled,
             a_waiter_is_woken_by_release, a_release_racing_an_attempt_never_strands_the_waiter,
             list_shows_locks);
+    };
+    (primitives: $store:expr) => {
+        $crate::store_conformance!(@tests $store, ::std::time::Duration::from_secs(1);
+            a_semaphore_admits_n_and_no_more, a_name_is_one_kind_at_a_time,
+            readers_share_and_a_waiting_writer_goes_first, an_unrenewed_permit_expires);
     };
     (@tests $store:expr, $ttl:expr; $($check:ident),*) => {
         $(

@@ -13,7 +13,11 @@ use async_trait::async_trait;
 use sync_protocol::LockName;
 use tokio::time::Instant;
 
-use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError, Ticket};
+use super::grants::{self, Decision, Grants};
+use super::{
+    Asks, Attempt, Changes, Claim, Conflict, Grant, Holding, Kind, Record, Signals, Store,
+    StoreError, Ticket,
+};
 
 /// Locks in this process's memory. Cheap to create; share it behind an `Arc`.
 ///
@@ -25,7 +29,7 @@ use super::{Attempt, Changes, Claim, Holding, Record, Signals, Store, StoreError
 ///
 /// let store = MemoryStore::new();
 /// let name = LockName::new("test")?;
-/// let claim = Claim { holder: "pod-a".into(), ttl: Duration::from_secs(15), value: None };
+/// let claim = Claim::lock("pod-a", Duration::from_secs(15), None);
 /// let Attempt::Acquired(ticket) = store.try_acquire(&name, &claim).await? else { panic!() };
 /// store.release(&name, &ticket).await?;
 /// let Attempt::Acquired(next) = store.try_acquire(&name, &claim).await? else { panic!() };
@@ -64,11 +68,16 @@ struct State {
     writes: u64,
 }
 
-#[derive(Debug, Default)]
-struct Entry {
-    holding: Option<Held>,
-    /// The token of the last holder; the next one gets `token + 1`.
-    token: u64,
+/// One name's record: a lock's, or a semaphore's or read-write lock's ([`grants`]). A name
+/// changes from one to the other only while nothing of it lives, and its tokens carry over.
+#[derive(Debug)]
+enum Entry {
+    Lock {
+        holding: Option<Held>,
+        /// The token of the last holder; the next one gets `token + 1`.
+        token: u64,
+    },
+    Grants(Grants),
 }
 
 #[derive(Debug, Clone)]
@@ -92,41 +101,103 @@ impl Held {
     }
 }
 
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+impl Entry {
+    /// What the name is while something of it lives at `now`; `None` when nothing does.
+    fn live_kind(&self, now: Instant) -> Option<Kind> {
+        match self {
+            Self::Lock { holding, .. } => {
+                holding.as_ref().filter(|h| h.live(now)).map(|_| Kind::Lock)
+            }
+            Self::Grants(grants) => grants
+                .entries
+                .iter()
+                .any(|e| now < e.expires_at)
+                .then_some(grants.kind)
+                .flatten(),
+        }
     }
-}
 
-impl State {
-    fn record(name: &LockName, entry: &Entry, now: Instant) -> Record {
-        Record {
-            name: name.clone(),
-            holding: entry
-                .holding
-                .as_ref()
-                .filter(|h| h.live(now))
-                .map(|h| Holding {
+    fn token(&self) -> u64 {
+        match self {
+            Self::Lock { token, .. } => *token,
+            Self::Grants(grants) => grants.token,
+        }
+    }
+
+    fn record(&self, name: &LockName, now: Instant) -> Record {
+        match self {
+            Self::Lock { holding, token } => Record::lock(
+                name.clone(),
+                holding.as_ref().filter(|h| h.live(now)).map(|h| Holding {
                     holder: h.holder.clone(),
                     value: h.value.clone(),
                     ttl: h.ttl,
                     expires_at: h.expires_at(),
                     since: Some(h.since),
                 }),
-            token: entry.token,
+                *token,
+            ),
+            Self::Grants(grants) => Record {
+                name: name.clone(),
+                holding: None,
+                token: grants.token,
+                kind: grants.kind.unwrap_or(Kind::Lock),
+                grants: grants
+                    .holders(now)
+                    .map(|e| Grant {
+                        held: e.held,
+                        token: e.token,
+                        holding: Holding {
+                            holder: e.holder.clone(),
+                            value: e.value.clone(),
+                            ttl: e.ttl,
+                            expires_at: e.expires_at,
+                            since: None,
+                        },
+                    })
+                    .collect(),
+            },
         }
     }
+}
 
-    /// The entry's holding if it is still the ticket's, else `NotHolder`.
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("memory store lock poisoned")
+    }
+}
+
+impl State {
+    /// The next revision.
+    fn write(&mut self) -> u64 {
+        self.writes += 1;
+        self.writes
+    }
+
+    /// The lock's holding if it is still the ticket's, else `NotHolder`.
     fn owned<'a>(
         &'a mut self,
         name: &LockName,
         ticket: &Ticket,
-    ) -> Result<&'a mut Entry, StoreError> {
-        let entry = self.records.get_mut(name).ok_or(StoreError::NotHolder)?;
-        match &entry.holding {
-            Some(h) if entry.token == ticket.token && h.holder == ticket.holder => Ok(entry),
+    ) -> Result<&'a mut Held, StoreError> {
+        match self.records.get_mut(name) {
+            Some(Entry::Lock {
+                holding: Some(held),
+                token,
+            }) if *token == ticket.token && held.holder == ticket.holder => Ok(held),
+            _ => Err(StoreError::NotHolder),
+        }
+    }
+
+    /// The name's record of grants, if it is one.
+    fn grants(&mut self, name: &LockName) -> Result<&mut Grants, StoreError> {
+        match self.records.get_mut(name) {
+            Some(Entry::Grants(grants)) => Ok(grants),
             _ => Err(StoreError::NotHolder),
         }
     }
@@ -140,6 +211,114 @@ fn ticket_of(held: &Held, token: u64) -> Ticket {
         ttl: held.ttl,
         value: held.value.clone(),
         revision: held.revision.to_string(),
+        held: None,
+    }
+}
+
+impl MemoryStore {
+    fn try_lock(&self, name: &LockName, claim: &Claim, now: Instant) -> Attempt {
+        let mut state = self.state();
+        let revision = state.write();
+        let base = self.base;
+        let entry = state.records.entry(name.clone()).or_insert(Entry::Lock {
+            holding: None,
+            token: base,
+        });
+        if let Entry::Grants(_) = entry {
+            if let Some(is) = entry.live_kind(now) {
+                return Attempt::Conflict(Conflict {
+                    is,
+                    asked: Kind::Lock,
+                });
+            }
+            *entry = Entry::Lock {
+                holding: None,
+                token: entry.token(),
+            };
+        }
+        let Entry::Lock { holding, token } = entry else {
+            unreachable!("made a lock's entry above")
+        };
+        if let Some(held) = holding.as_ref().filter(|h| h.live(now)) {
+            let retry_at = Some(held.expires_at());
+            return Attempt::Busy {
+                current: entry.record(name, now),
+                retry_at,
+            };
+        }
+        let held = Held {
+            holder: claim.holder.clone(),
+            value: claim.value.clone(),
+            ttl: claim.ttl,
+            renewed_at: now,
+            revision,
+            since: std::time::SystemTime::now(),
+        };
+        *token += 1;
+        let ticket = ticket_of(&held, *token);
+        *holding = Some(held);
+        state.signals.notify(name.as_str());
+        Attempt::Acquired(ticket)
+    }
+
+    fn try_grant(&self, name: &LockName, claim: &Claim, asks: Asks, now: Instant) -> Attempt {
+        let mut state = self.state();
+        let revision = state.write();
+        let base = self.base;
+        let entry = state.records.entry(name.clone()).or_insert(Entry::Lock {
+            holding: None,
+            token: base,
+        });
+        if let Entry::Lock { .. } = entry {
+            if let Some(is) = entry.live_kind(now) {
+                return Attempt::Conflict(Conflict {
+                    is,
+                    asked: asks.kind(),
+                });
+            }
+            *entry = Entry::Grants(Grants {
+                kind: None,
+                token: entry.token(),
+                entries: Vec::new(),
+            });
+        }
+        let Entry::Grants(grants) = entry else {
+            unreachable!("made a record of grants above")
+        };
+        let decision = grants.decide(
+            &grants::Claim {
+                holder: &claim.holder,
+                asks,
+                ttl: claim.ttl,
+                value: claim.value.as_deref(),
+            },
+            now,
+        );
+        match decision {
+            Decision::Granted(granted) => {
+                state.signals.notify(name.as_str());
+                Attempt::Acquired(Ticket {
+                    holder: granted.holder,
+                    token: granted.token,
+                    ttl: granted.ttl,
+                    value: granted.value,
+                    revision: revision.to_string(),
+                    valid_from: None,
+                    held: Some(granted.held),
+                })
+            }
+            Decision::Busy { retry_at, changed } => {
+                let current = entry.record(name, now);
+                if changed {
+                    state.signals.notify(name.as_str());
+                }
+                Attempt::Busy {
+                    current,
+                    retry_at: Some(retry_at),
+                }
+            }
+            Decision::Conflict(conflict) => Attempt::Conflict(conflict),
+        }
     }
 }
 
@@ -151,82 +330,84 @@ impl Store for MemoryStore {
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
         let now = Instant::now();
-        let mut state = self.state.lock().expect("memory store lock poisoned");
-        state.writes += 1;
-        let revision = state.writes;
-        let base = self.base;
-        let entry = state.records.entry(name.clone()).or_insert_with(|| Entry {
-            holding: None,
-            token: base,
-        });
-        if let Some(held) = entry.holding.as_ref().filter(|h| h.live(now)) {
-            let retry_at = Some(held.expires_at());
-            return Ok(Attempt::Busy {
-                current: State::record(name, entry, now),
-                retry_at,
-            });
-        }
-        let held = Held {
-            holder: claim.holder.clone(),
-            value: claim.value.clone(),
-            ttl: claim.ttl,
-            renewed_at: now,
-            revision,
-            since: std::time::SystemTime::now(),
-        };
-        entry.token += 1;
-        let ticket = ticket_of(&held, entry.token);
-        entry.holding = Some(held);
-        state.signals.notify(name.as_str());
-        Ok(Attempt::Acquired(ticket))
+        Ok(match claim.asks {
+            None => self.try_lock(name, claim, now),
+            Some(asks) => self.try_grant(name, claim, asks, now),
+        })
     }
 
     async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
         let now = Instant::now();
-        let mut state = self.state.lock().expect("memory store lock poisoned");
-        state.writes += 1;
-        let revision = state.writes;
-        let entry = state.owned(name, ticket)?;
-        let held = entry.holding.as_mut().expect("owned entries hold");
+        let mut state = self.state();
+        let revision = state.write();
+        if ticket.held.is_some() {
+            state
+                .grants(name)?
+                .renew(&ticket.holder, ticket.token, now)
+                .map_err(|_| StoreError::NotHolder)?;
+            return Ok(Ticket {
+                revision: revision.to_string(),
+                ..ticket.clone()
+            });
+        }
+        let held = state.owned(name, ticket)?;
         held.renewed_at = now;
         held.revision = revision;
-        Ok(ticket_of(held, entry.token))
+        Ok(ticket_of(held, ticket.token))
     }
 
     async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
-        let mut state = self.state.lock().expect("memory store lock poisoned");
-        state.owned(name, ticket)?.holding = None;
-        state.writes += 1;
+        let mut state = self.state();
+        if ticket.held.is_some() {
+            state
+                .grants(name)?
+                .release(&ticket.holder, ticket.token)
+                .map_err(|_| StoreError::NotHolder)?;
+        } else {
+            state.owned(name, ticket)?;
+            if let Some(Entry::Lock { holding, .. }) = state.records.get_mut(name) {
+                *holding = None;
+            }
+        }
+        state.write();
         state.signals.notify(name.as_str());
         Ok(())
     }
 
     async fn get(&self, name: &LockName) -> Result<Option<Record>, StoreError> {
         let now = Instant::now();
-        let state = self.state.lock().expect("memory store lock poisoned");
-        Ok(state
-            .records
-            .get(name)
-            .map(|entry| State::record(name, entry, now)))
+        let state = self.state();
+        Ok(state.records.get(name).map(|entry| entry.record(name, now)))
     }
 
     async fn list(&self) -> Result<Vec<Record>, StoreError> {
         let now = Instant::now();
-        let state = self.state.lock().expect("memory store lock poisoned");
+        let state = self.state();
         Ok(state
             .records
             .iter()
-            .map(|(name, entry)| State::record(name, entry, now))
+            .map(|(name, entry)| entry.record(name, now))
             .collect())
     }
 
     fn subscribe(&self, name: &LockName) -> Changes {
-        let mut state = self.state.lock().expect("memory store lock poisoned");
-        state.signals.subscribe(name.as_str())
+        self.state().signals.subscribe(name.as_str())
+    }
+
+    async fn abandon(&self, name: &LockName, claim: &Claim) {
+        let mut state = self.state();
+        if claim.asks.is_some()
+            && let Ok(grants) = state.grants(name)
+            && grants.abandon(&claim.holder)
+        {
+            // A writer that stops waiting lets the readers behind it in.
+            state.signals.notify(name.as_str());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     crate::store_conformance!(super::MemoryStore::new());
+    crate::store_conformance!(primitives: super::MemoryStore::new());
 }

@@ -11,6 +11,10 @@
 //!   backend object lives.
 //! - [`Store::subscribe`] signals every change of a lock, so waiting never polls: a waiter sleeps
 //!   until a change or until the observed expiry, whichever comes first.
+//! - A claim may ask for a semaphore's permit or a read-write lock's grant ([`Claim::asks`],
+//!   docs/semaphores.md), decided by [`grants`]' rules. A name has one kind at a time; a claim
+//!   of another kind while the name is held answers [`Attempt::Conflict`]. A store that does not
+//!   keep them yet answers [`StoreError::Unsupported`].
 //!
 //! [`conformance`] holds the suite every store must pass.
 
@@ -33,6 +37,7 @@ use tokio::time::Instant;
 
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
+pub use grants::{Asks, Conflict, Held, Kind};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::KubernetesStore;
 pub use memory::MemoryStore;
@@ -47,6 +52,21 @@ pub struct Claim {
     pub ttl: Duration,
     /// A short value followers read, such as the holder's address.
     pub value: Option<String>,
+    /// What it asks for when the name is not a lock: a semaphore's permit, or a read-write
+    /// lock's shared or exclusive grant. `None`: a lock.
+    pub asks: Option<Asks>,
+}
+
+impl Claim {
+    /// A claim on a lock.
+    pub fn lock(holder: impl Into<String>, ttl: Duration, value: Option<String>) -> Self {
+        Self {
+            holder: holder.into(),
+            ttl,
+            value,
+            asks: None,
+        }
+    }
 }
 
 /// The store's ticket for a holding: its proof, returned by acquire and renew, and shown to renew
@@ -69,6 +89,9 @@ pub struct Ticket {
     /// reports when that renewal was sent, and the manager counts validity from there. `None`:
     /// from when the request was sent.
     pub valid_from: Option<Instant>,
+    /// What the holding is, when the name is not a lock: a permit, or a shared or exclusive
+    /// grant. `None`: a lock.
+    pub held: Option<Held>,
 }
 
 impl Ticket {
@@ -87,6 +110,35 @@ pub struct Record {
     pub holding: Option<Holding>,
     /// The token of the current or last holder; 0 when never held.
     pub token: u64,
+    /// What the name is.
+    pub kind: Kind,
+    /// A semaphore's or read-write lock's live grants, oldest first; empty for a lock, whose
+    /// holder is in `holding`.
+    pub grants: Vec<Grant>,
+}
+
+impl Record {
+    /// A lock's record.
+    pub fn lock(name: LockName, holding: Option<Holding>, token: u64) -> Self {
+        Self {
+            name,
+            holding,
+            token,
+            kind: Kind::Lock,
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// A live grant of a semaphore or read-write lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// What it holds.
+    pub held: Held,
+    /// Its fencing token.
+    pub token: u64,
+    /// Its holder, value, ttl and observed expiry.
+    pub holding: Holding,
 }
 
 /// A live holding of a lock.
@@ -119,6 +171,9 @@ pub enum Attempt {
         /// store itself expires holdings and says so through [`Store::subscribe`].
         retry_at: Option<Instant>,
     },
+    /// The name is another kind than the claim asks for, or a semaphore of another size, and
+    /// is held; nothing changed.
+    Conflict(Conflict),
 }
 
 /// What can go wrong talking to a store.
@@ -138,6 +193,17 @@ pub enum StoreError {
         /// The error underneath, when one caused it (a `kube::Error`, an etcd status).
         #[source]
         source: Option<Cause>,
+    },
+    /// The store does not keep names of this kind yet.
+    #[error(
+        "the {store} store does not keep semaphores or read-write locks yet, and this claim asks \
+         for {kind} (docs/semaphores.md); the memory store keeps them"
+    )]
+    Unsupported {
+        /// Which store.
+        store: &'static str,
+        /// The kind asked for.
+        kind: Kind,
     },
 }
 
@@ -181,6 +247,13 @@ impl PartialEq for StoreError {
                     ..
                 },
             ) => store == other_store && message == other_message,
+            (
+                Self::Unsupported { store, kind },
+                Self::Unsupported {
+                    store: other_store,
+                    kind: other_kind,
+                },
+            ) => store == other_store && kind == other_kind,
             _ => false,
         }
     }

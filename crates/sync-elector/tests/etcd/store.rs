@@ -67,6 +67,7 @@ fn claim(holder: &str) -> Claim {
         holder: holder.into(),
         ttl: Duration::from_secs(5),
         value: None,
+        asks: None,
     }
 }
 
@@ -195,6 +196,7 @@ async fn one_session_keeps_every_key_alive_with_one_request_per_renew_interval()
         holder: holder.into(),
         ttl,
         value: None,
+        asks: None,
     };
     let (held, x) = (LockName::new("held").unwrap(), LockName::new("x").unwrap());
     let mut leases = Vec::new();
@@ -362,6 +364,7 @@ async fn acquired_within(
                 assert!(started.elapsed() < bound, "{why}");
                 let _ = timeout(Duration::from_secs(1), changes.changed()).await;
             }
+            Attempt::Conflict(conflict) => panic!("a lock in conflict: {conflict}"),
         }
     }
 }

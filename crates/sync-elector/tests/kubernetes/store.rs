@@ -160,6 +160,7 @@ fn claim(holder: &str, ttl: u64) -> Claim {
         holder: holder.into(),
         ttl: Duration::from_secs(ttl),
         value: Some(format!("{holder}:8080")),
+        asks: None,
     }
 }
 
@@ -275,7 +276,7 @@ async fn a_foreign_holder_is_respected_until_it_stops_renewing() {
             Attempt::Busy { current, .. } => {
                 assert_eq!(current.holding.unwrap().holder, "client-go-pod");
             }
-            Attempt::Acquired(_) => panic!("took a lease its holder is renewing"),
+            other => panic!("took a lease its holder is renewing, or conflicted: {other:?}"),
         }
         sleep(Duration::from_millis(500)).await;
         record["spec"]["renewTime"] = json!(format!(
@@ -299,6 +300,7 @@ async fn a_foreign_holder_is_respected_until_it_stops_renewing() {
                 )
                 .await;
             }
+            Attempt::Conflict(conflict) => panic!("a lock in conflict: {conflict}"),
         }
     };
     let waited = stopped.elapsed();

@@ -343,11 +343,7 @@ impl EtcdStore {
 
     fn record(name: &LockName, owner: Option<&KeyValue>, expires_at: Instant) -> Record {
         let Some(kv) = owner else {
-            return Record {
-                name: name.clone(),
-                holding: None,
-                token: 0,
-            };
+            return Record::lock(name.clone(), None, 0);
         };
         let value: Option<Value> = serde_json::from_slice(&kv.value).ok();
         Record {
@@ -360,6 +356,8 @@ impl EtcdStore {
                 since: None,
             }),
             token: u64::try_from(kv.create_revision).unwrap_or(0),
+            kind: crate::store::Kind::Lock,
+            grants: Vec::new(),
         }
     }
 
@@ -406,6 +404,12 @@ impl Store for EtcdStore {
     }
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        if let Some(asks) = claim.asks {
+            return Err(StoreError::Unsupported {
+                store: "etcd",
+                kind: asks.kind(),
+            });
+        }
         // Decide only once the watch covers what we read, or a predecessor's deletion between
         // our read and the watch's start would never wake us.
         let mut covered = self.covered.clone();
@@ -478,6 +482,7 @@ impl Store for EtcdStore {
                         value: claim.value.clone(),
                         revision: key,
                         valid_from: Some(valid_from),
+                        held: None,
                     }));
                 }
                 Position::Behind { owner, predecessor } => {

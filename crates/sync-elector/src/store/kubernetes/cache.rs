@@ -100,6 +100,8 @@ impl Seen {
             } else {
                 0
             },
+            kind: crate::store::Kind::Lock,
+            grants: Vec::new(),
         }
     }
 }

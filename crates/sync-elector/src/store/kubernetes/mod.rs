@@ -291,6 +291,7 @@ impl KubernetesStore {
             ttl: duration(lease),
             value: value(lease),
             revision: rv(lease).unwrap_or_default().to_owned(),
+            held: None,
         }
     }
 
@@ -320,6 +321,12 @@ impl Store for KubernetesStore {
     }
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        if let Some(asks) = claim.asks {
+            return Err(StoreError::Unsupported {
+                store: "kubernetes",
+                kind: asks.kind(),
+            });
+        }
         if let Some(message) = self.access.denied() {
             return Err(StoreError::unavailable("kubernetes", message));
         }
@@ -359,14 +366,12 @@ impl Store for KubernetesStore {
         }
         let now = Instant::now();
         let cache = self.cache();
-        let current = cache.leases.get(name.as_str()).map_or(
-            Record {
-                name: name.clone(),
-                holding: None,
-                token: 0,
-            },
-            |seen| seen.record(name, now),
-        );
+        let current = cache
+            .leases
+            .get(name.as_str())
+            .map_or(Record::lock(name.clone(), None, 0), |seen| {
+                seen.record(name, now)
+            });
         Ok(Attempt::Busy {
             current,
             retry_at: None,
@@ -597,6 +602,7 @@ mod tests {
             holder: "b/1".into(),
             ttl: Duration::from_secs(15),
             value: Some("addr".into()),
+            asks: None,
         };
         let fresh = KubernetesStore::lease_for(&name, None, &claim);
         assert_eq!(fresh.spec.as_ref().unwrap().lease_transitions, Some(0));
