@@ -245,10 +245,9 @@ impl Grants {
                 } else {
                     // Only readers: wait, and stop new ones from entering.
                     let readers: Vec<Instant> = others().map(|e| e.expires_at).collect();
-                    self.wait(claim, now);
-                    changed = true;
-                    let refresh = now + claim.ttl / 3;
-                    readers.into_iter().chain([refresh]).collect()
+                    let (refreshed, refresh_at) = self.wait(claim, now);
+                    changed |= refreshed;
+                    readers.into_iter().chain([refresh_at]).collect()
                 }
             }
         };
@@ -313,15 +312,23 @@ impl Grants {
         Decision::Granted(entry)
     }
 
-    /// Adds or refreshes `claim`'s waiting entry.
-    fn wait(&mut self, claim: &Claim<'_>, now: Instant) {
+    /// Adds `claim`'s waiting entry, or refreshes it once a third of its ttl has passed since it
+    /// was last refreshed (every attempt would otherwise write, and each write wake every
+    /// waiter). Returns whether it changed, and when it must be refreshed next.
+    fn wait(&mut self, claim: &Claim<'_>, now: Instant) -> (bool, Instant) {
+        let every = claim.ttl / 3;
         match self
             .entries
             .iter_mut()
             .find(|e| e.holder == claim.holder && e.held == Held::Waiting)
         {
             Some(waiting) => {
+                let refreshed = waiting.expires_at.checked_sub(waiting.ttl).unwrap_or(now);
+                if now < refreshed + every {
+                    return (false, refreshed + every);
+                }
                 waiting.renewals += 1;
+                waiting.ttl = claim.ttl;
                 waiting.expires_at = now + claim.ttl;
             }
             None => self.entries.push(Entry {
@@ -334,6 +341,7 @@ impl Grants {
                 expires_at: now + claim.ttl,
             }),
         }
+        (true, now + every)
     }
 }
 
@@ -459,6 +467,38 @@ mod tests {
         grants.release("w", w.token).unwrap();
         let r3 = granted(grants.decide(&claim("r3", Asks::Shared), now));
         assert!(r3.token > w.token && w.token > r2.token);
+    }
+
+    #[test]
+    fn a_waiting_writer_refreshes_its_entry_once_a_third_of_its_ttl_and_not_on_every_attempt() {
+        let (mut grants, now) = (Grants::default(), Instant::now());
+        granted(grants.decide(&claim("r1", Asks::Shared), now));
+        assert_eq!(
+            grants.decide(&claim("w", Asks::Exclusive), now),
+            Decision::Busy {
+                retry_at: now + TTL / 3,
+                changed: true
+            }
+        );
+        let soon = now + Duration::from_secs(1);
+        assert_eq!(
+            grants.decide(&claim("w", Asks::Exclusive), soon),
+            Decision::Busy {
+                retry_at: now + TTL / 3,
+                changed: false
+            },
+            "nothing to write a second later"
+        );
+        let due = now + TTL / 3;
+        assert_eq!(
+            grants.decide(&claim("w", Asks::Exclusive), due),
+            Decision::Busy {
+                retry_at: due + TTL / 3,
+                changed: true
+            }
+        );
+        let waiting = grants.entries.iter().find(|e| e.holder == "w").unwrap();
+        assert_eq!((waiting.renewals, waiting.expires_at), (1, due + TTL));
     }
 
     #[test]

@@ -14,8 +14,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use sync_protocol::LockName;
 use tokio::time::Instant;
 
+use super::grants::{self as lease_grants, Sightings};
 use super::{acquired, duration, holder, transitions, value};
-use crate::store::{Holding, Record, Signals};
+use crate::store::grants::{Grants, Kind};
+use crate::store::{Grant, Holding, Record, Signals};
 
 /// Every Lease of the namespace this elector knows, and the change signals of their locks.
 #[derive(Default)]
@@ -39,6 +41,9 @@ pub(super) struct Seen {
     since: Option<SystemTime>,
     value: Option<Box<str>>,
     observed_at: Instant,
+    /// For a semaphore's or read-write lock's Lease: when each of its entries was first seen as
+    /// it is. `None` for a lock's.
+    sightings: Option<Sightings>,
 }
 
 impl Seen {
@@ -55,7 +60,27 @@ impl Seen {
             since: acquired(lease),
             value: value(lease).map(String::into_boxed_str),
             observed_at,
+            sightings: None,
         }
+    }
+
+    /// `lease` as seen at `observed_at`, after `before`: a semaphore's or read-write lock's
+    /// entries that have not changed keep the dates they were first seen at.
+    fn after(lease: &Lease, observed_at: Instant, before: Option<&Seen>) -> Self {
+        let mut seen = Self::new(lease, observed_at);
+        if matches!(lease_grants::kind(lease), Ok(Some(_)) | Err(_)) {
+            let earlier = before.and_then(|b| b.sightings.clone()).unwrap_or_default();
+            // A Lease whose entries do not parse is refused when read; nothing to date.
+            seen.sightings = Some(earlier.update(lease, observed_at).unwrap_or_default());
+        }
+        seen
+    }
+
+    /// For a semaphore's or read-write lock's Lease, its record of grants, each entry dated on
+    /// this elector's clock; `None` for a lock's.
+    pub fn grants(&self, now: Instant) -> Option<Result<Grants, lease_grants::Malformed>> {
+        let sightings = self.sightings.as_ref()?;
+        lease_grants::read(&self.lease(), sightings, now).transpose()
     }
 
     /// The Lease itself, to write it back changed.
@@ -84,8 +109,30 @@ impl Seen {
         self.holder().filter(|_| now < self.expires_at())
     }
 
-    /// The lock's record at `now`.
+    /// The name's record at `now`.
     pub fn record(&self, name: &LockName, now: Instant) -> Record {
+        if let Some(Ok(grants)) = self.grants(now) {
+            return Record {
+                name: name.clone(),
+                holding: None,
+                token: grants.token,
+                kind: grants.kind.unwrap_or(Kind::Lock),
+                grants: grants
+                    .holders(now)
+                    .map(|e| Grant {
+                        held: e.held,
+                        token: e.token,
+                        holding: Holding {
+                            holder: e.holder.clone(),
+                            value: e.value.clone(),
+                            ttl: e.ttl,
+                            expires_at: e.expires_at,
+                            since: None,
+                        },
+                    })
+                    .collect(),
+            };
+        }
         Record {
             name: name.clone(),
             holding: self.live_holder(now).map(|h| Holding {
@@ -139,8 +186,8 @@ impl Cache {
             .get(name)
             .is_none_or(|seen| replaces(seen.version(), version));
         if newer {
-            self.leases
-                .insert(name.to_owned(), Seen::new(&lease, Instant::now()));
+            let seen = Seen::after(&lease, Instant::now(), self.leases.get(name));
+            self.leases.insert(name.to_owned(), seen);
             self.signals.notify(name);
         }
     }

@@ -29,7 +29,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, warn};
 
-use super::{Attempt, Changes, Claim, Record, Store, StoreError, Ticket};
+use super::grants::{self as store_grants, Decision, Grants, NotHolder};
+use super::{Asks, Attempt, Changes, Claim, Conflict, Kind, Record, Store, StoreError, Ticket};
 use crate::hooks::Takeover;
 use crate::kube_api::{self, RequestError};
 
@@ -41,6 +42,7 @@ pub mod grants;
 use access::Access;
 use cache::Cache;
 use events::{Change, Recorder};
+use grants::{self as lease_grants, GRANTS_ANNOTATION, KIND_ANNOTATION, PERMITS_ANNOTATION};
 
 /// The label on every Lease this store creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sync-elector");
@@ -55,6 +57,11 @@ pub const PUBLISHED_ANNOTATION: &str = "sync.metaparticle.io/published-to";
 
 /// How many compare-and-set conflicts one operation re-reads through before giving up.
 const CONFLICT_RETRIES: usize = 3;
+
+/// The same for a renewal or release of a semaphore's or read-write lock's grant: every holder
+/// of the name writes the same Lease, so conflicts are the rule under load, and giving up a
+/// renewal costs a holder its grant.
+const GRANT_RETRIES: usize = 20;
 
 /// Locks as Lease objects in one namespace.
 pub struct KubernetesStore {
@@ -263,6 +270,9 @@ impl KubernetesStore {
                 ..ObjectMeta::default()
             });
         let annotations = metadata.annotations.get_or_insert_with(Default::default);
+        for key in [KIND_ANNOTATION, PERMITS_ANNOTATION, GRANTS_ANNOTATION] {
+            annotations.remove(key);
+        }
         match &claim.value {
             Some(v) => annotations.insert(VALUE_ANNOTATION.to_owned(), v.clone()),
             None => annotations.remove(VALUE_ANNOTATION),
@@ -314,6 +324,200 @@ impl KubernetesStore {
     }
 }
 
+/// A semaphore's or read-write lock's Lease someone edited into nonsense: the message says what
+/// to fix.
+fn malformed(err: lease_grants::Malformed) -> StoreError {
+    StoreError::caused_by("kubernetes", err.to_string(), err)
+}
+
+/// What the name is while an entry of `grants` lives at `now`.
+fn live_kind(grants: &Grants, now: Instant) -> Option<Kind> {
+    grants
+        .entries
+        .iter()
+        .any(|e| now < e.expires_at)
+        .then_some(grants.kind)
+        .flatten()
+}
+
+impl KubernetesStore {
+    /// The record of grants the Lease keeps, the Lease itself (`None`: there is none yet), and
+    /// `Err(Conflict)` when a lock holds the Lease.
+    async fn read_grants(
+        &self,
+        name: &LockName,
+        asked: Kind,
+        refresh: bool,
+    ) -> Result<Result<(Grants, Option<Lease>), Conflict>, StoreError> {
+        let current = self.current(name.as_str(), refresh).await?;
+        let Some(lease) = current else {
+            return Ok(Ok((Grants::default(), None)));
+        };
+        let now = Instant::now();
+        let cache = self.cache();
+        let Some(seen) = cache.leases.get(name.as_str()) else {
+            return Ok(Ok((Grants::default(), None)));
+        };
+        let grants = match seen.grants(now) {
+            Some(grants) => grants.map_err(malformed)?,
+            None if seen.live_holder(now).is_some() => {
+                return Ok(Err(Conflict {
+                    is: Kind::Lock,
+                    asked,
+                }));
+            }
+            // A lock's Lease nobody holds: its tokens carry over.
+            None => Grants {
+                kind: None,
+                token: seen.record(name, now).token,
+                entries: Vec::new(),
+            },
+        };
+        Ok(Ok((grants, Some(lease))))
+    }
+
+    /// `lease` (or a new Lease for `name`) carrying `grants`.
+    fn lease_with(name: &LockName, lease: Option<Lease>, grants: &Grants) -> Lease {
+        let mut lease = lease.unwrap_or_else(|| Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        });
+        if let Some(annotations) = lease.metadata.annotations.as_mut() {
+            // A lock's value, and the Services its leader was published to (fenced before a
+            // lock's Lease becomes a semaphore's, in try_grant): neither belongs to grants.
+            annotations.remove(VALUE_ANNOTATION);
+            annotations.remove(PUBLISHED_ANNOTATION);
+        }
+        lease_grants::write(grants, &mut lease, now_micro());
+        lease
+    }
+
+    /// A claim on a semaphore or read-write lock: one compare-and-set on the name's Lease,
+    /// decided by [`Grants::decide`] (docs/semaphores.md).
+    async fn try_grant(
+        &self,
+        name: &LockName,
+        claim: &Claim,
+        asks: Asks,
+    ) -> Result<Attempt, StoreError> {
+        let mut refresh = false;
+        for _ in 0..CONFLICT_RETRIES {
+            let (mut grants, lease) = match self.read_grants(name, asks.kind(), refresh).await? {
+                Ok(read) => read,
+                Err(conflict) => return Ok(Attempt::Conflict(conflict)),
+            };
+            refresh = true;
+            let create = lease.is_none();
+            if let Some(takeover) = &self.takeover {
+                let services = published(lease.as_ref());
+                if !services.is_empty() {
+                    takeover
+                        .before_takeover(name, &claim.holder, &services)
+                        .await?;
+                }
+            }
+            let now = Instant::now();
+            let decision = grants.decide(
+                &store_grants::Claim {
+                    holder: &claim.holder,
+                    asks,
+                    ttl: claim.ttl,
+                    value: claim.value.as_deref(),
+                },
+                now,
+            );
+            let granted = match decision {
+                Decision::Conflict(conflict) => return Ok(Attempt::Conflict(conflict)),
+                Decision::Busy { retry_at, changed } => {
+                    if changed
+                        && self
+                            .write(
+                                Self::lease_with(name, lease, &grants),
+                                create,
+                                "waiting in the Lease",
+                            )
+                            .await?
+                            .is_none()
+                    {
+                        continue;
+                    }
+                    let current = self
+                        .cache()
+                        .leases
+                        .get(name.as_str())
+                        .map_or(Record::lock(name.clone(), None, 0), |seen| {
+                            seen.record(name, Instant::now())
+                        });
+                    return Ok(Attempt::Busy {
+                        current,
+                        retry_at: Some(retry_at),
+                    });
+                }
+                Decision::Granted(granted) => granted,
+            };
+            let lease = Self::lease_with(name, lease, &grants);
+            if let Some(written) = self
+                .write(lease, create, "taking a grant in the Lease")
+                .await?
+            {
+                return Ok(Attempt::Acquired(Ticket {
+                    holder: granted.holder,
+                    token: granted.token,
+                    ttl: granted.ttl,
+                    value: granted.value,
+                    revision: rv(&written).unwrap_or_default().to_owned(),
+                    valid_from: None,
+                    held: Some(granted.held),
+                }));
+            }
+        }
+        let now = Instant::now();
+        let current = self
+            .cache()
+            .leases
+            .get(name.as_str())
+            .map_or(Record::lock(name.clone(), None, 0), |seen| {
+                seen.record(name, now)
+            });
+        Ok(Attempt::Busy {
+            current,
+            retry_at: None,
+        })
+    }
+
+    /// Changes the grants in `name`'s Lease with `change`, by compare-and-set; `NotHolder` when
+    /// `change` finds nothing of the caller's, or the Lease is gone or a lock's.
+    async fn change_grants(
+        &self,
+        name: &LockName,
+        step: &str,
+        change: impl Fn(&mut Grants, Instant) -> Result<(), NotHolder>,
+    ) -> Result<Lease, StoreError> {
+        let mut refresh = false;
+        for _ in 0..GRANT_RETRIES {
+            let (mut grants, lease) = match self.read_grants(name, Kind::ReadWrite, refresh).await?
+            {
+                Ok((grants, Some(lease))) => (grants, lease),
+                Ok((_, None)) | Err(_) => return Err(StoreError::NotHolder),
+            };
+            refresh = true;
+            change(&mut grants, Instant::now()).map_err(|_| StoreError::NotHolder)?;
+            let lease = Self::lease_with(name, Some(lease), &grants);
+            if let Some(written) = self.write(lease, false, step).await? {
+                return Ok(written);
+            }
+        }
+        Err(StoreError::unavailable(
+            "kubernetes",
+            format!("{step} {name}: it kept changing under us"),
+        ))
+    }
+}
+
 #[async_trait]
 impl Store for KubernetesStore {
     fn kind(&self) -> &'static str {
@@ -321,14 +525,11 @@ impl Store for KubernetesStore {
     }
 
     async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
-        if let Some(asks) = claim.asks {
-            return Err(StoreError::Unsupported {
-                store: "kubernetes",
-                kind: asks.kind(),
-            });
-        }
         if let Some(message) = self.access.denied() {
             return Err(StoreError::unavailable("kubernetes", message));
+        }
+        if let Some(asks) = claim.asks {
+            return self.try_grant(name, claim, asks).await;
         }
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
@@ -336,8 +537,19 @@ impl Store for KubernetesStore {
             refresh = true;
             if current.is_some() {
                 let cache = self.cache();
+                let now = Instant::now();
                 if let Some(seen) = cache.leases.get(name.as_str())
-                    && seen.live_holder(Instant::now()).is_some()
+                    && let Some(grants) = seen.grants(now)
+                {
+                    let grants = grants.map_err(malformed)?;
+                    if let Some(is) = live_kind(&grants, now) {
+                        return Ok(Attempt::Conflict(Conflict {
+                            is,
+                            asked: Kind::Lock,
+                        }));
+                    }
+                } else if let Some(seen) = cache.leases.get(name.as_str())
+                    && seen.live_holder(now).is_some()
                 {
                     return Ok(Attempt::Busy {
                         current: seen.record(name, Instant::now()),
@@ -379,6 +591,17 @@ impl Store for KubernetesStore {
     }
 
     async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
+        if ticket.held.is_some() {
+            let written = self
+                .change_grants(name, "renewing a grant in the Lease", |grants, now| {
+                    grants.renew(&ticket.holder, ticket.token, now).map(|_| ())
+                })
+                .await?;
+            return Ok(Ticket {
+                revision: rv(&written).unwrap_or_default().to_owned(),
+                ..ticket.clone()
+            });
+        }
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
             let mut current = self.owned(name, ticket, refresh).await?;
@@ -397,6 +620,13 @@ impl Store for KubernetesStore {
     }
 
     async fn release(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
+        if ticket.held.is_some() {
+            self.change_grants(name, "releasing a grant in the Lease", |grants, _| {
+                grants.release(&ticket.holder, ticket.token)
+            })
+            .await?;
+            return Ok(());
+        }
         let mut refresh = false;
         for _ in 0..CONFLICT_RETRIES {
             let mut current = self.owned(name, ticket, refresh).await?;
@@ -459,6 +689,19 @@ impl Store for KubernetesStore {
 
     fn subscribe(&self, name: &LockName) -> Changes {
         self.cache().signals.subscribe(name.as_str())
+    }
+
+    async fn abandon(&self, name: &LockName, claim: &Claim) {
+        if claim.asks != Some(Asks::Exclusive) {
+            return;
+        }
+        // A writer that stops waiting takes its entry out, so the readers behind it need not
+        // wait for it to run out; if that fails, it runs out after its ttl.
+        let _ = self
+            .change_grants(name, "withdrawing a waiting writer", |grants, _| {
+                grants.abandon(&claim.holder).then_some(()).ok_or(NotHolder)
+            })
+            .await;
     }
 
     fn lost(&self, name: &LockName, holder: &str) {
