@@ -349,15 +349,16 @@ impl KubernetesStore {
         asked: Kind,
         refresh: bool,
     ) -> Result<Result<(Grants, Option<Lease>), Conflict>, StoreError> {
-        let current = self.current(name.as_str(), refresh).await?;
-        let Some(lease) = current else {
-            return Ok(Ok((Grants::default(), None)));
-        };
+        // Brings the cache up to date; the decision and the write then both come from the cache's
+        // Lease, whose entries it has dated (a write based on a version it has since replaced
+        // fails its compare-and-set, and is decided again).
+        self.current(name.as_str(), refresh).await?;
         let now = Instant::now();
         let cache = self.cache();
         let Some(seen) = cache.leases.get(name.as_str()) else {
             return Ok(Ok((Grants::default(), None)));
         };
+        let lease = seen.lease();
         let grants = match seen.grants(now) {
             Some(grants) => grants.map_err(malformed)?,
             None if seen.live_holder(now).is_some() => {
