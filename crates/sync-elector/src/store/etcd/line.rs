@@ -1,7 +1,8 @@
 //! The waiting line of the etcd store, without I/O: which claimant of this elector waits behind
 //! which key, and whom to wake when a key goes.
 //!
-//! A waiter sleeps until the key just before its own (its *predecessor*) is deleted. The rule that
+//! A waiter sleeps until the key just before its own (its *predecessor*) is deleted (a
+//! semaphore's or read-write lock's claim: until any key in its way is, `standing.rs`). The rule that
 //! keeps that wake-up from being lost: an attempt announces that it is about to read the line
 //! ([`Line::begin_read`]) before it sends the read, and from then on every deletion the prefix
 //! watch reports for that lock is recorded for it. When the read's answer names the predecessor
@@ -36,8 +37,10 @@ pub(super) struct Contender {
     pub revision: i64,
     /// The lock's ttl, also the sweep's period while this claimant waits.
     pub ttl: Duration,
-    /// The key just before ours, whose deletion wakes us; `None` until an attempt read the line.
-    predecessor: Option<String>,
+    /// The keys whose deletion wakes us: a lock's predecessor (the key just before ours), or
+    /// every older key in the way of a semaphore's or read-write lock's claim; empty until an
+    /// attempt read the line.
+    waits_for: Vec<String>,
     /// While an attempt reads the line: the keys of this lock deleted since it began.
     reading: Option<HashSet<String>>,
     /// Whether it was woken since its attempt began (it will read the line again).
@@ -60,7 +63,7 @@ impl Contender {
             key,
             revision,
             ttl,
-            predecessor: None,
+            waits_for: Vec::new(),
             reading: None,
             woken: false,
             share,
@@ -152,15 +155,16 @@ impl Line {
         }
     }
 
-    /// The attempt's read put `id` behind `predecessor`. Wakes it at once if that key, or its
-    /// own, was deleted while it read.
-    pub fn wait_behind(&mut self, id: &Id, predecessor: &str) {
+    /// The attempt's read put `id` behind `keys` (a lock's predecessor, or every key in a
+    /// semaphore's or read-write lock's claim's way). Wakes it at once if one of them, or its own
+    /// key, was deleted while it read.
+    pub fn wait_behind(&mut self, id: &Id, keys: &[&str]) {
         let Some(c) = self.contenders.get_mut(id) else {
             return;
         };
         let deleted = c.reading.take().unwrap_or_default();
-        let gone = deleted.contains(predecessor) || deleted.contains(&c.key);
-        c.predecessor = Some(predecessor.to_owned());
+        let gone = keys.iter().any(|k| deleted.contains(*k)) || deleted.contains(&c.key);
+        c.waits_for = keys.iter().map(|k| (*k).to_owned()).collect();
         if gone {
             self.wake(&id.0);
         }
@@ -189,7 +193,7 @@ impl Line {
             if let Some(deleted) = &mut c.reading {
                 deleted.insert(key.to_owned());
             }
-            wake |= c.predecessor.as_deref() == Some(key) || c.key == key;
+            wake |= c.waits_for.iter().any(|k| k == key) || c.key == key;
         }
         if wake {
             self.wake(name);
@@ -228,7 +232,7 @@ impl Line {
     pub fn sweep_period(&self) -> Option<Duration> {
         self.contenders
             .values()
-            .filter(|c| c.predecessor.is_some())
+            .filter(|c| !c.waits_for.is_empty())
             .map(|c| c.ttl)
             .min()
     }
@@ -243,9 +247,9 @@ impl Line {
             .iter()
             .filter(|(_, c)| !c.woken && c.reading.is_none() && c.revision <= revision)
             .filter(|(_, c)| {
-                c.predecessor
-                    .as_deref()
-                    .is_some_and(|p| !present.contains(p) || !present.contains(c.key.as_str()))
+                !c.waits_for.is_empty()
+                    && (c.waits_for.iter().any(|k| !present.contains(k.as_str()))
+                        || !present.contains(c.key.as_str()))
             })
             .map(|((lock, _), _)| lock.clone())
             .collect();
@@ -273,7 +277,7 @@ impl Line {
                     "lease": c.lease,
                     "key": c.key,
                     "revision": c.revision,
-                    "predecessor": c.predecessor,
+                    "waits_for": c.waits_for,
                     "reading": c.reading.is_some(),
                     "woken": c.woken,
                 })
@@ -373,7 +377,7 @@ mod tests {
                 Position::Head => true,
                 Position::Behind { predecessor, .. } => {
                     let predecessor = String::from_utf8(predecessor.key.clone()).unwrap();
-                    line.wait_behind(id, &predecessor);
+                    line.wait_behind(id, &[&predecessor]);
                     false
                 }
                 Position::Gone => unreachable!("the waiter's key stays"),
@@ -403,7 +407,7 @@ mod tests {
                 .checked_sub(1)
                 .map(|i| String::from_utf8(now[i].key.clone()).unwrap());
             let c = line.contenders.get_mut(id).unwrap();
-            c.predecessor = predecessor.clone();
+            c.waits_for = predecessor.iter().cloned().collect();
             if let Some(p) = predecessor
                 && !etcd.keys.iter().any(|(k, _)| *k == p)
             {
@@ -491,7 +495,7 @@ mod tests {
                 etcd.revision,
             );
         }
-        let predecessor = line.contenders[&id].predecessor.clone();
+        let predecessor = line.contenders[&id].waits_for.first().cloned();
         let predecessor_gone = !etcd
             .keys
             .iter()
@@ -543,7 +547,7 @@ mod tests {
         assert!(!woken.has_changed().unwrap(), "another lock's deletion");
         line.begin_read(&id);
         line.deleted("l", "l/b");
-        line.wait_behind(&id, "l/a");
+        line.wait_behind(&id, &["l/a"]);
         assert!(woken.has_changed().unwrap());
         assert!(line.contenders[&id].woken);
     }

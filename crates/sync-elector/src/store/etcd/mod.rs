@@ -487,7 +487,7 @@ impl Store for EtcdStore {
                 }
                 Position::Behind { owner, predecessor } => {
                     let predecessor = key_str(predecessor).unwrap_or_default();
-                    self.line().wait_behind(&id, predecessor);
+                    self.line().wait_behind(&id, &[predecessor]);
                     debug!(lock = %name, predecessor, "waiting for the predecessor");
                     return Ok(Attempt::Busy {
                         current: Self::record(name, Some(owner), Instant::now() + claim.ttl),
