@@ -154,6 +154,35 @@ impl Client {
         self.unary("KV/Put", "/etcdserverpb.KV/Put", request).await
     }
 
+    /// Runs a transaction: its comparisons and then one of its branches, atomically.
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, Error> {
+        self.unary("KV/Txn", "/etcdserverpb.KV/Txn", request).await
+    }
+
+    /// Writes `request`'s key only if it does not exist: the answer is the revision that
+    /// created it, or `None` when the key was there already (nothing is written).
+    pub async fn create(&self, request: PutRequest) -> Result<Option<i64>, Error> {
+        let absent = Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: request.key.clone(),
+            create_revision: Some(0),
+        };
+        let response = self
+            .txn(TxnRequest {
+                compare: vec![absent],
+                success: vec![RequestOp {
+                    request_put: Some(request),
+                    ..Default::default()
+                }],
+                failure: Vec::new(),
+            })
+            .await?;
+        Ok(response
+            .succeeded
+            .then(|| response.header.map_or(0, |h| h.revision)))
+    }
+
     /// Deletes one key: `Ok(true)` when it was there.
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
         let request = DeleteRangeRequest {

@@ -223,6 +223,94 @@ pub struct DeleteRangeResponse {
     pub prev_kvs: Vec<KeyValue>,
 }
 
+/// One condition of a transaction: a field of one key compared with a value.
+///
+/// In the `.proto` the compared value is a `oneof` (`target_union`); on the wire a `oneof` member
+/// is an ordinary field that is present, so it is declared here as the one optional field this
+/// crate needs, which prost writes even when it is 0.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Compare {
+    /// How to compare ([`CompareResult`]).
+    #[prost(enumeration = "CompareResult", tag = "1")]
+    pub result: i32,
+    /// Which field of the key ([`CompareTarget`]).
+    #[prost(enumeration = "CompareTarget", tag = "2")]
+    pub target: i32,
+    /// The key.
+    #[prost(bytes = "vec", tag = "3")]
+    pub key: Vec<u8>,
+    /// The create revision to compare with (0: the key does not exist).
+    #[prost(int64, optional, tag = "5")]
+    pub create_revision: Option<i64>,
+}
+
+/// How a [`Compare`] compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum CompareResult {
+    /// Equal.
+    Equal = 0,
+    /// Greater.
+    Greater = 1,
+    /// Less.
+    Less = 2,
+    /// Not equal.
+    NotEqual = 3,
+}
+
+/// Which field of a key a [`Compare`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum CompareTarget {
+    /// Its version.
+    Version = 0,
+    /// Its create revision.
+    Create = 1,
+    /// Its mod revision.
+    Mod = 2,
+    /// Its value.
+    Value = 3,
+    /// Its lease.
+    Lease = 4,
+}
+
+/// One operation of a transaction; like [`Compare`]'s value, a `oneof` in the `.proto`, of which
+/// this crate sends puts and deletes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    /// A put.
+    #[prost(message, optional, tag = "2")]
+    pub request_put: Option<PutRequest>,
+    /// A delete.
+    #[prost(message, optional, tag = "3")]
+    pub request_delete_range: Option<DeleteRangeRequest>,
+}
+
+/// Compares, then does `success` if every comparison holds and `failure` otherwise, atomically.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    /// The conditions.
+    #[prost(message, repeated, tag = "1")]
+    pub compare: Vec<Compare>,
+    /// What to do when they hold.
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+    /// What to do when one does not.
+    #[prost(message, repeated, tag = "3")]
+    pub failure: Vec<RequestOp>,
+}
+
+/// The answer to a transaction (the operations' own answers are not read here).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    /// The header; its revision is the transaction's.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    /// Whether every comparison held, so `success` was done.
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
+}
+
 /// Asks for a lease.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseGrantRequest {

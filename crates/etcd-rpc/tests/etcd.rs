@@ -84,6 +84,27 @@ async fn puts_and_ranges_keep_etcd_meaning_of_every_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn create_writes_a_key_only_if_it_does_not_exist() {
+    let (_cluster, client) = one_member("rpc-txn").await;
+    let created = client.create(put("/c/a", "first")).await.unwrap();
+    let revision = created.expect("the key was absent");
+    let again = client.create(put("/c/a", "second")).await.unwrap();
+    assert_eq!(again, None, "the key exists");
+    let read = client.range(RangeRequest::prefix("/c/a")).await.unwrap();
+    assert_eq!(
+        read.kvs[0].value, b"first",
+        "the second create wrote nothing"
+    );
+    assert_eq!(read.kvs[0].create_revision, revision);
+    client.delete("/c/a").await.unwrap();
+    let recreated = client.create(put("/c/a", "third")).await.unwrap();
+    assert!(
+        recreated.is_some_and(|r| r > revision),
+        "a deleted key can be created again, at a later revision"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_lease_lives_while_kept_alive_and_takes_its_keys_when_revoked() {
     let (_cluster, client) = one_member("rpc-lease").await;
     let lease = client.lease_grant(30).await.unwrap();
