@@ -369,7 +369,18 @@ pub async fn a_semaphore_admits_n_and_no_more(store: &dyn Store, ttl: Duration) 
 pub async fn a_name_is_one_kind_at_a_time(store: &dyn Store, ttl: Duration) {
     let name = name("kind");
     let semaphore = acquire(store, &name, &permit_of("a", ttl, 3)).await;
-    let before = store.get(&name).await.expect("get");
+    // What a record says, without its expiry (which a store may compute at each read).
+    let said = |record: Option<super::Record>| {
+        record.map(|r| {
+            let grants: Vec<_> = r
+                .grants
+                .into_iter()
+                .map(|g| (g.held, g.token, g.holding.holder, g.holding.value))
+                .collect();
+            (r.kind, r.token, r.holding.map(|h| h.holder), grants)
+        })
+    };
+    let before = said(store.get(&name).await.expect("get"));
     let three = Kind::Semaphore { permits: 3 };
     assert_eq!(
         conflict(store, &name, &claim("b", ttl)).await,
@@ -390,7 +401,7 @@ pub async fn a_name_is_one_kind_at_a_time(store: &dyn Store, ttl: Duration) {
         Kind::ReadWrite
     );
     assert_eq!(
-        store.get(&name).await.expect("get"),
+        said(store.get(&name).await.expect("get")),
         before,
         "nothing changed"
     );
@@ -425,7 +436,10 @@ pub async fn readers_share_and_a_waiting_writer_goes_first(store: &dyn Store, tt
     assert_eq!(w.held, Some(Held::Exclusive));
     assert!(w.token > r2.token);
     busy(store, &name, &rw("r3", ttl, false)).await;
-    busy(store, &name, &rw("w2", ttl, true)).await;
+    // A claim that stops waiting says so (a store may keep its place in line until then).
+    let gives_up = rw("w2", ttl, true);
+    busy(store, &name, &gives_up).await;
+    store.abandon(&name, &gives_up).await;
     store.release(&name, &w).await.expect("release");
     let r3 = acquire_when_free(store, &name, &rw("r3", ttl, false)).await;
     assert!(r3.token > w.token);
@@ -471,6 +485,86 @@ pub async fn an_unrenewed_permit_expires(store: &dyn Store, ttl: Duration) {
     assert!(new.token > old.token);
     assert_eq!(new.held, Some(Held::Permit(0)));
     assert_eq!(store.renew(&name, &old).await, Err(StoreError::NotHolder));
+}
+
+/// Claimants on two electors (`a` and `b`, two stores on one backend) take and give back a
+/// semaphore's permits, then a read-write lock's grants, as fast as they can for a while: the
+/// holders counted at any moment never exceed N, nor include a writer beside anyone, however
+/// their writes race.
+pub async fn two_electors_contending(a: &dyn Store, b: &dyn Store, ttl: Duration) {
+    let semaphore = contend(
+        [a, b],
+        ttl,
+        |_| Asks::Permit { permits: 2 },
+        |now| now.len() <= 2,
+    )
+    .await;
+    assert!(
+        semaphore >= 6,
+        "the claimants took turns: {semaphore} grants"
+    );
+    let rw = contend(
+        [a, b],
+        ttl,
+        |i| if i < 2 { Asks::Exclusive } else { Asks::Shared },
+        |now| !now.contains(&Asks::Exclusive) || now.len() == 1,
+    )
+    .await;
+    assert!(rw >= 6, "the claimants took turns: {rw} grants");
+}
+
+/// Six claimants, three on each store, for 4 s; returns how many grants they had.
+async fn contend(
+    stores: [&dyn Store; 2],
+    ttl: Duration,
+    asks: fn(usize) -> Asks,
+    allowed: fn(&[Asks]) -> bool,
+) -> u64 {
+    let name = name("contend");
+    let holding = std::sync::Mutex::new(Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let claimant = |i: usize| {
+        let (store, name, holding) = (stores[i % 2], &name, &holding);
+        async move {
+            let claim = Claim {
+                asks: Some(asks(i)),
+                ..claim(&format!("elector-{}/{i}", i % 2), ttl)
+            };
+            let mut grants = 0u64;
+            while Instant::now() < deadline {
+                let mut changes = store.subscribe(name);
+                match store
+                    .try_acquire(name, &claim)
+                    .await
+                    .expect("store answers")
+                {
+                    Attempt::Acquired(ticket) => {
+                        {
+                            let mut now = holding.lock().expect("not poisoned");
+                            now.push(asks(i));
+                            assert!(allowed(&now), "too many hold at once: {now:?}");
+                        }
+                        grants += 1;
+                        sleep(Duration::from_millis(5)).await;
+                        {
+                            let mut now = holding.lock().expect("not poisoned");
+                            let at = now.iter().position(|a| *a == asks(i));
+                            now.remove(at.expect("counted"));
+                        }
+                        store.release(name, &ticket).await.expect("release");
+                    }
+                    Attempt::Busy { .. } => {
+                        let _ = timeout(Duration::from_millis(200), changes.changed()).await;
+                    }
+                    Attempt::Conflict(conflict) => panic!("one kind only: {conflict}"),
+                }
+            }
+            store.abandon(name, &claim).await;
+            grants
+        }
+    };
+    let all = futures_util::future::join_all((0..6).map(claimant)).await;
+    all.into_iter().sum()
 }
 
 /// A store together with what must outlive it in a test (a test server, a child process).
@@ -551,7 +645,10 @@ macro_rules! store_conformance {
             list_shows_locks);
     };
     (primitives: $store:expr) => {
-        $crate::store_conformance!(@tests $store, ::std::time::Duration::from_secs(1);
+        $crate::store_conformance!(primitives: $store, ttl = ::std::time::Duration::from_secs(1));
+    };
+    (primitives: $store:expr, ttl = $ttl:expr) => {
+        $crate::store_conformance!(@tests $store, $ttl;
             a_semaphore_admits_n_and_no_more, a_name_is_one_kind_at_a_time,
             readers_share_and_a_waiting_writer_goes_first, an_unrenewed_permit_expires);
     };

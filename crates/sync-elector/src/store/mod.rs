@@ -12,9 +12,9 @@
 //! - [`Store::subscribe`] signals every change of a lock, so waiting never polls: a waiter sleeps
 //!   until a change or until the observed expiry, whichever comes first.
 //! - A claim may ask for a semaphore's permit or a read-write lock's grant ([`Claim::asks`],
-//!   docs/semaphores.md), decided by [`grants`]' rules. A name has one kind at a time; a claim
-//!   of another kind while the name is held answers [`Attempt::Conflict`]. A store that does not
-//!   keep them yet answers [`StoreError::Unsupported`].
+//!   docs/semaphores.md). A name has one kind at a time; a claim of another kind while the name
+//!   is held answers [`Attempt::Conflict`]. The memory and Kubernetes stores decide by
+//!   [`grants`]' rules, the etcd store by the order of its keys (`etcd/standing.rs`).
 //!
 //! [`conformance`] holds the suite every store must pass.
 
@@ -194,17 +194,6 @@ pub enum StoreError {
         #[source]
         source: Option<Cause>,
     },
-    /// The store does not keep names of this kind yet.
-    #[error(
-        "the {store} store does not keep semaphores or read-write locks yet, and this claim asks \
-         for {kind} (docs/semaphores.md); the memory store keeps them"
-    )]
-    Unsupported {
-        /// Which store.
-        store: &'static str,
-        /// The kind asked for.
-        kind: Kind,
-    },
 }
 
 /// The error underneath a [`StoreError`], shared so that the error stays cheap to clone.
@@ -247,13 +236,6 @@ impl PartialEq for StoreError {
                     ..
                 },
             ) => store == other_store && message == other_message,
-            (
-                Self::Unsupported { store, kind },
-                Self::Unsupported {
-                    store: other_store,
-                    kind: other_kind,
-                },
-            ) => store == other_store && kind == other_kind,
             _ => false,
         }
     }

@@ -38,6 +38,10 @@ mod conformance {
         super::fixture().await,
         ttl = ::std::time::Duration::from_secs(2)
     );
+    sync_elector::store_conformance!(
+        primitives: super::fixture().await,
+        ttl = ::std::time::Duration::from_secs(2)
+    );
 }
 
 /// A one-member etcd for test `name`, started off the async runtime.
@@ -60,6 +64,14 @@ async fn a_release_from_another_elector_racing_an_attempt_never_strands_the_wait
         Duration::from_secs(5),
     )
     .await;
+}
+
+/// Two electors on one etcd, contending for a semaphore and a read-write lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_electors_never_grant_more_than_a_semaphore_or_read_write_lock_allows() {
+    let cluster = one_member("contend").await;
+    let (a, b) = (store_on(&cluster).await, store_on(&cluster).await);
+    sync_elector::store::conformance::two_electors_contending(&a, &b, Duration::from_secs(5)).await;
 }
 
 fn claim(holder: &str) -> Claim {

@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_test_server::TestServer;
 use serde_json::json;
 use sync_elector::store::conformance::Guarded;
-use sync_elector::store::{Asks, Attempt, Claim, KubernetesStore, Store, StoreError};
+use sync_elector::store::{Attempt, Claim, KubernetesStore, Store, StoreError};
 use sync_protocol::LockName;
 use tokio::time::{Instant, sleep};
 
@@ -77,81 +77,17 @@ mod conformance_on_kube_apiserver {
     sync_elector::store_conformance!(primitives: super::real_fixture().await);
 }
 
-/// Claimants on two electors (two stores on one real kube-apiserver) take and give back a
-/// semaphore's permits, or a read-write lock's grants, as fast as they can for a while: every
-/// decision is one compare-and-set on one Lease, so the holders counted at any moment never
-/// exceed what the primitive allows, however the writes conflict.
-async fn two_electors_contend(asks: fn(usize) -> Asks, allowed: fn(&[Asks]) -> bool) -> u64 {
-    use std::sync::{Arc, Mutex};
+/// Two electors on one real kube-apiserver, contending for a semaphore and a read-write lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_kube_apiserver_two_electors_never_grant_more_than_a_semaphore_or_read_write_lock_allows()
+ {
     let namespace = real_namespace("contend");
-    let stores = [
-        Arc::new(real_store_in(&namespace).await),
-        Arc::new(real_store_in(&namespace).await),
-    ];
-    let name = LockName::new("contended").unwrap();
-    let holding: Arc<Mutex<Vec<Asks>>> = Arc::default();
-    let deadline = Instant::now() + Duration::from_secs(4);
-    let tasks: Vec<_> = (0..6)
-        .map(|i| {
-            let (store, name, holding) = (stores[i % 2].clone(), name.clone(), holding.clone());
-            tokio::spawn(async move {
-                let claim = Claim {
-                    asks: Some(asks(i)),
-                    ..claim(&format!("elector-{}/{i}", i % 2), 15)
-                };
-                let mut grants = 0u64;
-                while Instant::now() < deadline {
-                    let mut changes = store.subscribe(&name);
-                    match store.try_acquire(&name, &claim).await.unwrap() {
-                        Attempt::Acquired(ticket) => {
-                            {
-                                let mut now = holding.lock().unwrap();
-                                now.push(asks(i));
-                                assert!(allowed(&now), "too many hold at once: {now:?}");
-                            }
-                            grants += 1;
-                            sleep(Duration::from_millis(5)).await;
-                            {
-                                let mut now = holding.lock().unwrap();
-                                let at = now.iter().position(|a| *a == asks(i)).unwrap();
-                                now.remove(at);
-                            }
-                            store.release(&name, &ticket).await.unwrap();
-                        }
-                        Attempt::Busy { .. } => {
-                            let _ =
-                                tokio::time::timeout(Duration::from_millis(200), changes.changed())
-                                    .await;
-                        }
-                        Attempt::Conflict(conflict) => panic!("one kind only: {conflict}"),
-                    }
-                }
-                store.abandon(&name, &claim).await;
-                grants
-            })
-        })
-        .collect();
-    let mut grants = 0;
-    for task in tasks {
-        grants += task.await.unwrap();
-    }
-    grants
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn on_kube_apiserver_two_electors_never_grant_more_permits_than_a_semaphore_has() {
-    let grants = two_electors_contend(|_| Asks::Permit { permits: 2 }, |now| now.len() <= 2).await;
-    assert!(grants >= 6, "the claimants took turns: {grants} grants");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn on_kube_apiserver_two_electors_never_grant_a_writer_beside_anyone() {
-    let grants = two_electors_contend(
-        |i| if i < 2 { Asks::Exclusive } else { Asks::Shared },
-        |now| !now.contains(&Asks::Exclusive) || now.len() == 1,
-    )
-    .await;
-    assert!(grants >= 6, "the claimants took turns: {grants} grants");
+    let (a, b) = (
+        real_store_in(&namespace).await,
+        real_store_in(&namespace).await,
+    );
+    sync_elector::store::conformance::two_electors_contending(&a, &b, Duration::from_secs(15))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

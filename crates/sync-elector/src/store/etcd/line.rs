@@ -86,6 +86,8 @@ pub(super) struct Held {
     /// Whether the watch has covered the key since it was last read: false after the watch lost
     /// history (a compaction), until a renewal reads the key again.
     pub verified: bool,
+    /// A semaphore's permit key, held beside the claim key and given up with it.
+    pub permit: Option<String>,
 }
 
 /// Where a claimant stands, from one read of its lock's keys, oldest first.
@@ -182,8 +184,10 @@ impl Line {
     /// (and one whose own key it was, so that it queues again), and record it for reading
     /// attempts.
     pub fn deleted(&mut self, name: &str, key: &str) {
-        if let Some(held) = self.held.get_mut(key) {
-            held.gone = true;
+        for (held_key, held) in &mut self.held {
+            if held_key == key || held.permit.as_deref() == Some(key) {
+                held.gone = true;
+            }
         }
         let mut wake = false;
         for ((lock, _), c) in &mut self.contenders {

@@ -15,19 +15,15 @@
 //!   the line. A holder's renewal is the session's keep-alive alone: the prefix watch tells the
 //!   store when a held key is deleted, so a renewal reads the key only while the watch is down
 //!   or after it lost history.
+//! - A semaphore's or read-write lock's claim queues in the same line and is decided from one
+//!   read of it (`standing.rs`, docs/semaphores.md); a semaphore's grant also creates its permit
+//!   key, `{prefix}{name}/permit-{i}`, only if absent, and gives it up with its claim key.
 //! - When the cluster loses quorum or the elector is cut off, renewals fail and the holder is told
 //!   "lost" by the renew deadline; the server-side lease may outlive that, which the
 //!   client-validity rule covers.
 
 mod line;
 mod session;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the store takes semaphores and read-write locks in a later step of issue 27"
-    )
-)]
 mod standing;
 mod tasks;
 
@@ -48,7 +44,119 @@ use tracing::{debug, info};
 
 use self::line::{Contender, Held, Id, Line, Position, position};
 use self::session::{Beat, Event, Sessions, Share};
-use super::{Attempt, Changes, Claim, Holding, Record, Store, StoreError, Ticket};
+use self::standing::{
+    Claimed, Standing, asks_of, asks_text, lowest_free_permit, permit_of, permit_suffix, standing,
+};
+use super::{
+    Asks, Attempt, Changes, Claim, Conflict, Grant, Held as GrantHeld, Holding, Kind, Record,
+    Store, StoreError, Ticket,
+};
+
+/// A name's line, read in one range: its claim keys, oldest first, and a semaphore's permit keys.
+struct Read {
+    claims: Vec<KeyValue>,
+    permits: Vec<(u32, KeyValue)>,
+}
+
+impl Read {
+    /// Splits every key under a name's prefix into claims and permits.
+    fn of(prefix: &str, keys: Vec<KeyValue>) -> Self {
+        let mut read = Self {
+            claims: Vec::new(),
+            permits: Vec::new(),
+        };
+        for kv in keys {
+            let permit = key_str(&kv)
+                .and_then(|k| k.strip_prefix(prefix))
+                .and_then(permit_of);
+            match permit {
+                Some(permit) => read.permits.push((permit, kv)),
+                None => read.claims.push(kv),
+            }
+        }
+        read
+    }
+
+    /// Each claim key with what it asks for, as `standing` takes them.
+    fn claimed(&self) -> Vec<Claimed<'_>> {
+        self.claims
+            .iter()
+            .map(|kv| Claimed {
+                key: key_str(kv).unwrap_or_default(),
+                asks: Value::of(kv).and_then(|v| asks_of(v.asks.as_deref())),
+            })
+            .collect()
+    }
+
+    /// What the name is: its oldest claim's kind (a lock's when nobody claims it).
+    fn kind(&self) -> Kind {
+        self.claims
+            .first()
+            .and_then(Value::of)
+            .and_then(|v| asks_of(v.asks.as_deref()))
+            .map_or(Kind::Lock, Asks::kind)
+    }
+
+    /// A semaphore's or read-write lock's record: its permits' holders, or the claims a read-write
+    /// lock grants now. Expiry is shown as one ttl from `now` (etcd keeps it in the session's
+    /// lease, not per key).
+    fn grants_record(&self, name: &LockName, now: Instant) -> Record {
+        let grant = |held, kv: &KeyValue| {
+            let value = Value::of(kv)?;
+            Some(Grant {
+                held,
+                token: u64::try_from(kv.create_revision).unwrap_or(0),
+                holding: Holding {
+                    holder: value.holder,
+                    value: value.value,
+                    ttl: Duration::from_secs(value.ttl_seconds),
+                    expires_at: now + Duration::from_secs(value.ttl_seconds),
+                    since: None,
+                },
+            })
+        };
+        let kind = self.kind();
+        let mut grants: Vec<Grant> = match kind {
+            Kind::Semaphore { .. } => self
+                .permits
+                .iter()
+                .filter_map(|(permit, kv)| grant(GrantHeld::Permit(*permit), kv))
+                .collect(),
+            _ => {
+                let claimed = self.claimed();
+                claimed
+                    .iter()
+                    .zip(&self.claims)
+                    .filter_map(|(c, kv)| {
+                        let asks = c.asks?;
+                        let eligible = standing(&claimed, c.key, asks) == Standing::Eligible;
+                        let held = if asks == Asks::Exclusive {
+                            GrantHeld::Exclusive
+                        } else {
+                            GrantHeld::Shared
+                        };
+                        eligible.then(|| grant(held, kv)).flatten()
+                    })
+                    .collect()
+            }
+        };
+        grants.sort_by_key(|g| g.token);
+        let token = self
+            .claims
+            .iter()
+            .chain(self.permits.iter().map(|(_, kv)| kv))
+            .map(|kv| u64::try_from(kv.create_revision).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        Record {
+            name: name.clone(),
+            holding: None,
+            token,
+            kind,
+            grants,
+        }
+    }
+}
 
 /// How long one etcd request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +171,16 @@ struct Value {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     value: Option<String>,
     ttl_seconds: u64,
+    /// What a semaphore's or read-write lock's claim asks for (`standing::asks_text`); absent
+    /// for a lock's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    asks: Option<String>,
+}
+
+impl Value {
+    fn of(kv: &KeyValue) -> Option<Self> {
+        serde_json::from_slice(&kv.value).ok()
+    }
 }
 
 /// Locks on an etcd cluster.
@@ -130,12 +248,33 @@ fn delete_key(
     key: String,
     share: Share,
 ) -> tokio::sync::oneshot::Receiver<Result<bool, StoreError>> {
+    delete_keys(client, vec![key], share)
+}
+
+/// [`delete_key`] for several keys under one share, in order (a semaphore's permit key, then its
+/// claim key); the answer is the last key's, or the first failure.
+fn delete_keys(
+    client: Client,
+    keys: Vec<String>,
+    share: Share,
+) -> tokio::sync::oneshot::Receiver<Result<bool, StoreError>> {
     let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let first = call("deleting a key", || client.delete(key.as_bytes())).await;
-        let failed = first.is_err();
+        let mut first = Ok(false);
+        let mut left = Vec::new();
+        for key in keys {
+            match call("deleting a key", || client.delete(key.as_bytes())).await {
+                Ok(was_there) => first = first.map(|_| was_there),
+                Err(err) => {
+                    if first.is_ok() {
+                        first = Err(err);
+                    }
+                    left.push(key);
+                }
+            }
+        }
         let _ = answer.send(first);
-        if failed {
+        for key in left {
             while !share.session().dead() {
                 match timeout(REQUEST_TIMEOUT, client.delete(key.as_bytes())).await {
                     Ok(Ok(_)) => break,
@@ -151,6 +290,17 @@ fn delete_key(
 /// [`delete_key`], without waiting for the answer.
 fn give_up(client: Client, key: String, share: Share) {
     drop(delete_key(client, key, share));
+}
+
+/// Gives up a holding without waiting: its permit key first, if it holds one, so the permit is
+/// free before the line moves, then its claim key.
+fn give_up_held(client: Client, key: String, held: Held) {
+    drop(delete_keys(client, held_keys(key, held.permit), held.share));
+}
+
+/// The keys of a holding, in the order they are deleted.
+fn held_keys(key: String, permit: Option<String>) -> Vec<String> {
+    permit.into_iter().chain([key]).collect()
 }
 
 /// Waits for [`delete_key`]'s first answer.
@@ -246,7 +396,7 @@ impl EtcdStore {
                     let unrenewed = tasks::lock(&line).unrenewed(lease, Instant::now());
                     for (key, held) in unrenewed {
                         debug!(%key, "a holding nobody renewed for its ttl expires");
-                        give_up(events.clone(), key, held.share);
+                        give_up_held(events.clone(), key, held);
                     }
                 }
             }
@@ -255,6 +405,7 @@ impl EtcdStore {
             holder: claim.holder.clone(),
             value: claim.value.clone(),
             ttl_seconds: claim.ttl.as_secs(),
+            asks: claim.asks.map(asks_text),
         })
         .expect("a Value serializes");
         let mut retried = false;
@@ -379,13 +530,16 @@ impl EtcdStore {
         }
     }
 
-    /// Reads the key `ticket` names: it exists, was created at the ticket's token, and names its
-    /// holder. `NotHolder` otherwise.
-    async fn check_owned(&self, ticket: &Ticket) -> Result<(), StoreError> {
-        let kv = self
-            .exists(&ticket.revision)
-            .await?
-            .ok_or(StoreError::NotHolder)?;
+    /// Reads the key `ticket` names (for a semaphore's grant, its permit key): it exists, was
+    /// created at the ticket's token, and names its holder. `NotHolder` otherwise.
+    async fn check_owned(&self, name: &LockName, ticket: &Ticket) -> Result<(), StoreError> {
+        let key = match ticket.held {
+            Some(GrantHeld::Permit(permit)) => {
+                format!("{}{}", self.lock_prefix(name), permit_suffix(permit))
+            }
+            _ => ticket.revision.clone(),
+        };
+        let kv = self.exists(&key).await?.ok_or(StoreError::NotHolder)?;
         let value: Option<Value> = serde_json::from_slice(&kv.value).ok();
         let ours = u64::try_from(kv.create_revision).ok() == Some(ticket.token)
             && value.is_some_and(|v| v.holder == ticket.holder);
@@ -397,21 +551,10 @@ impl EtcdStore {
     }
 }
 
-#[async_trait]
-impl Store for EtcdStore {
-    fn kind(&self) -> &'static str {
-        "etcd"
-    }
-
-    async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
-        if let Some(asks) = claim.asks {
-            return Err(StoreError::Unsupported {
-                store: "etcd",
-                kind: asks.kind(),
-            });
-        }
-        // Decide only once the watch covers what we read, or a predecessor's deletion between
-        // our read and the watch's start would never wake us.
+impl EtcdStore {
+    /// Waits until the watch covers what a read will show, or a key's deletion between the read
+    /// and the watch's start would never wake a waiter.
+    async fn covered(&self) -> Result<(), StoreError> {
         let mut covered = self.covered.clone();
         timeout(REQUEST_TIMEOUT, covered.wait_for(|c| *c))
             .await
@@ -422,68 +565,236 @@ impl Store for EtcdStore {
                 )
             })?
             .map_err(|_| unavailable("watching locks", "the watch on etcd stopped"))?;
+        Ok(())
+    }
+
+    /// The claimant `holder` leaves `name`'s line: its key is deleted.
+    async fn leave(&self, name: &LockName, holder: &str) {
+        let contender = self
+            .line()
+            .contenders
+            .remove(&(name.to_string(), holder.to_owned()));
+        let Some(c) = contender else { return };
+        let Some(share) = c.share else { return };
+        if let Err(err) = deleted(delete_key(self.client.clone(), c.key, share)).await {
+            debug!(lock = %name, error = %err, "could not leave the line yet; trying again in the background");
+        }
+    }
+
+    /// A semaphore's or read-write lock's claim (docs/semaphores.md): queue a key as for a lock,
+    /// read the whole line, and decide from that one read where the claim stands
+    /// (`standing.rs`). A semaphore's eligible claim then creates the lowest free permit key,
+    /// only if nobody has, under the same session; its token is that key's create revision. A
+    /// read-write lock's token is its claim key's.
+    async fn try_grant(
+        &self,
+        name: &LockName,
+        claim: &Claim,
+        asks: Asks,
+    ) -> Result<Attempt, StoreError> {
         let id: Id = (name.to_string(), claim.holder.clone());
-        for _ in 0..2 {
-            let (_, key, revision) = self.place(name, claim).await?;
-            // From here on, deletions in this lock's line are recorded for us (see `line`).
+        let prefix = self.lock_prefix(name);
+        for _ in 0..4 {
+            let (lease, key, revision) = self.place(name, claim).await?;
             self.line().begin_read(&id);
-            let line = match self.read_line(name).await {
-                Ok(line) => line,
+            let read = match self.read_line(name).await {
+                Ok(line) => Read::of(&prefix, line),
                 Err(err) => {
                     self.line().end_read(&id);
                     return Err(err);
                 }
             };
+            let claimed = read.claimed();
+            let (held, token, permit) = match standing(&claimed, &key, asks) {
+                Standing::Gone => {
+                    let mut l = self.line();
+                    l.end_read(&id);
+                    l.contenders.remove(&id);
+                    continue;
+                }
+                Standing::Conflict(conflict) => {
+                    self.line().end_read(&id);
+                    self.leave(name, &claim.holder).await;
+                    return Ok(Attempt::Conflict(conflict));
+                }
+                Standing::Behind(keys) => {
+                    self.line().wait_behind(&id, &keys);
+                    debug!(lock = %name, waits_for = ?keys, "waiting for the keys in the way");
+                    return Ok(Attempt::Busy {
+                        current: read.grants_record(name, Instant::now()),
+                        retry_at: None,
+                    });
+                }
+                Standing::Eligible => match asks {
+                    Asks::Permit { permits } => {
+                        let taken: Vec<u32> = read.permits.iter().map(|(p, _)| *p).collect();
+                        let Some(permit) = lowest_free_permit(permits, &taken) else {
+                            // A permit whose claim is gone but whose key is not yet: wait for
+                            // the permit keys to go.
+                            let keys: Vec<&str> = read
+                                .permits
+                                .iter()
+                                .filter_map(|(_, kv)| key_str(kv))
+                                .collect();
+                            self.line().wait_behind(&id, &keys);
+                            return Ok(Attempt::Busy {
+                                current: read.grants_record(name, Instant::now()),
+                                retry_at: None,
+                            });
+                        };
+                        self.line().end_read(&id);
+                        let permit_key = format!("{prefix}{}", permit_suffix(permit));
+                        let value = serde_json::to_vec(&Value {
+                            holder: claim.holder.clone(),
+                            value: claim.value.clone(),
+                            ttl_seconds: claim.ttl.as_secs(),
+                            asks: None,
+                        })
+                        .expect("a Value serializes");
+                        let created = call("taking a permit", || {
+                            self.client.create(PutRequest {
+                                key: permit_key.clone().into_bytes(),
+                                value: value.clone(),
+                                lease,
+                                ..Default::default()
+                            })
+                        })
+                        .await?;
+                        // Another claimant took that permit first: read the line again.
+                        let Some(created) = created else { continue };
+                        (GrantHeld::Permit(permit), created, Some(permit_key))
+                    }
+                    Asks::Shared | Asks::Exclusive => {
+                        self.line().end_read(&id);
+                        let held = if asks == Asks::Shared {
+                            GrantHeld::Shared
+                        } else {
+                            GrantHeld::Exclusive
+                        };
+                        (held, revision, None)
+                    }
+                },
+            };
+            match self.hold(name, claim, &id, key, token, permit).await? {
+                Some(ticket) => {
+                    return Ok(Attempt::Acquired(Ticket {
+                        held: Some(held),
+                        ..ticket
+                    }));
+                }
+                None => continue,
+            }
+        }
+        Err(unavailable(
+            "queueing for the lock",
+            "our place in line kept disappearing",
+        ))
+    }
+
+    /// Takes the holding of `key` (and a semaphore's `permit` key) with `token`, once the
+    /// session that keeps them alive is known to live. `None` when it is gone, which took the
+    /// keys with it: the caller queues again.
+    async fn hold(
+        &self,
+        name: &LockName,
+        claim: &Claim,
+        id: &Id,
+        key: String,
+        token: i64,
+        permit: Option<String>,
+    ) -> Result<Option<Ticket>, StoreError> {
+        let share = self.line().contenders.remove(id).and_then(|c| c.share);
+        let Some(share) = share else { return Ok(None) };
+        // The grant's validity counts from the session's last keep-alive, not from this call.
+        // When that is a renew interval old or more (the elector was paused, or keep-alives
+        // failed), keep the lease alive first.
+        let session = share.session().clone();
+        let mut valid_from = session.beat();
+        if valid_from.elapsed() >= claim.ttl / 3 {
+            match session.renew(&self.client).await {
+                Ok(Beat::Alive(sent)) => valid_from = sent,
+                Ok(Beat::Gone) => return Ok(None),
+                Err(err) => {
+                    drop(delete_keys(
+                        self.client.clone(),
+                        held_keys(key, permit),
+                        share,
+                    ));
+                    return Err(err);
+                }
+            }
+        }
+        if session.dead() {
+            return Ok(None);
+        }
+        let token = u64::try_from(token).unwrap_or(0);
+        let mut l = self.line();
+        let verified = l.watching;
+        l.held.insert(
+            key.clone(),
+            Held {
+                holder: claim.holder.clone(),
+                token,
+                renewed: valid_from,
+                share,
+                gone: false,
+                verified,
+                permit,
+            },
+        );
+        l.waiters.notify(name.as_str());
+        Ok(Some(Ticket {
+            holder: claim.holder.clone(),
+            token,
+            ttl: claim.ttl,
+            value: claim.value.clone(),
+            revision: key,
+            valid_from: Some(valid_from),
+            held: None,
+        }))
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    async fn try_acquire(&self, name: &LockName, claim: &Claim) -> Result<Attempt, StoreError> {
+        self.covered().await?;
+        if let Some(asks) = claim.asks {
+            return self.try_grant(name, claim, asks).await;
+        }
+        let id: Id = (name.to_string(), claim.holder.clone());
+        for _ in 0..2 {
+            let (_, key, revision) = self.place(name, claim).await?;
+            // From here on, deletions in this lock's line are recorded for us (see `line`).
+            self.line().begin_read(&id);
+            let read = match self.read_line(name).await {
+                Ok(line) => Read::of(&self.lock_prefix(name), line),
+                Err(err) => {
+                    self.line().end_read(&id);
+                    return Err(err);
+                }
+            };
+            let is = read.kind();
+            if is != Kind::Lock {
+                self.line().end_read(&id);
+                self.leave(name, &claim.holder).await;
+                return Ok(Attempt::Conflict(Conflict {
+                    is,
+                    asked: Kind::Lock,
+                }));
+            }
+            let line = read.claims;
             match position(&line, &key) {
                 Position::Head => {
-                    let share = {
-                        let mut l = self.line();
-                        l.end_read(&id);
-                        l.contenders.remove(&id).and_then(|c| c.share)
-                    };
-                    let Some(share) = share else { continue };
-                    // The grant's validity counts from the session's last keep-alive, not from
-                    // this call. When that is a renew interval old or more (the elector was
-                    // paused, or keep-alives failed), keep the lease alive first; a lease that
-                    // is gone took our key with it, and we queue again.
-                    let session = share.session().clone();
-                    let mut valid_from = session.beat();
-                    if valid_from.elapsed() >= claim.ttl / 3 {
-                        match session.renew(&self.client).await {
-                            Ok(Beat::Alive(sent)) => valid_from = sent,
-                            Ok(Beat::Gone) => continue,
-                            Err(err) => {
-                                give_up(self.client.clone(), key, share);
-                                return Err(err);
-                            }
-                        }
+                    self.line().end_read(&id);
+                    match self.hold(name, claim, &id, key, revision, None).await? {
+                        Some(ticket) => return Ok(Attempt::Acquired(ticket)),
+                        None => continue,
                     }
-                    if session.dead() {
-                        continue;
-                    }
-                    let mut l = self.line();
-                    let verified = l.watching;
-                    l.held.insert(
-                        key.clone(),
-                        Held {
-                            holder: claim.holder.clone(),
-                            token: u64::try_from(revision).unwrap_or(0),
-                            renewed: valid_from,
-                            share,
-                            gone: false,
-                            verified,
-                        },
-                    );
-                    l.waiters.notify(name.as_str());
-                    return Ok(Attempt::Acquired(Ticket {
-                        holder: claim.holder.clone(),
-                        token: u64::try_from(revision).unwrap_or(0),
-                        ttl: claim.ttl,
-                        value: claim.value.clone(),
-                        revision: key,
-                        valid_from: Some(valid_from),
-                        held: None,
-                    }));
                 }
                 Position::Behind { owner, predecessor } => {
                     let predecessor = key_str(predecessor).unwrap_or_default();
@@ -506,9 +817,9 @@ impl Store for EtcdStore {
         ))
     }
 
-    async fn renew(&self, _name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
+    async fn renew(&self, name: &LockName, ticket: &Ticket) -> Result<Ticket, StoreError> {
         if !self.known_held(ticket)? {
-            self.check_owned(ticket).await?;
+            self.check_owned(name, ticket).await?;
             if let Some(held) = self.line().held.get_mut(&ticket.revision) {
                 held.verified = true;
             }
@@ -551,7 +862,8 @@ impl Store for EtcdStore {
         let Some(held) = held else {
             return Err(StoreError::NotHolder);
         };
-        let answered = delete_key(self.client.clone(), ticket.revision.clone(), held.share);
+        let keys = held_keys(ticket.revision.clone(), held.permit);
+        let answered = delete_keys(self.client.clone(), keys, held.share);
         let deleted = deleted(answered).await?;
         self.line().waiters.notify(name.as_str());
         if deleted {
@@ -566,6 +878,10 @@ impl Store for EtcdStore {
         let Some(kv) = owner else {
             return Ok(None);
         };
+        if Value::of(&kv).is_some_and(|v| v.asks.is_some()) {
+            let read = Read::of(&self.lock_prefix(name), self.read_line(name).await?);
+            return Ok(Some(read.grants_record(name, Instant::now())));
+        }
         let left = call("reading the lease", || {
             self.client.lease_time_to_live(kv.lease)
         })
@@ -579,7 +895,7 @@ impl Store for EtcdStore {
         let response = self
             .range("listing locks", RangeRequest::prefix(self.prefix.as_str()))
             .await?;
-        let mut owners: BTreeMap<LockName, KeyValue> = BTreeMap::new();
+        let mut lines: BTreeMap<LockName, Vec<KeyValue>> = BTreeMap::new();
         for kv in response.kvs {
             let Some(name) = key_str(&kv)
                 .and_then(|k| k.strip_prefix(&self.prefix))
@@ -588,19 +904,20 @@ impl Store for EtcdStore {
             else {
                 continue;
             };
-            let first = owners
-                .get(&name)
-                .is_none_or(|o| o.create_revision > kv.create_revision);
-            if first {
-                owners.insert(name, kv);
-            }
+            lines.entry(name).or_default().push(kv);
         }
         let now = Instant::now();
-        Ok(owners
-            .iter()
-            .map(|(name, kv)| {
-                let ttl = serde_json::from_slice::<Value>(&kv.value).map_or(0, |v| v.ttl_seconds);
-                Self::record(name, Some(kv), now + Duration::from_secs(ttl))
+        Ok(lines
+            .into_iter()
+            .map(|(name, mut keys)| {
+                keys.sort_by_key(|kv| kv.create_revision);
+                let read = Read::of(&self.lock_prefix(&name), keys);
+                if read.kind() != Kind::Lock {
+                    return read.grants_record(&name, now);
+                }
+                let owner = read.claims.first();
+                let ttl = owner.and_then(Value::of).map_or(0, |v| v.ttl_seconds);
+                Self::record(&name, owner, now + Duration::from_secs(ttl))
             })
             .collect())
     }
@@ -614,15 +931,7 @@ impl Store for EtcdStore {
     }
 
     async fn abandon(&self, name: &LockName, claim: &Claim) {
-        let contender = self
-            .line()
-            .contenders
-            .remove(&(name.to_string(), claim.holder.clone()));
-        let Some(c) = contender else { return };
-        let Some(share) = c.share else { return };
-        if let Err(err) = deleted(delete_key(self.client.clone(), c.key, share)).await {
-            debug!(lock = %name, error = %err, "could not leave the line yet; trying again in the background");
-        }
+        self.leave(name, &claim.holder).await;
     }
 
     fn lost(&self, name: &LockName, holder: &str) {
@@ -634,7 +943,7 @@ impl Store for EtcdStore {
             .line()
             .take_held(|key, held| key.starts_with(&prefix) && held.holder == holder);
         for (key, held) in lost {
-            give_up(self.client.clone(), key, held.share);
+            give_up_held(self.client.clone(), key, held);
         }
     }
 

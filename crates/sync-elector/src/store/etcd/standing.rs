@@ -26,6 +26,39 @@ fn kind_of(asks: Option<Asks>) -> Kind {
     asks.map_or(Kind::Lock, Asks::kind)
 }
 
+/// How a claim key's value names what it asks for: `permits=N`, `shared` or `exclusive`.
+pub(super) fn asks_text(asks: Asks) -> String {
+    match asks {
+        Asks::Permit { permits } => format!("permits={permits}"),
+        Asks::Shared => "shared".into(),
+        Asks::Exclusive => "exclusive".into(),
+    }
+}
+
+/// What a claim key's value asks for; `None` for a lock's claim, or a value this store did not
+/// write (counted as a lock's, which conflicts with every other kind).
+pub(super) fn asks_of(text: Option<&str>) -> Option<Asks> {
+    match text? {
+        "shared" => Some(Asks::Shared),
+        "exclusive" => Some(Asks::Exclusive),
+        other => other
+            .strip_prefix("permits=")
+            .and_then(|n| n.parse().ok())
+            .map(|permits| Asks::Permit { permits }),
+    }
+}
+
+/// The last part of a semaphore's permit key: `permit-{n}`, beside the claims'
+/// `{lease}-{n}` under the name's prefix.
+pub(super) fn permit_suffix(permit: u32) -> String {
+    format!("permit-{permit}")
+}
+
+/// The permit a key's last part names, if it is a permit key.
+pub(super) fn permit_of(suffix: &str) -> Option<u32> {
+    suffix.strip_prefix("permit-")?.parse().ok()
+}
+
 /// Where the claim with `key` stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Standing<'a> {
@@ -102,6 +135,12 @@ mod tests {
         assert_eq!(lowest_free_permit(2, &[0]), Some(1));
         assert_eq!(lowest_free_permit(3, &[2, 0]), Some(1));
         assert_eq!(lowest_free_permit(2, &[1, 0]), None);
+        assert_eq!(permit_of(&permit_suffix(7)), Some(7));
+        assert_eq!(permit_of("0000000000000001-2a"), None, "a claim key");
+        for asks in [two, Asks::Shared, Asks::Exclusive] {
+            assert_eq!(asks_of(Some(&asks_text(asks))), Some(asks));
+        }
+        assert_eq!(asks_of(None), None, "a lock's claim");
     }
 
     #[test]
