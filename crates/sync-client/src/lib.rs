@@ -45,7 +45,7 @@ pub use error::{Error, InvalidName, Result};
 pub use heartbeat::LossSignal;
 pub use lock::{Lock, LockGuard};
 pub use signal::shutdown_signal;
-pub use sync_protocol::{LockName, LockState, URL_ENV};
+pub use sync_protocol::{HolderState, LockName, LockState, Mode, NameKind, URL_ENV};
 pub use watch::LockStream;
 
 #[cfg(test)]

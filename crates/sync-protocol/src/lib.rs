@@ -95,6 +95,10 @@ pub const MAX_WAIT_SECONDS: f64 = 86_400.0;
 /// Longest `value` a holder may attach, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024;
 
+/// The most permits a semaphore has, and the most grants (shared holders included) one name
+/// has at once (docs/semaphores.md).
+pub const MAX_PERMITS: u32 = 128;
+
 /// Largest request body the elector reads, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -139,6 +143,146 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     Ok(Some(number as u64))
 }
 
+/// Reads a semaphore's size written as an integer or as a number with no fraction (JSON Schema
+/// counts `11.0` an integer); one too large for a `u32` reads as `u32::MAX`, which the elector
+/// refuses as out of range.
+fn whole_permits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let number = f64::deserialize(d)?;
+    if number.fract() != 0.0 || number < 0.0 {
+        return Err(D::Error::custom(format!(
+            "permits must be a whole number from 1 to {MAX_PERMITS}, not {number}"
+        )));
+    }
+    Ok(if number > f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        number as u32
+    })
+}
+
+/// Body of `POST /v1/semaphores/{name}/acquire`: the semaphore's size, and the lock's fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SemaphoreAcquireRequest {
+    /// How many may hold the semaphore at once, 1 to [`MAX_PERMITS`]. Every claimant gives the
+    /// same number while the name is held; another number is refused (`kind_conflict`).
+    #[serde(deserialize_with = "whole_permits")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 128))]
+    pub permits: u32,
+    /// As in [`AcquireRequest`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_seconds"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    pub ttl_seconds: Option<u64>,
+    /// As in [`AcquireRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 86400.0))]
+    pub wait_seconds: Option<f64>,
+    /// As in [`AcquireRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub value: Option<String>,
+}
+
+/// Body of `POST /v1/rwlocks/{name}/acquire`: shared or exclusive, and the lock's fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RwLockAcquireRequest {
+    /// Shared (with other readers) or exclusive (alone); default: exclusive.
+    #[serde(default)]
+    pub mode: Mode,
+    /// As in [`AcquireRequest`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_seconds"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    pub ttl_seconds: Option<u64>,
+    /// As in [`AcquireRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 86400.0))]
+    pub wait_seconds: Option<f64>,
+    /// As in [`AcquireRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub value: Option<String>,
+}
+
+impl SemaphoreAcquireRequest {
+    /// The lock's fields of this request.
+    pub fn acquire(&self) -> AcquireRequest {
+        AcquireRequest {
+            ttl_seconds: self.ttl_seconds,
+            wait_seconds: self.wait_seconds,
+            value: self.value.clone(),
+        }
+    }
+}
+
+impl RwLockAcquireRequest {
+    /// The lock's fields of this request.
+    pub fn acquire(&self) -> AcquireRequest {
+        AcquireRequest {
+            ttl_seconds: self.ttl_seconds,
+            wait_seconds: self.wait_seconds,
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// A read-write lock's grant: shared with other readers, or exclusive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Mode {
+    /// Any number of shared holders at once, and no exclusive one.
+    Shared,
+    /// One holder, alone.
+    #[default]
+    Exclusive,
+}
+
+/// What a name is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum NameKind {
+    /// A lock (what older electors describe).
+    #[default]
+    Lock,
+    /// A counting semaphore.
+    Semaphore,
+    /// A read-write lock.
+    Rwlock,
+}
+
+/// One live grant of a semaphore or read-write lock, in a [`LockState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HolderState {
+    /// The holder.
+    pub holder: String,
+    /// The value it attached, if any.
+    pub value: Option<String>,
+    /// Its fencing token.
+    pub token: u64,
+    /// A semaphore's grant: the permit it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<u32>,
+    /// A read-write lock's grant: shared or exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// How long it has left unless renewed, as this elector observes it.
+    pub expires_in_ms: u64,
+}
+
 /// The answer to a successful acquire: the lease the holder now owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -155,6 +299,12 @@ pub struct Grant {
     pub ttl_seconds: u64,
     /// How long the lease stays valid from the moment the request was sent, unless renewed.
     pub valid_for_ms: u64,
+    /// A semaphore's grant: the permit it holds, 0 to N-1 (fence writes per permit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<u32>,
+    /// A read-write lock's grant: shared or exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 /// The answer to `POST /v1/leases/{lease_id}/renew`.
@@ -189,6 +339,16 @@ pub struct LockState {
     /// counted). Older electors do not send it, which reads as 0.
     #[serde(default)]
     pub waiters: u64,
+    /// What the name is. Older electors do not send it: a lock.
+    #[serde(default)]
+    pub kind: NameKind,
+    /// A semaphore's number of permits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
+    /// A semaphore's or read-write lock's live grants, oldest first (`holder`, `value` and
+    /// `expires_in_ms` above are then `null`); empty for a lock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<HolderState>,
 }
 
 /// The answer to `GET /v1/locks`.
@@ -280,6 +440,14 @@ pub mod paths {
     pub fn acquire(name: &str) -> String {
         format!("/v1/locks/{name}/acquire")
     }
+    /// `POST`: wait for and take a permit of the semaphore `name`.
+    pub fn acquire_permit(name: &str) -> String {
+        format!("/v1/semaphores/{name}/acquire")
+    }
+    /// `POST`: wait for and take the read-write lock `name`, shared or exclusive.
+    pub fn acquire_rwlock(name: &str) -> String {
+        format!("/v1/rwlocks/{name}/acquire")
+    }
     /// `GET`: the lock's state.
     pub fn lock(name: &str) -> String {
         format!("/v1/locks/{name}")
@@ -330,6 +498,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn permits_take_whole_numbers_written_either_way() {
+        let read = |body: &str| serde_json::from_str::<SemaphoreAcquireRequest>(body);
+        assert_eq!(read(r#"{"permits": 3}"#).unwrap().permits, 3);
+        assert_eq!(read(r#"{"permits": 11.0}"#).unwrap().permits, 11);
+        assert_eq!(read(r#"{"permits": 1e12}"#).unwrap().permits, u32::MAX);
+        for refused in [r#"{"permits": 2.5}"#, r#"{"permits": -1}"#, "{}"] {
+            assert!(read(refused).is_err(), "{refused}");
+        }
+        let rw: RwLockAcquireRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(rw.mode, Mode::Exclusive, "exclusive unless asked");
     }
 
     #[test]

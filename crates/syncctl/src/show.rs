@@ -185,6 +185,9 @@ mod tests {
             expires_in_ms: holder.map(|_| 14_200),
             held_for_ms: holder.map(|_| 303_000),
             waiters: 2,
+            kind: sync_client::NameKind::Lock,
+            permits: None,
+            holders: Vec::new(),
         }
     }
 

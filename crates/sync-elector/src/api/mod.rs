@@ -45,6 +45,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/locks", get(v1::list))
         .route("/v1/locks/{name}", get(v1::lock_state))
         .route("/v1/locks/{name}/acquire", post(v1::acquire))
+        .route("/v1/semaphores/{name}/acquire", post(v1::acquire_permit))
+        .route("/v1/rwlocks/{name}/acquire", post(v1::acquire_rwlock))
         .route("/v1/locks/{name}/watch", get(v1::watch))
         .route("/v1/leases/{id}", axum::routing::delete(v1::release))
         .route("/v1/leases/{id}/renew", post(v1::renew))

@@ -5,7 +5,10 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use sync_protocol::{AcquireRequest, ErrorBody, Grant, LockList, LockState, LostEvent, Renewal};
+use sync_protocol::{
+    AcquireRequest, ErrorBody, Grant, HolderState, LockList, LockState, LostEvent, Mode, NameKind,
+    Renewal, RwLockAcquireRequest, SemaphoreAcquireRequest,
+};
 use utoipa::OpenApi;
 
 use super::described::{
@@ -25,6 +28,8 @@ use super::v1;
     ),
     paths(
         v1::acquire,
+        v1::acquire_permit,
+        v1::acquire_rwlock,
         v1::renew,
         v1::release,
         v1::lease_events,
@@ -35,6 +40,11 @@ use super::v1;
     components(
         schemas(
             AcquireRequest,
+            SemaphoreAcquireRequest,
+            RwLockAcquireRequest,
+            Mode,
+            NameKind,
+            HolderState,
             Grant,
             Renewal,
             LockState,

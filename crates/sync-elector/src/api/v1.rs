@@ -1,4 +1,5 @@
-//! The v1 API handlers: acquire, renew, release, lease events, lock state, list and watch.
+//! The v1 API handlers: acquire (a lock, a semaphore's permit, a read-write lock), renew, release,
+//! lease events, state, list and watch.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use futures_util::Stream;
 #[allow(unused_imports)] // ErrorBody is named only in the OpenAPI annotations
 use sync_protocol::ErrorBody;
 use sync_protocol::{
-    AcquireRequest, Grant, LockList, LockName, LockState, LostEvent, MAX_TTL_SECONDS,
-    MAX_VALUE_BYTES, MAX_WAIT_SECONDS, Renewal, WATCH_EVENT, lease_event,
+    AcquireRequest, Grant, HolderState, LockList, LockName, LockState, LostEvent, MAX_PERMITS,
+    MAX_TTL_SECONDS, MAX_VALUE_BYTES, MAX_WAIT_SECONDS, Mode, NameKind, Renewal,
+    RwLockAcquireRequest, SemaphoreAcquireRequest, WATCH_EVENT, lease_event,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::warn;
@@ -23,7 +25,7 @@ use super::App;
 use super::error::ApiError;
 use super::extract::{JsonBody, LeasePath, LockPath};
 use crate::manager::{AcquireOptions, Ending, Lease, Manager};
-use crate::store::Record;
+use crate::store::{Asks, Held, Kind, Record};
 
 /// How often an idle event stream carries a comment. Writing is also how a closed connection is
 /// noticed, so this bounds how long a dead holder's lease outlives it (well under 1 s).
@@ -74,13 +76,41 @@ impl App {
     }
 }
 
+/// A read-write lock's grant as the protocol says it.
+fn mode_of(held: Held) -> Option<Mode> {
+    match held {
+        Held::Shared => Some(Mode::Shared),
+        Held::Exclusive => Some(Mode::Exclusive),
+        Held::Permit(_) | Held::Waiting => None,
+    }
+}
+
 /// The wire form of a store record, with the count of acquires waiting here.
 pub fn state_of(name: &LockName, record: Option<Record>, waiters: u64) -> LockState {
     let now = Instant::now();
-    let (holding, token) = match record {
-        Some(r) => (r.holding, r.token),
-        None => (None, 0),
+    let (holding, token, kind, grants) = match record {
+        Some(r) => (r.holding, r.token, r.kind, r.grants),
+        None => (None, 0, Kind::Lock, Vec::new()),
     };
+    let (kind, permits) = match kind {
+        Kind::Lock => (NameKind::Lock, None),
+        Kind::Semaphore { permits } => (NameKind::Semaphore, Some(permits)),
+        Kind::ReadWrite => (NameKind::Rwlock, None),
+    };
+    let holders = grants
+        .into_iter()
+        .map(|g| HolderState {
+            holder: g.holding.holder,
+            value: g.holding.value,
+            token: g.token,
+            permit: match g.held {
+                Held::Permit(permit) => Some(permit),
+                _ => None,
+            },
+            mode: mode_of(g.held),
+            expires_in_ms: millis(g.holding.expires_at.saturating_duration_since(now)),
+        })
+        .collect();
     LockState {
         name: name.to_string(),
         holder: holding.as_ref().map(|h| h.holder.clone()),
@@ -92,6 +122,9 @@ pub fn state_of(name: &LockName, record: Option<Record>, waiters: u64) -> LockSt
         }),
         expires_in_ms: holding.map(|h| millis(h.expires_at.saturating_duration_since(now))),
         waiters,
+        kind,
+        permits,
+        holders,
     }
 }
 
@@ -133,7 +166,7 @@ fn wants_stream(headers: &HeaderMap) -> bool {
         )),
         (status = 400, description = "A bad name, a body that is not an AcquireRequest, or a field out of range", body = ErrorBody),
         (status = 401, response = super::described::Unauthorized),
-        (status = 409, description = "The wait ran out: the body names the holder and its token", body = ErrorBody),
+        (status = 409, description = "The wait ran out (`lock_busy`: the body names the holder and its token), or the name is a semaphore or read-write lock (`kind_conflict`)", body = ErrorBody),
         (status = 413, response = super::described::TooLarge),
         (status = 503, response = super::described::Unavailable),
     )
@@ -146,6 +179,108 @@ pub async fn acquire(
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> Result<Response, ApiError> {
     let options = app.acquire_options(req)?;
+    grant(app, version, &headers, name, options).await
+}
+
+/// Waits for a permit of a semaphore and takes it.
+///
+/// As a lock's acquire, for a semaphore of `permits`: at most that many hold it at once. The
+/// Grant names the permit; a protected resource fences writes per permit (docs/semaphores.md).
+#[utoipa::path(
+    post,
+    path = "/v1/semaphores/{name}/acquire",
+    tag = "semaphores",
+    params(super::described::NamePath),
+    request_body(content = SemaphoreAcquireRequest, content_type = "application/json", description = "The semaphore's size, and the lock's optional fields"),
+    responses(
+        (status = 200, description = "A permit is held: the lease as JSON, or with `Accept: text/event-stream` the lease's event stream, whose first event `granted` carries the Grant", content(
+            (Grant = "application/json"),
+            (super::described::ServerSentEvent = "text/event-stream"),
+        ), links(
+            ("renew" = (operation_id = "renew", parameters(("id" = "$response.body#/lease_id")))),
+            ("release" = (operation_id = "release", parameters(("id" = "$response.body#/lease_id")))),
+            ("events" = (operation_id = "lease_events", parameters(("id" = "$response.body#/lease_id")))),
+        )),
+        (status = 400, description = "A bad name, a body that is not a SemaphoreAcquireRequest, or a field out of range", body = ErrorBody),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 409, description = "The wait ran out (`lock_busy`), or the name is held as another kind or as a semaphore of another size (`kind_conflict`)", body = ErrorBody),
+        (status = 413, response = super::described::TooLarge),
+        (status = 503, response = super::described::Unavailable),
+    )
+)]
+pub async fn acquire_permit(
+    State(app): State<App>,
+    version: axum::http::Version,
+    headers: HeaderMap,
+    LockPath(name): LockPath,
+    JsonBody(req): JsonBody<SemaphoreAcquireRequest>,
+) -> Result<Response, ApiError> {
+    let permits = req.permits;
+    if !(1..=MAX_PERMITS).contains(&permits) {
+        return Err(ApiError::out_of_range(format!(
+            "permits is {permits}; give the semaphore's size, 1 to {MAX_PERMITS}"
+        )));
+    }
+    let options = AcquireOptions {
+        asks: Some(Asks::Permit { permits }),
+        ..app.acquire_options(req.acquire())?
+    };
+    grant(app, version, &headers, name, options).await
+}
+
+/// Waits for a read-write lock, shared or exclusive, and takes it.
+///
+/// As a lock's acquire: any number of shared holders at once, or one exclusive holder. A waiting
+/// exclusive request stops new shared grants, so writers are not starved.
+#[utoipa::path(
+    post,
+    path = "/v1/rwlocks/{name}/acquire",
+    tag = "rwlocks",
+    params(super::described::NamePath),
+    request_body(content = Option<RwLockAcquireRequest>, content_type = "application/json", description = "Every field is optional; an empty body waits for the exclusive grant, with the elector's default ttl"),
+    responses(
+        (status = 200, description = "The grant is held: the lease as JSON, or with `Accept: text/event-stream` the lease's event stream, whose first event `granted` carries the Grant", content(
+            (Grant = "application/json"),
+            (super::described::ServerSentEvent = "text/event-stream"),
+        ), links(
+            ("renew" = (operation_id = "renew", parameters(("id" = "$response.body#/lease_id")))),
+            ("release" = (operation_id = "release", parameters(("id" = "$response.body#/lease_id")))),
+            ("events" = (operation_id = "lease_events", parameters(("id" = "$response.body#/lease_id")))),
+        )),
+        (status = 400, description = "A bad name, a body that is not an RwLockAcquireRequest, or a field out of range", body = ErrorBody),
+        (status = 401, response = super::described::Unauthorized),
+        (status = 409, description = "The wait ran out (`lock_busy`), or the name is held as another kind (`kind_conflict`)", body = ErrorBody),
+        (status = 413, response = super::described::TooLarge),
+        (status = 503, response = super::described::Unavailable),
+    )
+)]
+pub async fn acquire_rwlock(
+    State(app): State<App>,
+    version: axum::http::Version,
+    headers: HeaderMap,
+    LockPath(name): LockPath,
+    JsonBody(req): JsonBody<RwLockAcquireRequest>,
+) -> Result<Response, ApiError> {
+    let asks = match req.mode {
+        Mode::Shared => Asks::Shared,
+        Mode::Exclusive => Asks::Exclusive,
+    };
+    let options = AcquireOptions {
+        asks: Some(asks),
+        ..app.acquire_options(req.acquire())?
+    };
+    grant(app, version, &headers, name, options).await
+}
+
+/// Takes `name` as `options` ask, and answers with the Grant as JSON, or as the first event of
+/// the lease's stream when the client asked for one.
+async fn grant(
+    app: App,
+    version: axum::http::Version,
+    headers: &HeaderMap,
+    name: LockName,
+    options: AcquireOptions,
+) -> Result<Response, ApiError> {
     let lease = app.manager.acquire(name, options).await?;
     let grant = Grant {
         name: lease.name.to_string(),
@@ -154,8 +289,13 @@ pub async fn acquire(
         holder: lease.holder.clone(),
         ttl_seconds: lease.ttl.as_secs(),
         valid_for_ms: millis(lease.valid_for()),
+        permit: match lease.held {
+            Some(Held::Permit(permit)) => Some(permit),
+            _ => None,
+        },
+        mode: lease.held.and_then(mode_of),
     };
-    if !wants_stream(&headers) {
+    if !wants_stream(headers) {
         return Ok(Json(grant).into_response());
     }
     let granted = Event::default()

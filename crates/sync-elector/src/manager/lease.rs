@@ -44,6 +44,9 @@ pub struct Lease {
     pub token: u64,
     /// The lock's ttl.
     pub ttl: Duration,
+    /// What it holds when the name is a semaphore (a permit) or a read-write lock (shared or
+    /// exclusive); `None` for a lock.
+    pub held: Option<crate::store::Held>,
     /// Whether the legacy protocol took it (its holder is the elector itself).
     legacy: bool,
     clock: Mutex<Deadlines>,
@@ -73,6 +76,7 @@ impl Lease {
             holder: ticket.holder.clone(),
             token: ticket.token,
             ttl: ticket.ttl,
+            held: ticket.held,
             legacy,
             clock: Mutex::new(Deadlines::new(ticket.ttl, sent, now)),
             ticket: Mutex::new(ticket),

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 /// The most entries (grants and waiting writers) one name keeps at once: a Lease's annotations
 /// must stay below the API server's 256 KiB.
-pub const MAX_ENTRIES: usize = 128;
+pub const MAX_ENTRIES: usize = sync_protocol::MAX_PERMITS as usize;
 
 /// What a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

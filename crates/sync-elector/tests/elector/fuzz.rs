@@ -27,6 +27,8 @@ fn path() -> impl Strategy<Value = String> {
     (
         prop_oneof![
             Just("/v1/locks/{}/acquire"),
+            Just("/v1/semaphores/{}/acquire"),
+            Just("/v1/rwlocks/{}/acquire"),
             Just("/v1/locks/{}"),
             Just("/v1/locks/{}/watch"),
             Just("/v1/leases/{}"),
@@ -57,6 +59,8 @@ fn body() -> impl Strategy<Value = Option<Vec<u8>>> {
         any::<f64>()
             .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,40}".prop_map(Value::from),
+        Just(Value::from("shared")),
+        Just(Value::from("exclusive")),
         Just(Value::Array(vec![])),
     ];
     let object = proptest::collection::btree_map(
@@ -64,6 +68,8 @@ fn body() -> impl Strategy<Value = Option<Vec<u8>>> {
             Just("ttl_seconds".to_owned()),
             Just("wait_seconds".to_owned()),
             Just("value".to_owned()),
+            Just("permits".to_owned()),
+            Just("mode".to_owned()),
             "[a-z_]{1,12}",
         ],
         json_value,

@@ -1,7 +1,7 @@
 //! The elector as a real process and a real server, in one test binary:
 //!
 //! - `process` and `protocol`: clients in this process and in processes of their own, and the
-//!   wire as any client sees it;
+//!   wire as any client sees it; `primitives`: semaphores and read-write locks on the wire;
 //! - `access`: loopback, `--allow-remote` and the bearer token;
 //! - `bad_input`, `hostile` and `fuzz`: mistakes, abuse and random requests, answered without
 //!   harm.
@@ -13,6 +13,7 @@ mod access;
 mod bad_input;
 mod fuzz;
 mod hostile;
+mod primitives;
 mod process;
 mod protocol;
 
