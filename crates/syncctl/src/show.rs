@@ -120,17 +120,33 @@ fn lines(rows: &[LockState], header: bool, widths: Widths) -> Vec<String> {
     }
     let none = || "<none>".to_owned();
     for state in rows {
+        // A semaphore's or read-write lock's row shows its oldest holder and how many more,
+        // as `kubectl get leases` shows its Lease, and when the first of them runs out.
+        let (holder, expires_in_ms, value) = match state.holders.as_slice() {
+            [] => (
+                state.holder.clone(),
+                state.expires_in_ms,
+                state.value.clone(),
+            ),
+            [first, rest @ ..] => (
+                Some(match rest.len() {
+                    0 => first.holder.clone(),
+                    more => format!("{} (+{more})", first.holder),
+                }),
+                state.holders.iter().map(|h| h.expires_in_ms).min(),
+                first.value.clone(),
+            ),
+        };
         cells.push([
             state.name.clone(),
-            state.holder.clone().unwrap_or_else(none),
+            holder.unwrap_or_else(none),
             state.token.to_string(),
             state.held_for_ms.map(held_for).unwrap_or_else(none),
-            state
-                .expires_in_ms
+            expires_in_ms
                 .map(|ms| format!("{:.1}s", Duration::from_millis(ms).as_secs_f64()))
                 .unwrap_or_else(none),
             state.waiters.to_string(),
-            state.value.clone().unwrap_or_else(none),
+            value.unwrap_or_else(none),
         ]);
     }
     let fixed = [20, 28, 18, 10, 10, 7, 0];
@@ -205,5 +221,27 @@ mod tests {
         assert!(table[1].contains("14.2s") && table[1].contains("5m3s"));
         assert_eq!(held_for(59_999), "59s");
         assert_eq!(held_for(7_260_000), "2h1m");
+    }
+
+    #[test]
+    fn a_semaphore_shows_its_oldest_holder_how_many_more_and_the_first_to_run_out() {
+        let holder = |name: &str, permit, expires_in_ms| sync_client::HolderState {
+            holder: name.into(),
+            value: Some(format!("{name}:8080")),
+            token: 7,
+            permit: Some(permit),
+            mode: None,
+            expires_in_ms,
+        };
+        let semaphore = LockState {
+            kind: sync_client::NameKind::Semaphore,
+            permits: Some(3),
+            holders: vec![holder("pod-1/s1", 0, 14_200), holder("pod-2/s2", 1, 9_100)],
+            ..state("jobs", None)
+        };
+        let table = lines(&[semaphore], false, Widths::Fit);
+        assert!(table[0].contains("pod-1/s1 (+1)"), "{}", table[0]);
+        assert!(table[0].contains("9.1s"), "{}", table[0]);
+        assert!(table[0].contains("pod-1/s1:8080"), "{}", table[0]);
     }
 }
