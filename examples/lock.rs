@@ -33,6 +33,9 @@ async fn main() -> anyhow::Result<()> {
             () = tokio::time::sleep(Duration::from_secs(45)) => false,
             () = &mut stop => true,
         };
+        // The critical section ends here, before the release: once the elector has released
+        // the lock, the next holder may start before this program prints another word.
+        println!("Releasing lock.");
         guard.release().await?;
         println!("Lock released.");
         if stopped {

@@ -549,7 +549,9 @@ fn the_lock_examples_pods_took_turns(lock: &LeaseWatch, logs: &Logs, figures: &F
     }
     let (_, from, to) = &holdings[1];
     figures.duration("lock example: one turn", between(*from, to.unwrap()));
-    // From the programs' own words: never both between "Acquired lock" and "Lock released.".
+    // From the programs' own words: never both between "Acquired lock" and "Releasing lock.",
+    // where each leaves its critical section. ("Lock released." comes after the release, when
+    // the next holder may already have logged its grant: CI saw it 19 ms ahead, 2026-12-04.)
     let mut spans: Vec<(String, At, Option<At>)> = Vec::new();
     for line in logs
         .lines()
@@ -558,7 +560,7 @@ fn the_lock_examples_pods_took_turns(lock: &LeaseWatch, logs: &Logs, figures: &F
     {
         if line.text.starts_with("Acquired lock") {
             spans.push((line.pod.clone(), line.at, None));
-        } else if line.text == "Lock released."
+        } else if line.text == "Releasing lock."
             && let Some(span) = spans
                 .iter_mut()
                 .rev()
