@@ -13,8 +13,8 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
-    AcquireRequest, DEFAULT_URL, ErrorBody, Grant, LockList, LockState, Renewal, TOKEN_FILE_ENV,
-    URL_ENV, codes, lease_event, paths,
+    DEFAULT_URL, ErrorBody, Grant, LockList, LockState, Renewal, TOKEN_FILE_ENV, URL_ENV, codes,
+    lease_event, paths,
 };
 
 use crate::error::{Error, Result};
@@ -264,15 +264,20 @@ impl Client {
         }
     }
 
-    /// One acquire request. It asks for the answer as the lease's event stream (one round trip
-    /// for the grant and the stream); an elector that predates that answers with the grant as
-    /// JSON, and the stream is then opened separately.
-    pub(crate) async fn acquire(&self, name: &str, body: &AcquireRequest) -> Result<Acquired> {
+    /// One acquire request to `path` (a lock's, a semaphore's or a read-write lock's). It asks
+    /// for the answer as the lease's event stream (one round trip for the grant and the stream);
+    /// an elector that predates that answers with the grant as JSON, and the stream is then
+    /// opened separately.
+    pub(crate) async fn acquire(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Acquired> {
         self.usable()?;
         let response = self
             .inner
             .http
-            .post(format!("{}{}", self.inner.base, paths::acquire(name)))
+            .post(format!("{}{path}", self.inner.base))
             .header(
                 reqwest::header::ACCEPT,
                 "text/event-stream, application/json;q=0.5",
@@ -286,6 +291,11 @@ impl Client {
                 .json()
                 .await
                 .map_err(|e| Error::Protocol(format!("unreadable 409: {e}")))?;
+            if body.error == codes::KIND_CONFLICT {
+                return Err(Error::Conflict {
+                    reason: body.message,
+                });
+            }
             return Ok(Acquired::Busy {
                 holder: body.holder,
             });

@@ -39,6 +39,15 @@ pub enum Error {
     /// The lock name breaks the naming rule.
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
+    /// A semaphore's size outside 1 to 128 ([`sync_protocol::MAX_PERMITS`]).
+    #[error(
+        "a semaphore has 1 to {} permits, not {permits}",
+        sync_protocol::MAX_PERMITS
+    )]
+    InvalidPermits {
+        /// The size asked for.
+        permits: u32,
+    },
     /// The lock did not become free within the wait.
     #[error("timed out after {waited:?} waiting for lock {name}{}", holder_suffix(.holder))]
     Timeout {
@@ -48,6 +57,13 @@ pub enum Error {
         waited: Duration,
         /// Who held it when the wait ran out, if known.
         holder: Option<String>,
+    },
+    /// The name is in use as another kind (a lock, a semaphore, a read-write lock) or as a
+    /// semaphore of another size. Every user of a name must ask for the same thing.
+    #[error("{reason}")]
+    Conflict {
+        /// The elector's explanation, naming both kinds.
+        reason: String,
     },
     /// The lock was lost.
     #[error("lock {name} was lost: {reason}")]

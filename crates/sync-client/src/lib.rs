@@ -5,7 +5,7 @@
 //! | item | job |
 //! | --- | --- |
 //! | [`Client`] | the elector's address and the HTTP connection (module `client`) |
-//! | [`Lock`], [`LockGuard`] | wait for, hold and release a lock (module `lock`) |
+//! | [`Lock`], [`LockGuard`] | wait for, hold and release a lock, a semaphore's permit ([`Client::semaphore`]) or a read-write lock ([`Client::rwlock`]) (module `lock`) |
 //! | [`LossSignal`] | the keep-alive core shared by every guard (module `heartbeat`) |
 //! | [`Election`], [`Leader`] | campaign, lead, follow the leader (module `election`) |
 //! | [`Client::watch`], [`LockStream`] | follow a lock's state (module `watch`) |
@@ -45,7 +45,7 @@ pub use error::{Error, InvalidName, Result};
 pub use heartbeat::LossSignal;
 pub use lock::{Lock, LockGuard};
 pub use signal::shutdown_signal;
-pub use sync_protocol::{HolderState, LockName, LockState, Mode, NameKind, URL_ENV};
+pub use sync_protocol::{HolderState, LockName, LockState, MAX_PERMITS, Mode, NameKind, URL_ENV};
 pub use watch::LockStream;
 
 #[cfg(test)]

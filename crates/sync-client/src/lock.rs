@@ -1,10 +1,15 @@
-//! Locks: a named handle (`Lock`) and the proof of holding it (`LockGuard`).
+//! Locks, semaphores and read-write locks: a named handle (`Lock`) and the proof of holding it
+//! (`LockGuard`). The three differ only in what the acquire asks for ([`Ask`]); holding, renewing,
+//! losing and releasing are the same.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sync_protocol::{AcquireRequest, LockName};
+use sync_protocol::{
+    AcquireRequest, LockName, MAX_PERMITS, Mode, RwLockAcquireRequest, SemaphoreAcquireRequest,
+    paths,
+};
 use tokio::time::Instant;
 
 use crate::client::{Acquired, Client};
@@ -18,6 +23,58 @@ impl Client {
     pub fn lock(&self, name: impl Into<String>) -> Lock {
         Lock::with_client(self.clone(), name)
     }
+
+    /// A handle on one permit of the counting semaphore `name`: at most `permits` holders at
+    /// once (1 to 128). Every user of the name must give the same `permits` while it is held;
+    /// another number, or using the name as a lock, fails with [`Error::Conflict`].
+    ///
+    /// The guard's [`permit`](LockGuard::permit) says which of the N permits it holds, 0 to
+    /// N-1; a resource that fences writes keeps the highest token seen per permit
+    /// (docs/semaphores.md).
+    ///
+    /// ```no_run
+    /// # async fn run() -> sync_client::Result<()> {
+    /// let client = sync_client::Client::new();
+    /// let jobs = client.semaphore("nightly-jobs", 3).on_lost(|| eprintln!("lost a permit"));
+    /// let permit = jobs.acquire().await?;
+    /// println!("running as permit {:?}, token {}", permit.permit(), permit.fencing_token());
+    /// permit.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn semaphore(&self, name: impl Into<String>, permits: u32) -> Lock {
+        Lock::with_client(self.clone(), name).asking(Ask::Permit { permits })
+    }
+
+    /// A handle on the read-write lock `name` in `mode`: any number of [`Mode::Shared`]
+    /// holders, or one [`Mode::Exclusive`] holder, never both. A waiting exclusive request stops
+    /// new shared grants, so writers are not starved.
+    ///
+    /// ```no_run
+    /// # async fn run() -> sync_client::Result<()> {
+    /// use sync_client::Mode;
+    ///
+    /// let client = sync_client::Client::new();
+    /// let reader = client.rwlock("config", Mode::Shared).on_lost(|| {}).acquire().await?;
+    /// // ... read, passing reader.fencing_token() ...
+    /// reader.release().await?;
+    /// let writer = client.rwlock("config", Mode::Exclusive).on_lost(|| {}).acquire().await?;
+    /// writer.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn rwlock(&self, name: impl Into<String>, mode: Mode) -> Lock {
+        Lock::with_client(self.clone(), name).asking(Ask::ReadWrite(mode))
+    }
+}
+
+/// What an acquire asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    /// The lock, alone.
+    Lock,
+    /// One of `permits` permits of a semaphore.
+    Permit { permits: u32 },
+    /// A read-write lock, shared or exclusive.
+    ReadWrite(Mode),
 }
 
 /// A distributed lock, by name. Creating one does no I/O; [`acquire`](Lock::acquire) waits for it.
@@ -46,6 +103,7 @@ impl Client {
 pub struct Lock {
     client: Client,
     name: String,
+    ask: Ask,
     ttl: Option<Duration>,
     value: Option<String>,
     on_acquired: Option<Callback>,
@@ -56,6 +114,7 @@ impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock")
             .field("name", &self.name)
+            .field("ask", &self.ask)
             .field("ttl", &self.ttl)
             .field("elector", &self.client.url())
             .finish_non_exhaustive()
@@ -72,10 +131,33 @@ impl Lock {
         Self {
             client,
             name: name.into(),
+            ask: Ask::Lock,
             ttl: None,
             value: None,
             on_acquired: None,
             on_lost: None,
+        }
+    }
+
+    /// A semaphore's permit or a read-write lock's mode in place of the lock.
+    fn asking(mut self, ask: Ask) -> Self {
+        self.ask = ask;
+        self
+    }
+
+    /// The semaphore's size, for a handle from [`Client::semaphore`].
+    pub fn permits(&self) -> Option<u32> {
+        match self.ask {
+            Ask::Permit { permits } => Some(permits),
+            _ => None,
+        }
+    }
+
+    /// The mode asked for, for a handle from [`Client::rwlock`].
+    pub fn mode(&self) -> Option<Mode> {
+        match self.ask {
+            Ask::ReadWrite(mode) => Some(mode),
+            _ => None,
         }
     }
 
@@ -141,14 +223,48 @@ impl Lock {
     /// One acquire request: the guard, or who held the lock when the wait ran out.
     async fn request(&self, wait: Option<Duration>) -> Result<Result<LockGuard, Option<String>>> {
         let name = LockName::new(self.name.as_str())?;
-        let body = AcquireRequest {
-            ttl_seconds: self
-                .ttl
-                .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0)),
-            wait_seconds: wait.map(|w| w.as_secs_f64()),
-            value: self.value.clone(),
+        let ttl_seconds = self
+            .ttl
+            .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+        let wait_seconds = wait.map(|w| w.as_secs_f64());
+        let value = self.value.clone();
+        let name = name.as_str();
+        let acquired = match self.ask {
+            Ask::Lock => {
+                let body = AcquireRequest {
+                    ttl_seconds,
+                    wait_seconds,
+                    value,
+                };
+                self.client.acquire(&paths::acquire(name), &body).await
+            }
+            Ask::Permit { permits } => {
+                if !(1..=MAX_PERMITS).contains(&permits) {
+                    return Err(Error::InvalidPermits { permits });
+                }
+                let body = SemaphoreAcquireRequest {
+                    permits,
+                    ttl_seconds,
+                    wait_seconds,
+                    value,
+                };
+                self.client
+                    .acquire(&paths::acquire_permit(name), &body)
+                    .await
+            }
+            Ask::ReadWrite(mode) => {
+                let body = RwLockAcquireRequest {
+                    mode,
+                    ttl_seconds,
+                    wait_seconds,
+                    value,
+                };
+                self.client
+                    .acquire(&paths::acquire_rwlock(name), &body)
+                    .await
+            }
         };
-        let (grant, events) = match self.client.acquire(name.as_str(), &body).await? {
+        let (grant, events) = match acquired? {
             Acquired::Granted(grant, events) => (grant, events),
             Acquired::Busy { holder } => return Ok(Err(holder)),
         };
@@ -176,6 +292,8 @@ impl Lock {
             lease_id: grant.lease_id,
             holder: grant.holder,
             token: grant.token,
+            permit: grant.permit,
+            mode: grant.mode,
             heartbeat,
             runtime: tokio::runtime::Handle::current(),
             released: false,
@@ -183,7 +301,8 @@ impl Lock {
     }
 }
 
-/// Proof of holding a lock. Heartbeats in the background while it lives.
+/// Proof of holding a lock, a semaphore's permit, or a read-write lock. Heartbeats in the
+/// background while it lives.
 ///
 /// Dropping the guard releases the lock as a best effort; [`release`](LockGuard::release) is where
 /// errors are seen. Pass [`fencing_token`](LockGuard::fencing_token) with every write to the
@@ -196,6 +315,8 @@ pub struct LockGuard {
     lease_id: String,
     holder: String,
     token: u64,
+    permit: Option<u32>,
+    mode: Option<Mode>,
     heartbeat: Heartbeat,
     runtime: tokio::runtime::Handle,
     released: bool,
@@ -207,15 +328,30 @@ impl fmt::Debug for LockGuard {
             .field("name", &self.name)
             .field("holder", &self.holder)
             .field("token", &self.token)
+            .field("permit", &self.permit)
+            .field("mode", &self.mode)
             .field("held", &self.is_held())
             .finish_non_exhaustive()
     }
 }
 
 impl LockGuard {
-    /// The fencing token: strictly greater than that of every earlier holder of this lock.
+    /// The fencing token: strictly greater than that of every earlier grant of this name. For a
+    /// semaphore, fence per [`permit`](Self::permit); for a read-write lock, a shared grant's
+    /// write is checked against exclusive tokens only (docs/semaphores.md).
     pub fn fencing_token(&self) -> u64 {
         self.token
+    }
+
+    /// A semaphore's grant: which permit it holds, 0 to N-1. `None` for locks and read-write
+    /// locks.
+    pub fn permit(&self) -> Option<u32> {
+        self.permit
+    }
+
+    /// A read-write lock's grant: shared or exclusive. `None` for locks and semaphores.
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
     }
 
     /// The lock's name.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sync_client::{Client, Error};
+use sync_client::{Client, Error, Mode};
 use sync_elector::{Config, Server};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -244,4 +244,142 @@ async fn bad_names_and_urls_fail_before_any_request() {
     assert!(err.to_string().contains("http://"), "{err}");
     let err = Client::builder().url("not a url").build().unwrap_err();
     assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_semaphore_admits_n_holders_each_on_its_own_permit() {
+    let (_server, client) = elector(15).await;
+    let jobs = client.semaphore("jobs", 3).on_lost(|| {});
+    assert_eq!(jobs.permits(), Some(3));
+    let mut guards = Vec::new();
+    for _ in 0..3 {
+        guards.push(jobs.try_acquire().await.unwrap().expect("a permit is free"));
+    }
+    let mut permits: Vec<_> = guards.iter().map(|g| g.permit().unwrap()).collect();
+    permits.sort_unstable();
+    assert_eq!(permits, vec![0, 1, 2]);
+    assert!(
+        guards
+            .windows(2)
+            .all(|w| w[0].fencing_token() < w[1].fencing_token())
+    );
+    assert!(jobs.try_acquire().await.unwrap().is_none(), "a fourth");
+    let state = client.lock_state("jobs").await.unwrap();
+    assert_eq!(state.kind, sync_client::NameKind::Semaphore);
+    assert_eq!(state.permits, Some(3));
+    assert_eq!(state.holders.len(), 3);
+
+    let waiter = {
+        let jobs = jobs.clone();
+        tokio::spawn(async move { jobs.acquire().await.unwrap() })
+    };
+    sleep(Duration::from_millis(200)).await;
+    let freed = guards.remove(1);
+    let (permit, token) = (freed.permit(), freed.fencing_token());
+    freed.release().await.unwrap();
+    let next = timeout(PROMPT, waiter).await.expect("handed over").unwrap();
+    assert_eq!(next.permit(), permit, "the freed permit");
+    assert!(next.fencing_token() > token);
+    assert_eq!(next.mode(), None);
+}
+
+#[tokio::test]
+async fn a_waiting_writer_stops_new_readers() {
+    let (_server, client) = elector(15).await;
+    let read = client.rwlock("config", Mode::Shared).on_lost(|| {});
+    let write = client.rwlock("config", Mode::Exclusive).on_lost(|| {});
+    let first = read.acquire().await.unwrap();
+    let second = read.try_acquire().await.unwrap().expect("readers share");
+    assert_eq!(second.mode(), Some(Mode::Shared));
+    assert_eq!(second.permit(), None);
+    assert!(
+        write.try_acquire().await.unwrap().is_none(),
+        "readers hold it"
+    );
+
+    let writer = {
+        let write = write.clone();
+        tokio::spawn(async move { write.acquire().await.unwrap() })
+    };
+    sleep(Duration::from_millis(200)).await;
+    assert!(
+        read.try_acquire().await.unwrap().is_none(),
+        "a reader waits behind the waiting writer"
+    );
+    let highest = second.fencing_token();
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+    let writer = timeout(PROMPT, writer)
+        .await
+        .expect("the writer's turn")
+        .unwrap();
+    assert_eq!(writer.mode(), Some(Mode::Exclusive));
+    assert!(writer.fencing_token() > highest);
+    assert!(
+        read.try_acquire().await.unwrap().is_none(),
+        "a writer alone"
+    );
+    writer.release().await.unwrap();
+    assert!(read.try_acquire().await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_name_keeps_its_kind_and_size_while_held() {
+    let (_server, client) = elector(15).await;
+    let lock = client.lock("shared-name").on_lost(|| {});
+    let guard = lock.acquire().await.unwrap();
+    for other in [
+        client.semaphore("shared-name", 2),
+        client.rwlock("shared-name", Mode::Shared),
+    ] {
+        let err = other.on_lost(|| {}).try_acquire().await.unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+        assert!(err.to_string().contains("shared-name"), "{err}");
+    }
+    guard.release().await.unwrap();
+
+    let two = client.semaphore("pool", 2).on_lost(|| {});
+    let held = two.acquire().await.unwrap();
+    let err = client
+        .semaphore("pool", 3)
+        .on_lost(|| {})
+        .acquire_timeout(PROMPT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    held.release().await.unwrap();
+    // Free again, the name takes whatever is asked next.
+    let three = client.semaphore("pool", 3).on_lost(|| {});
+    three.acquire().await.unwrap().release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_semaphore_size_out_of_range_fails_before_any_request() {
+    let client = Client::builder().url("http://127.0.0.1:1").build().unwrap();
+    for permits in [0, sync_client::MAX_PERMITS + 1] {
+        let err = client
+            .semaphore("jobs", permits)
+            .try_acquire()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidPermits { .. }), "{err:?}");
+        assert!(err.to_string().contains("1 to 128"), "{err}");
+    }
+}
+
+#[test]
+fn a_blocking_semaphore_says_its_permit() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, client) = runtime.block_on(elector(15));
+    let one = sync_client::blocking::Lock::from_async(client.semaphore("single", 1).on_lost(|| {}));
+    let other =
+        sync_client::blocking::Lock::from_async(client.semaphore("single", 1).on_lost(|| {}));
+    assert!(matches!(one.permit(), Err(Error::NotHeld { .. })));
+    one.wait_one().unwrap();
+    assert_eq!(one.permit().unwrap(), Some(0));
+    assert!(!other.try_wait().unwrap());
+    one.release().unwrap();
+    assert!(other.try_wait().unwrap());
+    other.release().unwrap();
+    runtime.block_on(server.shutdown());
 }

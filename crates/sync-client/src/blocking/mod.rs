@@ -89,6 +89,36 @@ impl Lock {
         Self::from_async(crate::Lock::new(name))
     }
 
+    /// One permit of the counting semaphore `name` with `permits` permits, through the default
+    /// client: [`wait_one`](Self::wait_one) takes a permit, [`release`](Self::release) gives it
+    /// back ([`crate::Client::semaphore`]).
+    ///
+    /// ```no_run
+    /// let jobs = sync_client::blocking::Lock::semaphore("nightly-jobs", 3);
+    /// jobs.wait_one()?;
+    /// println!("permit {:?}, token {}", jobs.permit()?, jobs.fencing_token()?);
+    /// jobs.release()?;
+    /// # Ok::<(), sync_client::Error>(())
+    /// ```
+    pub fn semaphore(name: impl Into<String>, permits: u32) -> Self {
+        Self::from_async(crate::Client::new().semaphore(name, permits))
+    }
+
+    /// The read-write lock `name` in `mode`, through the default client
+    /// ([`crate::Client::rwlock`]).
+    ///
+    /// ```no_run
+    /// use sync_client::{Mode, blocking::Lock};
+    ///
+    /// let reader = Lock::rwlock("config", Mode::Shared);
+    /// reader.wait_one()?;
+    /// reader.release()?;
+    /// # Ok::<(), sync_client::Error>(())
+    /// ```
+    pub fn rwlock(name: impl Into<String>, mode: crate::Mode) -> Self {
+        Self::from_async(crate::Client::new().rwlock(name, mode))
+    }
+
     /// A blocking lock from a configured async one (ttl, value, callbacks, client).
     ///
     /// ```no_run
@@ -173,11 +203,22 @@ impl Lock {
 
     /// The fencing token of the current holding; [`Error::NotHeld`] when not held.
     pub fn fencing_token(&self) -> Result<u64> {
+        self.held(crate::LockGuard::fencing_token)
+    }
+
+    /// A semaphore's permit in the current holding (`None` for other kinds); [`Error::NotHeld`]
+    /// when not held.
+    pub fn permit(&self) -> Result<Option<u32>> {
+        self.held(crate::LockGuard::permit)
+    }
+
+    /// `read` of the current holding's guard; [`Error::NotHeld`] when not held.
+    fn held<T>(&self, read: impl FnOnce(&crate::LockGuard) -> T) -> Result<T> {
         self.guard
             .lock()
             .expect("blocking lock poisoned")
             .as_ref()
-            .map(crate::LockGuard::fencing_token)
+            .map(read)
             .ok_or_else(|| Error::NotHeld {
                 name: self.name().to_owned(),
             })
