@@ -30,7 +30,7 @@ pub async fn elect(client: &Client, args: ElectArgs) -> Exit {
         Ok(signals) => signals,
         Err(exit) => return exit,
     };
-    let mut lock = args.hold.lock(client, &args.name);
+    let mut lock = args.hold.configure(client.lock(&args.name));
     if let Some(value) = &args.value {
         lock = lock.value(value.as_str());
     }

@@ -56,7 +56,10 @@ impl From<sync_client::Error> for Exit {
         use sync_client::Error;
         let code = match &err {
             Error::Unreachable { .. } => UNREACHABLE,
-            Error::InvalidUrl { .. } | Error::InvalidName(_) | Error::Token { .. } => USAGE,
+            Error::InvalidUrl { .. }
+            | Error::InvalidName(_)
+            | Error::InvalidPermits { .. }
+            | Error::Token { .. } => USAGE,
             Error::Timeout { .. } => NOT_ACQUIRED,
             Error::Lost { .. } => LOST,
             _ => FAILURE,

@@ -39,7 +39,11 @@ struct Cli {
 enum Command {
     /// Wait for LOCK, run CMD while holding it, and release LOCK the moment CMD exits.
     ///
-    /// CMD gets SYNC_LOCK, SYNC_FENCING_TOKEN and SYNC_HOLDER in its environment. SIGINT and
+    /// With --permits N, LOCK is a semaphore and CMD holds one of its N permits; with --shared
+    /// or --exclusive, LOCK is a read-write lock.
+    ///
+    /// CMD gets SYNC_LOCK, SYNC_FENCING_TOKEN and SYNC_HOLDER in its environment (and
+    /// SYNC_PERMIT or SYNC_MODE). SIGINT and
     /// SIGTERM are passed on to it. If the lock is lost, CMD's process group gets SIGTERM at
     /// once and SIGKILL after --grace. Exits with CMD's status; 75 when --wait ran out, 76 when
     /// the lock was lost, 69 when the elector is unreachable (docs/syncctl.md).

@@ -1,12 +1,12 @@
-//! `syncctl run LOCK -- CMD`: wait for the lock, run the command while holding it, release the
-//! lock the moment the command exits, and stop the command the moment the lock is lost. The
-//! holding itself ([`hold`]) is shared with `syncctl elect`.
+//! `syncctl run LOCK -- CMD`: wait for the lock (or a semaphore's permit, or a read-write lock),
+//! run the command while holding it, release it the moment the command exits, and stop the
+//! command the moment it is lost. The holding itself ([`hold`]) is shared with `syncctl elect`.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use sync_client::{Client, Lock, LockGuard};
+use sync_client::{Client, Lock, LockGuard, MAX_PERMITS, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::child::{Running, status_code};
@@ -21,9 +21,35 @@ pub struct RunArgs {
     /// Give up after waiting this long (30s, 5m); without it, wait as long as it takes.
     #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     pub wait: Option<Duration>,
+    /// Take one of N permits of the semaphore LOCK: at most N commands run at once (1 to 128).
+    /// CMD gets SYNC_PERMIT, 0 to N-1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PERMITS)))]
+    pub permits: Option<u32>,
+    /// Hold the read-write lock LOCK shared: with other --shared runs, never with an
+    /// --exclusive one.
+    #[arg(long, conflicts_with_all = ["permits", "exclusive"])]
+    pub shared: bool,
+    /// Hold the read-write lock LOCK exclusively: alone, and ahead of --shared runs that come
+    /// after it.
+    #[arg(long, conflicts_with = "permits")]
+    pub exclusive: bool,
     /// The ttl, the grace and the command: the same for `run` and `elect`.
     #[command(flatten)]
     pub hold: HoldArgs,
+}
+
+impl RunArgs {
+    /// What to hold: the lock, a permit, or the read-write lock in a mode.
+    fn handle(&self, client: &Client) -> Lock {
+        let name = self.lock.as_str();
+        let lock = match (self.permits, self.shared, self.exclusive) {
+            (Some(permits), ..) => client.semaphore(name, permits),
+            (None, true, _) => client.rwlock(name, Mode::Shared),
+            (None, false, true) => client.rwlock(name, Mode::Exclusive),
+            (None, false, false) => client.lock(name),
+        };
+        self.hold.configure(lock)
+    }
 }
 
 /// What a holding needs, for `run` and `elect` alike.
@@ -41,9 +67,9 @@ pub struct HoldArgs {
 }
 
 impl HoldArgs {
-    /// The lock `name` with this ttl, whose loss [`hold`] handles (no callback).
-    pub fn lock(&self, client: &Client, name: &str) -> Lock {
-        let lock = client.lock(name).on_lost(|| {});
+    /// `lock` with this ttl, whose loss [`hold`] handles (no callback).
+    pub fn configure(&self, lock: Lock) -> Lock {
+        let lock = lock.on_lost(|| {});
         match self.ttl {
             Some(ttl) => lock.ttl(ttl),
             None => lock,
@@ -123,11 +149,21 @@ pub enum Ended {
 /// command exits, stops the command (within `args.grace`) when the lock is lost.
 pub async fn hold(guard: LockGuard, name: &str, args: &HoldArgs, signals: &mut Signals) -> Ended {
     let grace = args.grace;
-    let env = [
+    let mut env = vec![
         ("SYNC_LOCK", name.to_owned()),
         ("SYNC_FENCING_TOKEN", guard.fencing_token().to_string()),
         ("SYNC_HOLDER", guard.holder().to_owned()),
     ];
+    if let Some(permit) = guard.permit() {
+        env.push(("SYNC_PERMIT", permit.to_string()));
+    }
+    if let Some(mode) = guard.mode() {
+        let mode = match mode {
+            Mode::Shared => "shared",
+            Mode::Exclusive => "exclusive",
+        };
+        env.push(("SYNC_MODE", mode.to_owned()));
+    }
     let mut child = match Running::start(&args.command, &env) {
         Ok(child) => child,
         Err(exit) => {
@@ -189,7 +225,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Exit {
         Ok(signals) => signals,
         Err(exit) => return exit,
     };
-    let lock = args.hold.lock(client, &args.lock);
+    let lock = args.handle(client);
     let guard = match acquire(&lock, args.wait, &mut signals).await {
         Ok(guard) => guard,
         Err(exit) => return exit,

@@ -264,3 +264,120 @@ fn the_command_is_stopped_when_the_elector_dies() {
         "stopped {stopped_within:?} after the elector died"
     );
 }
+
+/// A command that writes `started $VAR` to `file` and waits to be stopped.
+fn patient_saying(file: &Path, var: &str) -> Vec<String> {
+    let script = format!(
+        "echo \"started ${var}\" >> {f}; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        f = file.display()
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+#[test]
+fn permits_and_modes_admit_as_many_as_they_say() {
+    let elector = elector("15s");
+    let dir = temp_dir("syncctl-primitives");
+    let run = |args: &[&str]| output(syncctl(&elector, args));
+
+    // Two permits: two commands run, each with its permit; a third waits.
+    let file = dir.join("permits");
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut command = syncctl(&elector, &["run", "pool", "--permits", "2", "--"]);
+        command.args(patient_saying(&file, "SYNC_PERMIT"));
+        holders.push(spawn(command));
+    }
+    wait_for(&file, "started 0", Duration::from_secs(10));
+    wait_for(&file, "started 1", Duration::from_secs(10));
+    let (code, err) = run(&[
+        "run",
+        "pool",
+        "--permits",
+        "2",
+        "--wait",
+        "300ms",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 75, "{err}");
+    // The name is a semaphore of 2 while held: a lock or another size is refused, saying so.
+    let (code, err) = run(&["run", "pool", "--wait", "1s", "--", "true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pool") && err.contains("semaphore"), "{err}");
+    let (code, err) = run(&[
+        "run",
+        "pool",
+        "--permits",
+        "3",
+        "--wait",
+        "1s",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    for mut holder in holders {
+        holder.signal("TERM");
+        assert!(holder.wait_exit(Duration::from_secs(10)).is_some());
+    }
+
+    // Shared runs together; an exclusive one waits for them.
+    let file = dir.join("modes");
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut command = syncctl(&elector, &["run", "config", "--shared", "--"]);
+        command.args(patient_saying(&file, "SYNC_MODE"));
+        readers.push(spawn(command));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .matches("started shared")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "two readers at once");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, err) = run(&[
+        "run",
+        "config",
+        "--exclusive",
+        "--wait",
+        "300ms",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 75, "{err}");
+    for mut reader in readers {
+        reader.signal("TERM");
+        assert!(reader.wait_exit(Duration::from_secs(10)).is_some());
+    }
+    let (code, err) = run(&[
+        "run",
+        "config",
+        "--exclusive",
+        "--wait",
+        "5s",
+        "--",
+        "sh",
+        "-c",
+        "test \"$SYNC_MODE\" = exclusive",
+    ]);
+    assert_eq!(code, 0, "{err}");
+
+    // Bad input: what to fix.
+    for args in [
+        &["run", "pool", "--permits", "0", "--", "true"][..],
+        &["run", "pool", "--permits", "129", "--", "true"],
+        &["run", "pool", "--permits", "2", "--shared", "--", "true"],
+        &["run", "pool", "--shared", "--exclusive", "--", "true"],
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("1..=128") || err.contains("cannot be used with"),
+            "{args:?}: {err}"
+        );
+    }
+}
