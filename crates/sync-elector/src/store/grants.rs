@@ -22,7 +22,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use sync_protocol::LockName;
 use tokio::time::Instant;
+
+use super::{Grant, Holding, Record};
 
 /// The most entries (grants and waiting writers) one name keeps at once: a Lease's annotations
 /// must stay below the API server's 256 KiB.
@@ -288,6 +291,40 @@ impl Grants {
         self.entries
             .retain(|e| !(e.holder == holder && e.held == Held::Waiting));
         self.entries.len() != before
+    }
+
+    /// What the name is while an entry of it lives at `now`; `None` when none does, and the
+    /// next claim may define it anew.
+    pub fn live_kind(&self, now: Instant) -> Option<Kind> {
+        self.entries
+            .iter()
+            .any(|e| e.live(now))
+            .then_some(self.kind)
+            .flatten()
+    }
+
+    /// The record the store contract reads: the live grants of `name` at `now`, oldest first.
+    pub fn record(&self, name: &LockName, now: Instant) -> Record {
+        Record {
+            name: name.clone(),
+            holding: None,
+            token: self.token,
+            kind: self.kind.unwrap_or(Kind::Lock),
+            grants: self
+                .holders(now)
+                .map(|e| Grant {
+                    held: e.held,
+                    token: e.token,
+                    holding: Holding {
+                        holder: e.holder.clone(),
+                        value: e.value.clone(),
+                        ttl: e.ttl,
+                        expires_at: e.expires_at,
+                        since: None,
+                    },
+                })
+                .collect(),
+        }
     }
 
     /// The grants that live at `now`, oldest first (waiting writers left out).

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::grants::{self, Decision, Grants};
 use super::{
-    Asks, Attempt, Changes, Claim, Conflict, Grant, Holding, Kind, Record, Signals, Store,
-    StoreError, Ticket,
+    Asks, Attempt, Changes, Claim, Conflict, Holding, Kind, Record, Signals, Store, StoreError,
+    Ticket,
 };
 
 /// Locks in this process's memory. Cheap to create; share it behind an `Arc`.
@@ -108,12 +108,7 @@ impl Entry {
             Self::Lock { holding, .. } => {
                 holding.as_ref().filter(|h| h.live(now)).map(|_| Kind::Lock)
             }
-            Self::Grants(grants) => grants
-                .entries
-                .iter()
-                .any(|e| now < e.expires_at)
-                .then_some(grants.kind)
-                .flatten(),
+            Self::Grants(grants) => grants.live_kind(now),
         }
     }
 
@@ -137,26 +132,7 @@ impl Entry {
                 }),
                 *token,
             ),
-            Self::Grants(grants) => Record {
-                name: name.clone(),
-                holding: None,
-                token: grants.token,
-                kind: grants.kind.unwrap_or(Kind::Lock),
-                grants: grants
-                    .holders(now)
-                    .map(|e| Grant {
-                        held: e.held,
-                        token: e.token,
-                        holding: Holding {
-                            holder: e.holder.clone(),
-                            value: e.value.clone(),
-                            ttl: e.ttl,
-                            expires_at: e.expires_at,
-                            since: None,
-                        },
-                    })
-                    .collect(),
-            },
+            Self::Grants(grants) => grants.record(name, now),
         }
     }
 }
@@ -194,6 +170,44 @@ impl State {
         }
     }
 
+    /// `name`'s entry for a claim of `asked`: a lock's entry for a lock, a record of grants
+    /// for the others. An entry of the other shape is remade, its tokens carried over, when
+    /// nothing of it lives; when something does, the name keeps its kind and the claim gets the
+    /// conflict. Grants decide a conflict between two semaphore sizes or a semaphore and a
+    /// read-write lock themselves.
+    fn entry(
+        &mut self,
+        name: &LockName,
+        asked: Kind,
+        base: u64,
+        now: Instant,
+    ) -> Result<&mut Entry, Conflict> {
+        let entry = self.records.entry(name.clone()).or_insert(Entry::Lock {
+            holding: None,
+            token: base,
+        });
+        let wants_lock = asked == Kind::Lock;
+        if matches!(entry, Entry::Lock { .. }) != wants_lock {
+            if let Some(is) = entry.live_kind(now) {
+                return Err(Conflict { is, asked });
+            }
+            let token = entry.token();
+            *entry = if wants_lock {
+                Entry::Lock {
+                    holding: None,
+                    token,
+                }
+            } else {
+                Entry::Grants(Grants {
+                    kind: None,
+                    token,
+                    entries: Vec::new(),
+                })
+            };
+        }
+        Ok(entry)
+    }
+
     /// The name's record of grants, if it is one.
     fn grants(&mut self, name: &LockName) -> Result<&mut Grants, StoreError> {
         match self.records.get_mut(name) {
@@ -220,24 +234,12 @@ impl MemoryStore {
         let mut state = self.state();
         let revision = state.write();
         let base = self.base;
-        let entry = state.records.entry(name.clone()).or_insert(Entry::Lock {
-            holding: None,
-            token: base,
-        });
-        if let Entry::Grants(_) = entry {
-            if let Some(is) = entry.live_kind(now) {
-                return Attempt::Conflict(Conflict {
-                    is,
-                    asked: Kind::Lock,
-                });
-            }
-            *entry = Entry::Lock {
-                holding: None,
-                token: entry.token(),
-            };
-        }
+        let entry = match state.entry(name, Kind::Lock, base, now) {
+            Ok(entry) => entry,
+            Err(conflict) => return Attempt::Conflict(conflict),
+        };
         let Entry::Lock { holding, token } = entry else {
-            unreachable!("made a lock's entry above")
+            unreachable!("State::entry makes a lock's entry for a lock")
         };
         if let Some(held) = holding.as_ref().filter(|h| h.live(now)) {
             let retry_at = Some(held.expires_at());
@@ -265,25 +267,12 @@ impl MemoryStore {
         let mut state = self.state();
         let revision = state.write();
         let base = self.base;
-        let entry = state.records.entry(name.clone()).or_insert(Entry::Lock {
-            holding: None,
-            token: base,
-        });
-        if let Entry::Lock { .. } = entry {
-            if let Some(is) = entry.live_kind(now) {
-                return Attempt::Conflict(Conflict {
-                    is,
-                    asked: asks.kind(),
-                });
-            }
-            *entry = Entry::Grants(Grants {
-                kind: None,
-                token: entry.token(),
-                entries: Vec::new(),
-            });
-        }
+        let entry = match state.entry(name, asks.kind(), base, now) {
+            Ok(entry) => entry,
+            Err(conflict) => return Attempt::Conflict(conflict),
+        };
         let Entry::Grants(grants) = entry else {
-            unreachable!("made a record of grants above")
+            unreachable!("State::entry makes a record of grants for a semaphore or rwlock")
         };
         let decision = grants.decide(
             &grants::Claim {

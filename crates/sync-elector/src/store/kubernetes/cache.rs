@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::grants::{self as lease_grants, Sightings};
 use super::{acquired, duration, holder, transitions, value};
-use crate::store::grants::{Grants, Kind};
-use crate::store::{Grant, Holding, Record, Signals};
+use crate::store::grants::Grants;
+use crate::store::{Holding, Record, Signals};
 
 /// Every Lease of the namespace this elector knows, and the change signals of their locks.
 #[derive(Default)]
@@ -112,26 +112,7 @@ impl Seen {
     /// The name's record at `now`.
     pub fn record(&self, name: &LockName, now: Instant) -> Record {
         if let Some(Ok(grants)) = self.grants(now) {
-            return Record {
-                name: name.clone(),
-                holding: None,
-                token: grants.token,
-                kind: grants.kind.unwrap_or(Kind::Lock),
-                grants: grants
-                    .holders(now)
-                    .map(|e| Grant {
-                        held: e.held,
-                        token: e.token,
-                        holding: Holding {
-                            holder: e.holder.clone(),
-                            value: e.value.clone(),
-                            ttl: e.ttl,
-                            expires_at: e.expires_at,
-                            since: None,
-                        },
-                    })
-                    .collect(),
-            };
+            return grants.record(name, now);
         }
         Record {
             name: name.clone(),

@@ -330,17 +330,17 @@ fn malformed(err: lease_grants::Malformed) -> StoreError {
     StoreError::caused_by("kubernetes", err.to_string(), err)
 }
 
-/// What the name is while an entry of `grants` lives at `now`.
-fn live_kind(grants: &Grants, now: Instant) -> Option<Kind> {
-    grants
-        .entries
-        .iter()
-        .any(|e| now < e.expires_at)
-        .then_some(grants.kind)
-        .flatten()
-}
-
 impl KubernetesStore {
+    /// `name`'s record at `now` as the cache has it; a free lock when the cache has no Lease.
+    fn cached_record(&self, name: &LockName, now: Instant) -> Record {
+        self.cache()
+            .leases
+            .get(name.as_str())
+            .map_or(Record::lock(name.clone(), None, 0), |seen| {
+                seen.record(name, now)
+            })
+    }
+
     /// The record of grants the Lease keeps, the Lease itself (`None`: there is none yet), and
     /// `Err(Conflict)` when a lock holds the Lease.
     async fn read_grants(
@@ -446,13 +446,7 @@ impl KubernetesStore {
                     {
                         continue;
                     }
-                    let current = self
-                        .cache()
-                        .leases
-                        .get(name.as_str())
-                        .map_or(Record::lock(name.clone(), None, 0), |seen| {
-                            seen.record(name, Instant::now())
-                        });
+                    let current = self.cached_record(name, Instant::now());
                     return Ok(Attempt::Busy {
                         current,
                         retry_at: Some(retry_at),
@@ -476,14 +470,7 @@ impl KubernetesStore {
                 }));
             }
         }
-        let now = Instant::now();
-        let current = self
-            .cache()
-            .leases
-            .get(name.as_str())
-            .map_or(Record::lock(name.clone(), None, 0), |seen| {
-                seen.record(name, now)
-            });
+        let current = self.cached_record(name, Instant::now());
         Ok(Attempt::Busy {
             current,
             retry_at: None,
@@ -543,7 +530,7 @@ impl Store for KubernetesStore {
                     && let Some(grants) = seen.grants(now)
                 {
                     let grants = grants.map_err(malformed)?;
-                    if let Some(is) = live_kind(&grants, now) {
+                    if let Some(is) = grants.live_kind(now) {
                         return Ok(Attempt::Conflict(Conflict {
                             is,
                             asked: Kind::Lock,
@@ -577,14 +564,7 @@ impl Store for KubernetesStore {
                 return Ok(Attempt::Acquired(Self::ticket(&written)));
             }
         }
-        let now = Instant::now();
-        let cache = self.cache();
-        let current = cache
-            .leases
-            .get(name.as_str())
-            .map_or(Record::lock(name.clone(), None, 0), |seen| {
-                seen.record(name, now)
-            });
+        let current = self.cached_record(name, Instant::now());
         Ok(Attempt::Busy {
             current,
             retry_at: None,
