@@ -1,16 +1,25 @@
 //! The checker: reads the whole history of a run (every critical section, every write the
 //! register decided, every fault) and finds what must never happen.
 //!
-//! - **Fencing**: the register never accepts a token lower than one it accepted before, and no two
-//!   holders ever carry the same token.
-//! - **Token order**: tokens increase in the order the grants reached the workers.
-//! - **Overlaps**: two critical sections at once, by wall clock. Allowed only when the earlier
+//! Two grants *exclude* each other when they may not be held at once ([`Grant::excludes`]): any
+//! two of a lock, two of one semaphore permit, an exclusive grant of a read-write lock with any
+//! other. The checks below compare such pairs; for a lock, that is every pair. N+1 holders of a
+//! semaphore's N permits are two holders of one permit, or a permit beyond N; a writer beside a
+//! reader is an exclusive grant beside a shared one.
+//!
+//! - **Grants**: every grant is one the primitive makes (no permit beyond N, no shared grant of
+//!   a lock).
+//! - **Fencing**: the register never accepts a token lower than one it accepted before from an
+//!   excluding grant (docs/semaphores.md, "Fencing tokens"), and no two holders ever carry the
+//!   same token.
+//! - **Token order**: tokens increase in the order excluding grants reached the workers.
+//! - **Overlaps**: two excluding critical sections at once, by wall clock. Allowed only when the earlier
 //!   holder was paused (SIGSTOP) past its lease, or had been told of its loss before the new grant
 //!   (a worker leaves its section at its next check, after its sleep between writes); either way,
 //!   none of its writes may be accepted after the new holder's first.
-//! - **Told in time**: a holder that lost its lock heard so before anyone else acquired it,
-//!   unless it was paused (docs/timing.md, rule 3).
-//! - **Recovery**: after each fault, the time with no holder, counted from when the fault healed
+//! - **Told in time**: a holder that lost its lock heard so before anyone else took an excluding
+//!   grant, unless it was paused (docs/timing.md, rule 3).
+//! - **Recovery**: after each fault, the time with no holder at all, counted from when the fault healed
 //!   (or the holder went, if later), stays within ttl plus the stated bound.
 //! - **Liveness**: no worker waits longer than ttl plus the same bound while the lock is free or
 //!   held only by dead holders (killed, or paused), outside faults that stop every waiter
@@ -21,6 +30,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::fence::{Admits, Grant};
 use crate::history::{Section, Wait};
 use crate::nemesis::{Fault, Injected};
 use crate::register::Write;
@@ -30,6 +40,11 @@ use crate::register::Write;
 pub struct Findings {
     /// Critical sections by how they ended.
     pub sections: BTreeMap<String, u64>,
+    /// The most critical sections at once, by wall clock (for a semaphore, up to N; more only
+    /// while a paused or told holder overlaps).
+    pub max_holders: u64,
+    /// Grants the primitive does not make (must be 0).
+    pub foreign_grants: u64,
     /// Writes the register accepted.
     pub writes_accepted: u64,
     /// Writes the register refused for a stale token.
@@ -78,17 +93,34 @@ impl Findings {
     }
 }
 
+/// What a run is judged by.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms {
+    /// The primitive the workers contended for.
+    pub admits: Admits,
+    /// The lock's ttl.
+    pub ttl: Duration,
+    /// How long past the ttl the store may stay without a holder after a fault heals.
+    pub slack: Duration,
+    /// When the run stopped, on the shared clock.
+    pub end: u64,
+}
+
 /// Checks a run. `sections` and `waits` come from every worker; `writes` in the order the
-/// register decided them; `end` is when the run stopped.
+/// register decided them.
 pub fn check(
     sections: &[Section],
     waits: &[Wait],
     writes: &[Write],
     faults: &[Injected],
-    ttl: Duration,
-    slack: Duration,
-    end: u64,
+    terms: Terms,
 ) -> Findings {
+    let Terms {
+        admits,
+        ttl,
+        slack,
+        end,
+    } = terms;
     let mut f = Findings {
         no_holder_bound_ms: (ttl + slack).as_millis() as u64,
         ..Findings::default()
@@ -101,6 +133,7 @@ pub fn check(
             .entry(ending.as_str().unwrap_or("?").to_owned())
             .or_default() += 1;
     }
+    grants(&mut f, admits, &sections);
     fencing(&mut f, writes, &sections);
     overlaps(&mut f, writes, faults, &sections);
     recovery(&mut f, faults, &sections, ttl + slack, end);
@@ -114,20 +147,52 @@ fn paused(faults: &[Injected], worker: u32, from: u64, to: u64) -> bool {
     })
 }
 
+/// Every grant one the primitive makes; the most sections at once.
+fn grants(f: &mut Findings, admits: Admits, sections: &[&Section]) {
+    for s in sections.iter().filter(|s| !admits.takes(s.grant)) {
+        f.foreign_grants += 1;
+        f.failures.push(format!(
+            "grants: worker {} was granted {} (token {}) by a {admits}",
+            s.worker, s.grant, s.token
+        ));
+    }
+    let mut edges: Vec<(u64, i64)> = sections
+        .iter()
+        .flat_map(|s| [(s.acq, 1), (s.end, -1)])
+        .collect();
+    // An end and an acquire at one instant: the end first.
+    edges.sort_unstable();
+    let mut now = 0_i64;
+    for (_, step) in edges {
+        now += step;
+        f.max_holders = f.max_holders.max(now as u64);
+    }
+}
+
+/// The highest token in `highest` among the grants that exclude `grant`, with its owner.
+fn outranking(highest: &BTreeMap<Grant, (u64, u32)>, grant: Grant) -> Option<(u64, u32)> {
+    highest
+        .iter()
+        .filter(|(other, _)| grant.excludes(**other))
+        .map(|(_, top)| *top)
+        .max()
+}
+
 fn fencing(f: &mut Findings, writes: &[Write], sections: &[&Section]) {
-    let mut highest: Option<(u64, u32)> = None;
+    // The highest token accepted per grant (per permit, shared, exclusive, lock).
+    let mut highest: BTreeMap<Grant, (u64, u32)> = BTreeMap::new();
     for w in writes {
         if !w.accepted {
             f.writes_refused += 1;
             continue;
         }
         f.writes_accepted += 1;
-        match highest {
+        match outranking(&highest, w.grant) {
             Some((token, _)) if w.token < token => {
                 f.fencing_violations += 1;
                 f.failures.push(format!(
-                    "fencing: worker {} wrote with token {} after token {token} was accepted",
-                    w.worker, w.token
+                    "fencing: worker {} wrote as {} with token {} after token {token} was accepted",
+                    w.worker, w.grant, w.token
                 ));
             }
             Some((token, owner)) if w.token == token && w.worker != owner => {
@@ -137,7 +202,11 @@ fn fencing(f: &mut Findings, writes: &[Write], sections: &[&Section]) {
                     w.worker
                 ));
             }
-            _ => highest = Some((w.token, w.worker)),
+            _ => {}
+        }
+        let top = highest.entry(w.grant).or_insert((w.token, w.worker));
+        if w.token > top.0 {
+            *top = (w.token, w.worker);
         }
     }
     let mut by_token: BTreeMap<u64, u32> = BTreeMap::new();
@@ -150,20 +219,33 @@ fn fencing(f: &mut Findings, writes: &[Write], sections: &[&Section]) {
             ));
         }
     }
-    for pair in sections.windows(2) {
-        if pair[1].token <= pair[0].token {
+    // In the order the grants reached the workers, the highest token so far per grant.
+    let mut granted: BTreeMap<Grant, (u64, u32)> = BTreeMap::new();
+    for s in sections {
+        if let Some((token, worker)) = outranking(&granted, s.grant)
+            && s.token <= token
+        {
             f.token_order_violations += 1;
             f.failures.push(format!(
-                "token order: worker {} got token {} after worker {} got token {}",
-                pair[1].worker, pair[1].token, pair[0].worker, pair[0].token
+                "token order: worker {} got token {} ({}) after worker {worker} got token {token}",
+                s.worker, s.token, s.grant
             ));
+        }
+        let top = granted.entry(s.grant).or_insert((s.token, s.worker));
+        if s.token > top.0 {
+            *top = (s.token, s.worker);
         }
     }
 }
 
 fn overlaps(f: &mut Findings, writes: &[Write], faults: &[Injected], sections: &[&Section]) {
     for (i, a) in sections.iter().enumerate() {
-        let next = sections[i + 1..].first();
+        let later = || {
+            sections[i + 1..]
+                .iter()
+                .filter(move |b| a.grant.excludes(b.grant))
+        };
+        let next = later().next();
         if let (Some(told), Some(b)) = (a.told, next) {
             f.lost_told += 1;
             if told <= b.acq {
@@ -182,7 +264,7 @@ fn overlaps(f: &mut Findings, writes: &[Write], faults: &[Injected], sections: &
                 ));
             }
         }
-        for b in sections[i + 1..].iter().take_while(|b| b.acq < a.end) {
+        for b in later().take_while(|b| b.acq < a.end) {
             f.overlaps += 1;
             if paused(faults, a.worker, a.acq, b.acq) {
                 f.overlaps_paused += 1;
@@ -338,9 +420,15 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn section(worker: u32, token: u64, acq: u64, end: u64, ending: Ending) -> Section {
+        held(Grant::Lock, worker, token, acq, end, ending)
+    }
+
+    /// A section holding `grant`.
+    fn held(grant: Grant, worker: u32, token: u64, acq: u64, end: u64, ending: Ending) -> Section {
         Section {
             worker,
             token,
+            grant,
             acq: acq * MS,
             end: end * MS,
             ending,
@@ -349,11 +437,15 @@ mod tests {
     }
 
     fn write(at: u64, worker: u32, token: u64, accepted: bool) -> Write {
+        wrote(Grant::Lock, at, worker, token, accepted)
+    }
+
+    fn wrote(grant: Grant, at: u64, worker: u32, token: u64, accepted: bool) -> Write {
         Write {
             at: at * MS,
             worker,
             token,
-            grant: crate::fence::Grant::Lock,
+            grant,
             seq: 1,
             accepted,
         }
@@ -387,16 +479,102 @@ mod tests {
         writes: &[Write],
         faults: &[Injected],
     ) -> Findings {
-        let ttl = Duration::from_secs(3);
-        check(
-            sections,
-            waits,
-            writes,
-            faults,
-            ttl,
-            Duration::from_secs(5),
-            20_000 * MS,
-        )
+        run_on(Admits::One, sections, waits, writes, faults)
+    }
+
+    fn run_on(
+        admits: Admits,
+        sections: &[Section],
+        waits: &[Wait],
+        writes: &[Write],
+        faults: &[Injected],
+    ) -> Findings {
+        let terms = Terms {
+            admits,
+            ttl: Duration::from_secs(3),
+            slack: Duration::from_secs(5),
+            end: 20_000 * MS,
+        };
+        check(sections, waits, writes, faults, terms)
+    }
+
+    #[test]
+    fn n_holders_of_a_semaphore_pass_and_two_on_one_permit_fail() {
+        let two = Admits::Permits(2);
+        let sections = [
+            held(Grant::Permit(0), 1, 10, 0, 1_000, Ending::Released),
+            held(Grant::Permit(1), 2, 11, 100, 20_000, Ending::Open),
+            held(Grant::Permit(0), 3, 12, 1_001, 20_000, Ending::Open),
+        ];
+        let writes = [
+            wrote(Grant::Permit(0), 1, 1, 10, true),
+            wrote(Grant::Permit(1), 101, 2, 11, true),
+            // Permit 0's older token still writes after permit 1's newer one: no violation.
+            wrote(Grant::Permit(0), 200, 1, 10, true),
+            wrote(Grant::Permit(0), 1_002, 3, 12, true),
+        ];
+        let f = run_on(two, &sections, &[], &writes, &[]);
+        assert!(f.passed(), "{:?}", f.failures);
+        assert_eq!((f.max_holders, f.overlaps), (2, 0));
+
+        // A third holder: on a permit already held, or on a permit beyond N.
+        let mut crowded = sections.to_vec();
+        crowded.push(held(Grant::Permit(1), 4, 13, 500, 20_000, Ending::Open));
+        let f = run_on(two, &crowded, &[], &writes, &[]);
+        assert_eq!((f.max_holders, f.overlaps), (3, 1));
+        assert!(
+            f.failures.iter().any(|m| m.starts_with("overlap")),
+            "{:?}",
+            f.failures
+        );
+        let mut beyond = sections.to_vec();
+        beyond.push(held(Grant::Permit(2), 4, 13, 500, 20_000, Ending::Open));
+        let f = run_on(two, &beyond, &[], &writes, &[]);
+        assert_eq!(f.foreign_grants, 1);
+        assert!(!f.passed());
+
+        // A permit's stale token accepted after its newer one.
+        let mut stale = writes.to_vec();
+        stale.push(wrote(Grant::Permit(0), 1_100, 1, 10, true));
+        let f = run_on(two, &sections, &[], &stale, &[]);
+        assert_eq!(f.fencing_violations, 1);
+    }
+
+    #[test]
+    fn readers_share_but_a_writer_beside_a_reader_fails() {
+        let rw = Admits::SharedOrExclusive;
+        let readers = [
+            held(Grant::Shared, 1, 10, 0, 1_000, Ending::Released),
+            held(Grant::Shared, 2, 11, 100, 1_100, Ending::Released),
+            held(Grant::Exclusive, 3, 12, 1_200, 20_000, Ending::Open),
+        ];
+        let writes = [
+            wrote(Grant::Shared, 1, 1, 10, true),
+            wrote(Grant::Shared, 101, 2, 11, true),
+            // Readers do not fence readers.
+            wrote(Grant::Shared, 200, 1, 10, true),
+            wrote(Grant::Exclusive, 1_201, 3, 12, true),
+        ];
+        let f = run_on(rw, &readers, &[], &writes, &[]);
+        assert!(f.passed(), "{:?}", f.failures);
+        assert_eq!(f.max_holders, 2);
+
+        let mut early = readers.to_vec();
+        early[2] = held(Grant::Exclusive, 3, 12, 900, 20_000, Ending::Open);
+        let f = run_on(rw, &early, &[], &writes, &[]);
+        assert_eq!(f.overlaps, 2, "the writer beside both readers");
+        assert!(!f.passed());
+
+        // A reader's write accepted below the writer's token.
+        let mut stale = writes.to_vec();
+        stale.push(wrote(Grant::Shared, 1_300, 2, 11, true));
+        let f = run_on(rw, &readers, &[], &stale, &[]);
+        assert_eq!(f.fencing_violations, 1);
+
+        // A lock's grant in a read-write run.
+        let mut foreign = readers.to_vec();
+        foreign.push(held(Grant::Lock, 4, 13, 30, 40, Ending::Released));
+        assert_eq!(run_on(rw, &foreign, &[], &writes, &[]).foreign_grants, 1);
     }
 
     #[test]

@@ -49,16 +49,23 @@ impl std::str::FromStr for Grant {
     }
 }
 
-/// Which primitive protects the resource, and so which grants it takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "runs protect a lock only until the elector serves semaphores and read-write \
-                  locks (issue 27); the tests use every variant"
-    )
-)]
+impl Grant {
+    /// Whether `self` and `other` may not be held at once: any two grants of a lock, two of one
+    /// permit, and an exclusive grant with anything. Such grants supersede one another, so the
+    /// later one's token fences the earlier one's writes.
+    pub fn excludes(self, other: Grant) -> bool {
+        match (self, other) {
+            (Self::Permit(a), Self::Permit(b)) => a == b,
+            (Self::Shared, Self::Shared) => false,
+            _ => true,
+        }
+    }
+}
+
+/// Which primitive protects the resource, and so which grants it takes. Written `lock`,
+/// `semaphore=<n>` or `rwlock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
 pub enum Admits {
     /// One holder: a lock.
     One,
@@ -66,6 +73,53 @@ pub enum Admits {
     Permits(u32),
     /// A read-write lock: shared holders, or one exclusive holder.
     SharedOrExclusive,
+}
+
+impl Admits {
+    /// Whether this primitive grants `grant` at all.
+    pub fn takes(self, grant: Grant) -> bool {
+        match (self, grant) {
+            (Self::One, Grant::Lock)
+            | (Self::SharedOrExclusive, Grant::Shared | Grant::Exclusive) => true,
+            (Self::Permits(n), Grant::Permit(permit)) => permit < n,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Admits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::One => f.write_str("lock"),
+            Self::Permits(n) => write!(f, "semaphore={n}"),
+            Self::SharedOrExclusive => f.write_str("rwlock"),
+        }
+    }
+}
+
+impl From<Admits> for String {
+    fn from(admits: Admits) -> Self {
+        admits.to_string()
+    }
+}
+
+impl std::str::FromStr for Admits {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "lock" => Ok(Self::One),
+            "rwlock" => Ok(Self::SharedOrExclusive),
+            _ => text
+                .strip_prefix("semaphore=")
+                .and_then(|n| n.parse().ok())
+                .filter(|n| (1..=sync_client::MAX_PERMITS).contains(n))
+                .map(Self::Permits)
+                .ok_or_else(|| {
+                    format!("expected lock, semaphore=<1 to 128> or rwlock, got {text:?}")
+                }),
+        }
+    }
 }
 
 /// Why a write was refused.
@@ -115,14 +169,13 @@ impl Fence {
 
     /// Decides a write by the holder of `grant` with `token`, and remembers it if accepted.
     pub fn admit(&mut self, grant: Grant, token: u64) -> Result<(), Refusal> {
-        let outranked_by = match (self.admits, grant) {
-            (Admits::One, Grant::Lock) => self.highest,
-            (Admits::Permits(n), Grant::Permit(permit)) if permit < n => {
-                self.per_permit.get(&permit).copied().unwrap_or(0)
-            }
-            (Admits::SharedOrExclusive, Grant::Shared) => self.highest_exclusive,
-            (Admits::SharedOrExclusive, Grant::Exclusive) => self.highest,
-            _ => return Err(Refusal::Foreign(grant)),
+        if !self.admits.takes(grant) {
+            return Err(Refusal::Foreign(grant));
+        }
+        let outranked_by = match grant {
+            Grant::Lock | Grant::Exclusive => self.highest,
+            Grant::Permit(permit) => self.per_permit.get(&permit).copied().unwrap_or(0),
+            Grant::Shared => self.highest_exclusive,
         };
         if token < outranked_by {
             return Err(Refusal::Stale {
@@ -201,6 +254,25 @@ mod tests {
             fence.admit(Grant::Lock, 9),
             Err(Refusal::Foreign(Grant::Lock))
         );
+    }
+
+    #[test]
+    fn primitives_read_back_as_written_and_say_what_excludes_what() {
+        for admits in [Admits::One, Admits::Permits(3), Admits::SharedOrExclusive] {
+            assert_eq!(admits.to_string().parse(), Ok(admits));
+        }
+        for bad in ["semaphore=0", "semaphore=129", "semaphore", "mutex"] {
+            assert!(bad.parse::<Admits>().is_err(), "{bad}");
+        }
+        assert!(Grant::Lock.excludes(Grant::Lock));
+        assert!(Grant::Permit(1).excludes(Grant::Permit(1)));
+        assert!(!Grant::Permit(1).excludes(Grant::Permit(2)));
+        assert!(!Grant::Shared.excludes(Grant::Shared));
+        assert!(Grant::Shared.excludes(Grant::Exclusive));
+        assert!(Grant::Exclusive.excludes(Grant::Shared));
+        assert!(Admits::Permits(2).takes(Grant::Permit(1)));
+        assert!(!Admits::Permits(2).takes(Grant::Permit(2)));
+        assert!(!Admits::One.takes(Grant::Shared));
     }
 
     #[test]

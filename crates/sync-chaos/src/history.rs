@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::fence::Grant;
+
 /// How a critical section ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -28,6 +30,8 @@ pub struct Section {
     pub worker: u32,
     /// Its fencing token.
     pub token: u64,
+    /// What it held: the lock, a permit, shared or exclusive.
+    pub grant: Grant,
     /// When the grant reached the worker.
     pub acq: u64,
     /// When the worker left the section (released, stopped, was killed, or the run ended).
@@ -113,11 +117,16 @@ pub fn parse(text: &str, worker: u32, kills: &[u64], run_end: u64) -> WorkerHist
                 let Some(Ok(token)) = parts.next().map(str::parse) else {
                     continue;
                 };
+                // Older histories name no grant: a lock's.
+                let Ok(grant) = parts.next().map_or(Ok(Grant::Lock), str::parse) else {
+                    continue;
+                };
                 stop_waiting(at);
                 close(&mut open, at, Ending::Lost);
                 open = Some(Section {
                     worker,
                     token,
+                    grant,
                     acq: at,
                     end: at,
                     ending: Ending::Open,
@@ -164,21 +173,21 @@ mod tests {
 
     #[test]
     fn sections_end_by_release_loss_kill_or_the_run() {
-        let text = "START 1 9\nACQ 10 5\nREL 20\nACQ 30 7\nLOST 41 x\nEND 40\nERR 45 down\n\
-                    ACQ 50 9\nSTART 70 10\nACQ 80 11\nRE\nREL 120\nACQ 130 12\n";
+        let text = "START 1 9\nACQ 10 5\nREL 20\nACQ 30 7 permit=1\nLOST 41 x\nEND 40\nERR 45 down\n\
+                    ACQ 50 9 shared\nSTART 70 10\nACQ 80 11 exclusive\nRE\nREL 120\nACQ 130 12\n";
         let h = parse(text, 3, &[60], 100);
-        let got: Vec<(u64, u64, u64, Ending, Option<u64>)> = h
+        let got: Vec<(u64, Grant, u64, u64, Ending, Option<u64>)> = h
             .sections
             .iter()
-            .map(|s| (s.token, s.acq, s.end, s.ending, s.told))
+            .map(|s| (s.token, s.grant, s.acq, s.end, s.ending, s.told))
             .collect();
         assert_eq!(
             got,
             vec![
-                (5, 10, 20, Ending::Released, None),
-                (7, 30, 40, Ending::Lost, Some(41)),
-                (9, 50, 60, Ending::Killed, None),
-                (11, 80, 100, Ending::Open, None),
+                (5, Grant::Lock, 10, 20, Ending::Released, None),
+                (7, Grant::Permit(1), 30, 40, Ending::Lost, Some(41)),
+                (9, Grant::Shared, 50, 60, Ending::Killed, None),
+                (11, Grant::Exclusive, 80, 100, Ending::Open, None),
             ]
         );
         assert_eq!(h.errors, 1);

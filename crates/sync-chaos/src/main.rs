@@ -1,7 +1,8 @@
 //! The chaos harness: `cargo run --release -p sync-chaos -- [--store S] [--short | --duration D]`.
 //!
 //! For each store it starts pods (an elector and its worker processes), a fencing register the
-//! workers write to while they hold the lock, and a nemesis that kills and pauses workers, kills
+//! workers write to while they hold the lock (or a semaphore's permit, or a read-write lock:
+//! `--primitive`), and a nemesis that kills and pauses workers, kills
 //! and pauses electors, and breaks the store (Kubernetes API errors, latency, partitions and
 //! dropped watches; etcd leader kills, quorum loss, and network partitions in network
 //! namespaces). Then the checker reads the whole history. The report goes to the terminal and to
@@ -51,6 +52,10 @@ struct Args {
     /// The seed for the nemesis and the workers (default: from the clock; the report says it).
     #[arg(long)]
     seed: Option<u64>,
+    /// What the workers contend for: `lock`, `semaphore=<n>` (n permits) or `rwlock` (a
+    /// writer one section in three).
+    #[arg(long, default_value = "lock")]
+    primitive: Admits,
     /// The lock's ttl in seconds.
     #[arg(long, default_value_t = 3)]
     ttl: u64,
@@ -114,7 +119,7 @@ fn main() -> Result<()> {
         stores: Vec::new(),
     };
     for kind in stores {
-        eprintln!("== {} (seed {seed})", kind.name());
+        eprintln!("== {}, {} (seed {seed})", kind.name(), args.primitive);
         let run = run_store(kind, &args, &binary, &runtime, seed, netns)
             .with_context(|| format!("the chaos run on {}", kind.name()))?;
         report.stores.push(run);
@@ -139,11 +144,12 @@ fn run_store(
     let dir = std::path::absolute(args.out.join(kind.name()))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let register = Register::start(&dir, Admits::One)?;
+    let register = Register::start(&dir, args.primitive)?;
     let netns = netns && kind == StoreKind::Etcd;
     let setup = Setup {
         binary,
         ttl: args.ttl,
+        primitive: args.primitive,
         dir: &dir,
         register: register.path(),
         seed,
@@ -218,9 +224,12 @@ fn run_store(
         &waits,
         &register.log(),
         &faults,
-        ttl,
-        args.slack,
-        end,
+        checker::Terms {
+            admits: args.primitive,
+            ttl,
+            slack: args.slack,
+            end,
+        },
     );
     std::fs::write(
         dir.join("history.json"),
@@ -234,6 +243,7 @@ fn run_store(
     }
     Ok(report::StoreRun {
         store: kind.name().to_owned(),
+        primitive: args.primitive,
         seconds,
         ttl_s: args.ttl,
         pods: system.pods.len(),

@@ -12,10 +12,11 @@ use anyhow::{Context, Result};
 use sync_testkit::stores::{Backend, StoreKind, wait_ready};
 use sync_testkit::{ElectorProc, EtcdCluster, free_port, signal_pid};
 
+use crate::fence::Admits;
 use crate::netns::Netns;
 use crate::worker;
 
-/// The lock every worker contends for.
+/// The name every worker contends for (a lock, a semaphore or a read-write lock).
 pub const LOCK: &str = "chaos";
 
 /// An elector and where its workers find it.
@@ -44,6 +45,8 @@ pub struct Setup<'a> {
     pub binary: &'a Path,
     /// The lock's ttl in seconds.
     pub ttl: u64,
+    /// What the workers contend for.
+    pub primitive: Admits,
     /// Where histories and logs go.
     pub dir: &'a Path,
     /// The register's socket.
@@ -64,6 +67,7 @@ pub struct System {
     pub workers: Vec<Worker>,
     binary: PathBuf,
     ttl: u64,
+    primitive: Admits,
     dir: PathBuf,
     register: PathBuf,
     seed: u64,
@@ -105,6 +109,7 @@ impl System {
             workers: Vec::new(),
             binary: setup.binary.to_owned(),
             ttl: setup.ttl,
+            primitive: setup.primitive,
             dir: setup.dir.to_owned(),
             register: setup.register.to_owned(),
             seed: setup.seed,
@@ -198,6 +203,7 @@ impl System {
             .env(worker::WORKER_ENV, id.to_string())
             .env(worker::SEED_ENV, self.seed.to_string())
             .env(worker::TTL_ENV, self.ttl.to_string())
+            .env(worker::PRIMITIVE_ENV, self.primitive.to_string())
             .env("RUST_LOG", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -15,6 +15,8 @@ use crate::checker::Findings;
 pub struct StoreRun {
     /// The store.
     pub store: String,
+    /// What the workers contended for: `lock`, `semaphore=<n>` or `rwlock`.
+    pub primitive: crate::fence::Admits,
     /// Seconds the nemesis ran (from the first fault to the end of the run).
     pub seconds: u64,
     /// The lock's ttl in seconds.
@@ -79,8 +81,12 @@ impl Report {
             let n = |k: &str| f.sections.get(k).copied().unwrap_or(0);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} / {} / {} / {} | {} / {} | {} | {} ({} / {}; {}) | {} of {} ({} late while paused) | {} |",
+                "| {}{} | {} | {} | {} / {} / {} / {} | {} / {} | {} | {} ({} / {}; {}) | {} of {} ({} late while paused) | {} |",
                 s.store,
+                match s.primitive {
+                    crate::fence::Admits::One => String::new(),
+                    other => format!(", {other}"),
+                },
                 s.seconds,
                 s.faults.values().sum::<u64>(),
                 n("released"),

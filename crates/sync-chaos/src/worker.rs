@@ -1,11 +1,13 @@
-//! A worker process: this binary started again with `__worker`. It loops on one lock like a
-//! careful application: acquire, write `(worker, token, seq)` to the register while the guard
-//! says the lock is held (checking before each write), release, and again. Everything it sees goes, one line per
-//! event with the shared clock's time, to its history file, which survives `kill -9`:
+//! A worker process: this binary started again with `__worker`. It loops on one name like a
+//! careful application: acquire (the lock, a semaphore's permit, or a read-write lock, shared
+//! two times in three), write `(worker, token, seq, grant)` to the register while the guard says
+//! it is held (checking before each write), release, and again. Everything it sees goes, one
+//! line per event with the shared clock's time, to its history file, which survives `kill -9`:
 //!
 //! - `START <t> <pid>`: the process started;
 //! - `WAIT <t>`: it asks for the lock;
-//! - `ACQ <t> <token>`: the lock was granted;
+//! - `ACQ <t> <token> <grant>`: the lock was granted (`lock`, `permit=<n>`, `shared` or
+//!   `exclusive`);
 //! - `REL <t>`: done with the critical section, releasing;
 //! - `LOST <t> <reason>`: the client library said the lock was lost (from its callback);
 //! - `END <t>`: the worker saw the loss and left its critical section without releasing;
@@ -17,11 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sync_client::Client;
+use sync_client::{Client, Mode};
 use sync_testkit::clock::now_ns;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::fence::{Admits, Grant};
 use crate::rng::Rng;
 
 /// What a worker needs, passed in its environment.
@@ -38,6 +41,8 @@ pub const WORKER_ENV: &str = "SYNC_CHAOS_WORKER";
 pub const SEED_ENV: &str = "SYNC_CHAOS_SEED";
 /// The lock's ttl in seconds.
 pub const TTL_ENV: &str = "SYNC_CHAOS_TTL";
+/// The primitive: `lock`, `semaphore=<n>` or `rwlock` ([`Admits`]).
+pub const PRIMITIVE_ENV: &str = "SYNC_CHAOS_PRIMITIVE";
 
 /// How a critical section writes: `(writes, shortest and longest pause between them in ms)`.
 /// Half the sections are brief, as most work under a lock is; the other half hold for up to two
@@ -76,6 +81,7 @@ pub fn run() -> Result<()> {
     let worker: u32 = env(WORKER_ENV)?.parse()?;
     let seed: u64 = env(SEED_ENV)?.parse()?;
     let ttl = Duration::from_secs(env(TTL_ENV)?.parse()?);
+    let primitive: Admits = env(PRIMITIVE_ENV)?.parse().map_err(anyhow::Error::msg)?;
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -86,18 +92,55 @@ pub fn run() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(contend(url, lock, register, worker, seed, ttl, history))
+    let contender = Contender {
+        name: lock,
+        primitive,
+        worker,
+        ttl,
+    };
+    runtime.block_on(contend(url, register, seed, contender, history))
+}
+
+/// Who contends for what.
+struct Contender {
+    name: String,
+    primitive: Admits,
+    worker: u32,
+    ttl: Duration,
+}
+
+impl Contender {
+    /// The handle for the next section: a read-write lock's writer one time in three.
+    fn handle(&self, client: &Client, rng: &mut Rng) -> sync_client::Lock {
+        match self.primitive {
+            Admits::One => client.lock(&self.name),
+            Admits::Permits(n) => client.semaphore(&self.name, n),
+            Admits::SharedOrExclusive if rng.below(3) == 0 => {
+                client.rwlock(&self.name, Mode::Exclusive)
+            }
+            Admits::SharedOrExclusive => client.rwlock(&self.name, Mode::Shared),
+        }
+    }
+}
+
+/// What a guard holds, as the register and the history write it.
+fn grant_of(guard: &sync_client::LockGuard) -> Grant {
+    match (guard.permit(), guard.mode()) {
+        (Some(permit), _) => Grant::Permit(permit),
+        (None, Some(Mode::Shared)) => Grant::Shared,
+        (None, Some(Mode::Exclusive)) => Grant::Exclusive,
+        (None, None) => Grant::Lock,
+    }
 }
 
 async fn contend(
     url: String,
-    name: String,
     register: String,
-    worker: u32,
     seed: u64,
-    ttl: Duration,
+    contender: Contender,
     history: History,
 ) -> Result<()> {
+    let (worker, ttl) = (contender.worker, contender.ttl);
     let client = Client::builder().url(url).build()?;
     let stream = UnixStream::connect(&register)
         .await
@@ -107,8 +150,8 @@ async fn contend(
     let mut rng = Rng::new(seed ^ u64::from(worker).wrapping_mul(0x9e37_79b9));
     loop {
         let told = history.clone();
-        let lock = client
-            .lock(&name)
+        let lock = contender
+            .handle(&client, &mut rng)
             .ttl(ttl)
             .on_lost(move || told.line("LOST", "the client library said so"));
         history.line("WAIT", "");
@@ -120,15 +163,15 @@ async fn contend(
                 continue;
             }
         };
-        let token = guard.fencing_token();
-        history.line("ACQ", &token.to_string());
+        let (token, grant) = (guard.fencing_token(), grant_of(&guard));
+        history.line("ACQ", &format!("{token} {grant}"));
         let (writes, low, high) = shape(&mut rng, ttl);
         for seq in 1..=writes {
             if !guard.is_held() {
                 break;
             }
             write
-                .write_all(format!("WRITE {worker} {token} {seq}\n").as_bytes())
+                .write_all(format!("WRITE {worker} {token} {seq} {grant}\n").as_bytes())
                 .await?;
             let Some(answer) = answers.next_line().await? else {
                 bail!("the register closed its socket");
