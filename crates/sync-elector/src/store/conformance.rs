@@ -487,6 +487,34 @@ pub async fn an_unrenewed_permit_expires(store: &dyn Store, ttl: Duration) {
     assert_eq!(store.renew(&name, &old).await, Err(StoreError::NotHolder));
 }
 
+/// For stores that order claims across electors (etcd, by revision): claimants that asked for a
+/// semaphore's one permit on two electors, in the order `a`, `b`, `a`, are granted it in that
+/// order, whichever of them tries first after each release.
+pub async fn first_come_first_served_across_electors(a: &dyn Store, b: &dyn Store, ttl: Duration) {
+    let name = name("fifo-electors");
+    let holder = permit_of("elector-a/holder", ttl, 1);
+    let held = acquire(a, &name, &holder).await;
+    let line = [
+        (a, permit_of("elector-a/first", ttl, 1)),
+        (b, permit_of("elector-b/second", ttl, 1)),
+        (a, permit_of("elector-a/third", ttl, 1)),
+    ];
+    for (store, claim) in &line {
+        busy(*store, &name, claim).await;
+    }
+    a.release(&name, &held).await.expect("release");
+    for turn in 0..line.len() {
+        // The later claimants try first: each must wait for its turn.
+        for (store, claim) in line[turn + 1..].iter().rev() {
+            busy(*store, &name, claim).await;
+        }
+        let (store, claim) = &line[turn];
+        let ticket = acquire_when_free(*store, &name, claim).await;
+        assert_eq!(ticket.held, Some(Held::Permit(0)), "{}", claim.holder);
+        store.release(&name, &ticket).await.expect("release");
+    }
+}
+
 /// Claimants on two electors (`a` and `b`, two stores on one backend) take and give back a
 /// semaphore's permits, then a read-write lock's grants, as fast as they can for a while: the
 /// holders counted at any moment never exceed N, nor include a writer beside anyone, however

@@ -74,6 +74,18 @@ async fn two_electors_never_grant_more_than_a_semaphore_or_read_write_lock_allow
     sync_elector::store::conformance::two_electors_contending(&a, &b, Duration::from_secs(5)).await;
 }
 
+#[tokio::test]
+async fn a_semaphore_serves_claims_on_two_electors_first_come_first_served() {
+    let cluster = one_member("fifo").await;
+    let (a, b) = (store_on(&cluster).await, store_on(&cluster).await);
+    sync_elector::store::conformance::first_come_first_served_across_electors(
+        &a,
+        &b,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
 fn claim(holder: &str) -> Claim {
     Claim {
         holder: holder.into(),
