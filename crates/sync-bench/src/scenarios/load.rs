@@ -50,6 +50,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         };
         add(
             run,
+            "load",
             &system,
             "idle waiting elector",
             &waiter_rate,
@@ -59,6 +60,7 @@ pub fn run(run: &mut Run) -> Result<()> {
         );
         add(
             run,
+            "load",
             &system,
             "holding elector",
             &holder_rate,
@@ -100,6 +102,7 @@ fn lease_manager(run: &mut Run, backend: &Backend, window: Duration) -> Result<(
     let note = Some("default timings: 30 s lease, renewed 5 s before its end");
     add(
         run,
+        "load",
         "kube-lease-manager",
         "standby",
         &rates[0],
@@ -109,6 +112,7 @@ fn lease_manager(run: &mut Run, backend: &Backend, window: Duration) -> Result<(
     );
     add(
         run,
+        "load",
         "kube-lease-manager",
         "holder",
         &rates[1],
@@ -134,6 +138,7 @@ fn client_go(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
         let note = Some(timings.note);
         add(
             run,
+            "load",
             timings.system,
             "standby",
             &rates[0],
@@ -141,7 +146,16 @@ fn client_go(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
             None,
             note,
         );
-        add(run, timings.system, "holder", &rates[1], window, None, note);
+        add(
+            run,
+            "load",
+            timings.system,
+            "holder",
+            &rates[1],
+            window,
+            None,
+            note,
+        );
     }
     Ok(())
 }
@@ -164,6 +178,7 @@ fn v3lock(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
     let note = Some("session lease kept alive every ttl/3");
     add(
         run,
+        "load",
         "etcd v3lock",
         "idle waiter",
         &difference(&both, &alone),
@@ -171,12 +186,21 @@ fn v3lock(run: &mut Run, backend: &Backend, window: Duration) -> Result<()> {
         None,
         note,
     );
-    add(run, "etcd v3lock", "holder", &alone, window, None, note);
+    add(
+        run,
+        "load",
+        "etcd v3lock",
+        "holder",
+        &alone,
+        window,
+        None,
+        note,
+    );
     Ok(())
 }
 
 /// Requests per minute by method over `window`, for each of `clients`.
-fn per_minute(
+pub fn per_minute(
     backend: &Backend,
     clients: &[&str],
     window: Duration,
@@ -204,16 +228,18 @@ fn per_minute(
 }
 
 /// `a - b` per method, keeping only methods that changed.
-fn difference(a: &HashMap<String, f64>, b: &HashMap<String, f64>) -> HashMap<String, f64> {
+pub fn difference(a: &HashMap<String, f64>, b: &HashMap<String, f64>) -> HashMap<String, f64> {
     a.iter()
         .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, v)| v.abs() > 0.5)
         .collect()
 }
 
-/// Adds a requests-per-minute row, with the methods in the note.
-fn add(
+/// Adds a requests-per-minute row to `scenario`, with the methods in the note.
+#[expect(clippy::too_many_arguments, reason = "one row's every field")]
+pub fn add(
     run: &mut Run,
+    scenario: &str,
     system: &str,
     who: &str,
     rates: &HashMap<String, f64>,
@@ -231,7 +257,7 @@ fn add(
         .collect::<Vec<_>>()
         .join(", ");
     let row = run.report.add(
-        "load",
+        scenario,
         system,
         &format!(
             "{who}: store requests per minute ({} s window)",

@@ -10,6 +10,7 @@ pub mod handover;
 pub mod instructions;
 pub mod kube_env;
 pub mod load;
+pub mod primitives;
 pub mod soak;
 
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use crate::report::Report;
 use sync_testkit::stores::{Backend, StoreKind};
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "floor",
     "acquire",
     "instructions",
@@ -29,6 +30,7 @@ pub const ALL: [&str; 7] = [
     "failover",
     "footprint",
     "load",
+    "primitives",
 ];
 
 /// Scenarios run only by name: `soak` takes a minute per store and belongs to the fault and
@@ -99,6 +101,7 @@ pub fn run(name: &str, run: &mut Run) -> Result<()> {
         "failover" => failover::run(run),
         "footprint" => footprint::run(run),
         "load" => load::run(run),
+        "primitives" => primitives::run(run),
         "soak" => soak::run(run),
         other => bail!(
             "unknown scenario {other:?}: pick one of {}, {} or all",
@@ -112,6 +115,11 @@ pub fn run(name: &str, run: &mut Run) -> Result<()> {
 /// (loopback; generous).
 pub fn settle() {
     std::thread::sleep(Duration::from_millis(30));
+}
+
+/// [`settle`], in async code: lets a waiter just spawned reach the elector's queue.
+pub async fn settle_async() {
+    tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
 /// A pause that lets a worker that was just started reach the elector's queue.

@@ -76,7 +76,8 @@ pub fn on_shutdown_signal(callback: impl FnOnce() + Send + 'static) {
         .expect("the sync-client shutdown thread could not start");
 }
 
-/// A lock for blocking code: [`wait_one`](Lock::wait_one), then [`release`](Lock::release).
+/// A lock (or a semaphore's permit, or a read-write lock) for blocking code:
+/// [`wait_one`](Lock::wait_one), then [`release`](Lock::release).
 pub struct Lock {
     inner: crate::Lock,
     guard: Mutex<Option<crate::LockGuard>>,
