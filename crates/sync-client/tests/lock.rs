@@ -284,6 +284,34 @@ async fn a_semaphore_admits_n_holders_each_on_its_own_permit() {
 }
 
 #[tokio::test]
+async fn a_semaphores_waiters_are_served_first_come_first_served() {
+    let (_server, client) = elector(15).await;
+    let pool = client.semaphore("pool-fifo", 2).on_lost(|| {});
+    let held = [pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        let (pool, order) = (pool.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let guard = pool.acquire().await.unwrap();
+            order.lock().unwrap().push(i);
+            // Spaced well apart, so that the order of the grants is the order of the pushes.
+            sleep(Duration::from_millis(500)).await;
+            guard.release().await.unwrap();
+        }));
+        sleep(Duration::from_millis(100)).await;
+    }
+    let [first, second] = held;
+    first.release().await.unwrap();
+    sleep(Duration::from_millis(200)).await;
+    second.release().await.unwrap();
+    for w in waiters {
+        timeout(PROMPT, w).await.unwrap().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+}
+
+#[tokio::test]
 async fn a_waiting_writer_stops_new_readers() {
     let (_server, client) = elector(15).await;
     let read = client.rwlock("config", Mode::Shared).on_lost(|| {});
