@@ -19,6 +19,16 @@ pub enum StoreKind {
     Etcd,
 }
 
+/// How the binary writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, as people read them.
+    #[default]
+    Text,
+    /// One JSON object per line, each field a key (`lock`, `holder`, `token`), for a collector.
+    Json,
+}
+
 /// The stores this build has, in the order `--version` names them. Every build has the memory
 /// store; the default features add the other two.
 pub const STORES: &[&str] = &[
@@ -45,6 +55,10 @@ fn long_version() -> &'static str {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sync-elector", version, long_version = long_version(), about)]
 pub struct Config {
+    /// How log lines are written: `text` for people, `json` for a collector (one object a line,
+    /// with the lock, holder and token as keys).
+    #[arg(long, env = "SYNC_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
     /// Address of the v1 and legacy API.
     #[arg(long, env = "SYNC_LISTEN", default_value = "127.0.0.1:13131")]
     pub listen: SocketAddr,

@@ -101,7 +101,12 @@ impl ElectorProc {
                     ("listening on ", "v1"),
                 ] {
                     if let Some(at) = line.find(marker) {
-                        let _ = tx.send((kind, line[at + marker.len()..].trim().to_owned()));
+                        // The address ends the text line; in a JSON line, a quote ends it.
+                        let url = line[at + marker.len()..]
+                            .split(['"', ' '])
+                            .next()
+                            .unwrap_or_default();
+                        let _ = tx.send((kind, url.trim().to_owned()));
                         break;
                     }
                 }

@@ -320,3 +320,45 @@ fn bad_flags_are_refused_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("15s"));
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_lock_holder_and_token_as_keys() {
+    let elector = start_elector(&["--log-format", "json"]);
+    let guard = client(&elector.url)
+        .lock("logged")
+        .on_lost(|| {})
+        .acquire()
+        .await
+        .unwrap();
+    let (holder, token) = (guard.holder().to_owned(), guard.fencing_token());
+    guard.release().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<serde_json::Value> = elector
+            .log()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect();
+        if events.iter().any(|e| e["message"] == "released") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no release logged: {events:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for message in ["acquired", "released"] {
+        let event = events
+            .iter()
+            .find(|e| e["message"] == message)
+            .unwrap_or_else(|| panic!("no {message} event: {events:?}"));
+        assert_eq!(event["lock"], "logged", "{event}");
+        assert_eq!(event["holder"], holder.as_str(), "{event}");
+        assert_eq!(event["token"], token, "{event}");
+        assert_eq!(event["level"], "INFO", "{event}");
+    }
+    // The default stays text, for people.
+    let text = start_elector(&[]);
+    let first = text.log().first().cloned().unwrap_or_default();
+    assert!(first.contains("started") && !first.starts_with('{'), "{first}");
+}
