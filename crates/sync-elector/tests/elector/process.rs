@@ -360,5 +360,8 @@ async fn json_logs_carry_the_lock_holder_and_token_as_keys() {
     // The default stays text, for people.
     let text = start_elector(&[]);
     let first = text.log().first().cloned().unwrap_or_default();
-    assert!(first.contains("started") && !first.starts_with('{'), "{first}");
+    assert!(
+        first.contains("started") && !first.starts_with('{'),
+        "{first}"
+    );
 }
