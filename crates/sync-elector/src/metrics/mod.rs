@@ -1,5 +1,5 @@
 //! Prometheus metrics: what an operator watches on `/metrics`. The elector's series carry the
-//! `sync_elector_` prefix; the process's own ([`process`]) carry the names every client uses.
+//! `sync_elector_` prefix; the process's own (module `process`) carry the names every client uses.
 
 mod process;
 
