@@ -28,7 +28,8 @@ pub mod endpoint;
 pub mod messages;
 mod stream;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
 use tonic::client::Grpc;
@@ -37,6 +38,8 @@ use tonic_prost::ProstCodec;
 
 pub use messages::*;
 pub use stream::{KeepAlive, Watch};
+/// The gRPC status a failed [`Error::Call`] carries, and its code, for callers that tell failures apart.
+pub use tonic::{Code, Status};
 
 /// What went wrong in a call.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +67,15 @@ pub enum Error {
     },
 }
 
+/// Told of every unary call and every keep-alive when it ends: to count them, time them, or log
+/// them.
+pub trait Observe: Send + Sync + 'static {
+    /// `call` (as `KV/Range`) took `took` and failed with `error`, or succeeded when `None`.
+    fn observe(&self, call: &'static str, error: Option<&Error>, took: Duration);
+}
+
 /// Connection settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Options {
     /// How long a new connection to a member may take.
@@ -76,6 +86,19 @@ pub struct Options {
     /// HTTP/2 pings on an open connection, so a dead member is noticed while a stream is quiet:
     /// the interval, and how long a ping may go unanswered.
     pub keep_alive: (Duration, Duration),
+    /// Told of every call; none by default.
+    pub observer: Option<Arc<dyn Observe>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keep_alive", &self.keep_alive)
+            .field("observer", &self.observer.as_ref().map(|_| "set"))
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -84,6 +107,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Some(Duration::from_secs(5)),
             keep_alive: (Duration::from_secs(2), Duration::from_secs(2)),
+            observer: None,
         }
     }
 }
@@ -92,9 +116,31 @@ impl Default for Options {
 ///
 /// Calls are spread over the endpoints, and a member that cannot be reached is left out until it
 /// can; a call that was on its way to a member when it died fails, and the caller may retry it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     channel: Channel,
+    observer: Option<Arc<dyn Observe>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tells `observer`, if any, how the call that began at `sent` ended, and hands its answer on.
+fn observed<T>(
+    observer: Option<&Arc<dyn Observe>>,
+    call: &'static str,
+    sent: Instant,
+    answer: Result<T, Error>,
+) -> Result<T, Error> {
+    if let Some(observer) = observer {
+        observer.observe(call, answer.as_ref().err(), sent.elapsed());
+    }
+    answer
 }
 
 impl Error {
@@ -140,6 +186,7 @@ impl Client {
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             channel: Channel::balance_list(endpoints.into_iter()),
+            observer: options.observer.clone(),
         })
     }
 
@@ -238,7 +285,7 @@ impl Client {
     /// A keep-alive stream for a lease, to renew it again and again on one stream. It opens
     /// with the first [`KeepAlive::keep_alive`].
     pub fn lease_keep_alive(&self, id: i64) -> KeepAlive {
-        KeepAlive::new(self.grpc(), id)
+        KeepAlive::new(self.grpc(), id, self.observer.clone())
     }
 
     /// Starts a watch, and waits until etcd has created it: every change from
@@ -279,17 +326,22 @@ impl Client {
         Req: prost::Message + Send + Sync + 'static,
         Res: prost::Message + Default + Send + Sync + 'static,
     {
-        let mut grpc = self.grpc();
-        ready(&mut grpc, call).await?;
-        let response = grpc
-            .unary(
-                tonic::Request::new(request),
-                PathAndQuery::from_static(path),
-                ProstCodec::default(),
-            )
-            .await
-            .map_err(|status| Error::call(call, status))?;
-        Ok(response.into_inner())
+        let sent = Instant::now();
+        let answer = async {
+            let mut grpc = self.grpc();
+            ready(&mut grpc, call).await?;
+            let response = grpc
+                .unary(
+                    tonic::Request::new(request),
+                    PathAndQuery::from_static(path),
+                    ProstCodec::default(),
+                )
+                .await
+                .map_err(|status| Error::call(call, status))?;
+            Ok(response.into_inner())
+        }
+        .await;
+        observed(self.observer.as_ref(), call, sent, answer)
     }
 }
 

@@ -2,6 +2,9 @@
 //! gRPC streams whose request side we keep open through a channel: etcd ends the call when the
 //! client closes its side.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use futures_util::Stream;
 use http::uri::PathAndQuery;
 use tokio::sync::mpsc;
@@ -10,11 +13,11 @@ use tonic::client::Grpc;
 use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
-use crate::Error;
 use crate::messages::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchCreateRequest, WatchRequest,
     WatchRequestUnion, WatchResponse,
 };
+use crate::{Error, Observe};
 
 /// The request side of a stream: whatever is sent on the channel, open until it is dropped.
 fn requests<T: Send + 'static>(receiver: mpsc::UnboundedReceiver<T>) -> impl Stream<Item = T> {
@@ -103,23 +106,33 @@ impl Watch {
 }
 
 /// A lease's keep-alive stream, opened on the first keep-alive and opened again after an error.
-#[derive(Debug)]
 pub struct KeepAlive {
     grpc: Grpc<Channel>,
     id: i64,
+    observer: Option<Arc<dyn Observe>>,
     open: Option<(
         mpsc::UnboundedSender<LeaseKeepAliveRequest>,
         Streaming<LeaseKeepAliveResponse>,
     )>,
 }
 
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepAlive")
+            .field("id", &self.id)
+            .field("open", &self.open.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl KeepAlive {
     const CALL: &'static str = "Lease/LeaseKeepAlive";
 
-    pub(crate) fn new(grpc: Grpc<Channel>, id: i64) -> Self {
+    pub(crate) fn new(grpc: Grpc<Channel>, id: i64, observer: Option<Arc<dyn Observe>>) -> Self {
         Self {
             grpc,
             id,
+            observer,
             open: None,
         }
     }
@@ -132,7 +145,9 @@ impl KeepAlive {
     /// Renews the lease: `Some(seconds)` it now lives, or `None` when it is gone (expired or
     /// revoked).
     pub async fn keep_alive(&mut self) -> Result<Option<i64>, Error> {
-        match self.exchange().await {
+        let sent = Instant::now();
+        let answer = self.exchange().await;
+        match crate::observed(self.observer.as_ref(), Self::CALL, sent, answer) {
             Ok(ttl) => Ok((ttl > 0).then_some(ttl)),
             Err(err) => {
                 self.open = None;

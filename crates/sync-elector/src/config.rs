@@ -129,6 +129,11 @@ pub struct Config {
     #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// How many locks get series of their own on /metrics, labelled `lock`; the locks beyond
+    /// share `lock="_other"`. 0 labels none. docs/metrics.md says what each costs.
+    #[arg(long, env = "SYNC_METRICS_LOCK_LIMIT", default_value_t = crate::metrics::locks::DEFAULT_LIMIT)]
+    pub metrics_lock_limit: usize,
+
     /// LOCK=SERVICE, or LOCK=SERVICE:PORT: while a holder here holds LOCK, keep the
     /// selector-less Service SERVICE's EndpointSlice listing this pod's IP, and nothing else,
     /// with the Service's ports by name (their targetPort numbers; PORT instead, for a Service

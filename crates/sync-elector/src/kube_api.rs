@@ -1,6 +1,7 @@
 //! One way to talk to the Kubernetes API, for the Kubernetes store (its Leases, Events and
 //! permission checks) and the leader-only Service: connecting, one timeout for every request,
-//! one wording of what went wrong, and one compare-and-set write.
+//! one wording of what went wrong, one count of every request on `/metrics`, and one
+//! compare-and-set write.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -10,8 +11,10 @@ use kube::Resource;
 use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tracing::info;
+
+use crate::metrics::store::{self as series, Outcome};
 
 /// How long one API request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,16 +90,37 @@ impl RequestError {
             _ => None,
         }
     }
+
+    /// The `result` label of the store's request series.
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::Status { code: 409, .. } => Outcome::Conflict,
+            Self::Status { code: 404, .. } => Outcome::NotFound,
+            Self::Status { code: 403, .. } => Outcome::Forbidden,
+            Self::Status { .. } => Outcome::Error,
+            Self::Unreachable(_) => Outcome::Unreachable,
+            Self::TimedOut(_) => Outcome::Timeout,
+        }
+    }
 }
 
-/// Sends one request, bounded by [`REQUEST_TIMEOUT`].
+/// Sends one request, `verb` on `resource` (as RBAC names them: `get`, `leases`), bounded by
+/// [`REQUEST_TIMEOUT`], and counts it on `/metrics`.
 pub async fn send<T>(
+    resource: &'static str,
+    verb: &'static str,
     request: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, RequestError> {
-    match timeout(REQUEST_TIMEOUT, request).await {
+    let sent = Instant::now();
+    let answer = match timeout(REQUEST_TIMEOUT, request).await {
         Ok(answer) => answer.map_err(RequestError::from),
         Err(_) => Err(RequestError::TimedOut(REQUEST_TIMEOUT)),
-    }
+    };
+    let outcome = answer
+        .as_ref()
+        .map_or_else(RequestError::outcome, |_| Outcome::Ok);
+    series::observe("kubernetes", resource, verb, outcome, sent.elapsed());
+    answer
 }
 
 /// Writes `object` compare-and-set: creates it when `create`, else replaces it on the
@@ -104,14 +128,15 @@ pub async fn send<T>(
 /// never overwrite.
 pub async fn write<K>(api: &Api<K>, object: &K, create: bool) -> Result<Option<K>, RequestError>
 where
-    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
     let params = PostParams::default();
+    let resource = <K as k8s_openapi::Resource>::URL_PATH_SEGMENT;
     let written = if create {
-        send(api.create(&params, object)).await
+        send(resource, "create", api.create(&params, object)).await
     } else {
         let name = object.meta().name.clone().unwrap_or_default();
-        send(api.replace(&name, &params, object)).await
+        send(resource, "update", api.replace(&name, &params, object)).await
     };
     match written {
         Ok(written) => Ok(Some(written)),

@@ -73,7 +73,8 @@ impl Server {
         let token = config.token()?;
         let (store, announce) = open_store(&config).await?;
         let identity = config.identity();
-        let manager = Manager::new(store, identity.clone(), metrics::Metrics::new(), announce);
+        let metrics = metrics::Metrics::with_lock_limit(config.metrics_lock_limit);
+        let manager = Manager::new(store, identity.clone(), metrics, announce);
         let app = api::App {
             manager: manager.clone(),
             default_ttl: config.ttl,

@@ -412,7 +412,8 @@ impl Slice {
             return Ok(Vec::new());
         };
         let service = &self.target.publication.service;
-        let (ports, note) = match kube_api::send(services.get_opt(service)).await {
+        let (ports, note) = match kube_api::send("services", "get", services.get_opt(service)).await
+        {
             Ok(found) => mirror_ports(&self.target, found.as_ref()),
             Err(err) if err.code() == Some(403) => {
                 let message = status_message(&err);
@@ -497,7 +498,7 @@ impl Slice {
     }
 
     async fn read(&self) -> Result<Option<EndpointSlice>, RequestError> {
-        kube_api::send(self.api.get_opt(&self.target.name)).await
+        kube_api::send("endpointslices", "get", self.api.get_opt(&self.target.name)).await
     }
 
     /// Creates or replaces (compare-and-set) the slice. `Ok(false)` on a conflict.

@@ -425,7 +425,7 @@ fn lease_stream(
         }
         let event = match guard.lease.ended().await {
             Ending::Released => Event::default().event(lease_event::RELEASED).data(""),
-            Ending::Lost(reason) => Event::default()
+            Ending::Lost(_, reason) => Event::default()
                 .event(lease_event::LOST)
                 .json_data(LostEvent { reason })
                 .expect("a LostEvent serializes"),

@@ -54,8 +54,6 @@ pub(super) struct Taken {
     pub ticket: Ticket,
     /// When its validity starts.
     pub sent: Instant,
-    /// Whether the acquire had to wait for it.
-    pub waited: bool,
 }
 
 /// One acquire of `name` for `claim`, from its place in the local line.
@@ -89,14 +87,12 @@ impl Contender<'_> {
             claim: claim.clone(),
             pressed: false,
         };
-        let mut waited = false;
         loop {
             if shutdown.is_cancelled() {
                 return Err(AcquireError::ShuttingDown);
             }
             let notified = place.turn().notified();
             if !place.is_head() {
-                waited = true;
                 tokio::select! {
                     () = notified => continue,
                     () = sleep_until_opt(deadline) => {
@@ -112,14 +108,9 @@ impl Contender<'_> {
             match store.try_acquire(name, &claim).await {
                 Ok(Attempt::Acquired(ticket)) => {
                     contention.pressed = false;
-                    return Ok(Taken {
-                        ticket,
-                        sent,
-                        waited,
-                    });
+                    return Ok(Taken { ticket, sent });
                 }
                 Ok(Attempt::Busy { current, retry_at }) => {
-                    waited = true;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(AcquireError::Busy(current));
                     }

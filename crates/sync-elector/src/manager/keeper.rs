@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{info, warn};
 
 use super::handback::Handback;
-use super::lease::{Ending, Lease};
+use super::lease::{Cause, Ending, Lease};
 use super::leases::Leases;
 use crate::store::StoreError;
 use crate::timing::Step;
@@ -77,7 +77,7 @@ impl Keeper {
             return false;
         }
         match &ending {
-            Ending::Lost(reason) => {
+            Ending::Lost(_, reason) => {
                 warn!(lock = %lease.name, holder = %lease.holder, token = lease.token, %reason, "lease lost");
                 self.handback.store.lost(&lease.name, &lease.holder);
             }
@@ -95,8 +95,8 @@ impl Keeper {
     /// Ends a lease as lost and gives its holding up in the store: if the store comes back before
     /// the holding runs out, it is freed at once rather than left to expire, and a holding that
     /// is no longer ours is untouched.
-    pub(super) async fn lose(&self, lease: &Lease, reason: String) {
-        if self.end(lease, Ending::Lost(reason)) {
+    pub(super) async fn lose(&self, lease: &Lease, cause: Cause, reason: String) {
+        if self.end(lease, Ending::Lost(cause, reason)) {
             self.handback.release(lease).await;
         }
     }
@@ -173,23 +173,29 @@ impl Keeper {
 
     /// Takes a lease's next step: sleep on the agenda, or a task for a renewal or its ending.
     fn visit(self: &Arc<Self>, lease: Arc<Lease>) {
-        let reason = match lease.step(Instant::now()) {
+        let (cause, reason) = match lease.step(Instant::now()) {
             Step::SleepUntil(at) => return self.sleep(lease, at),
             Step::RenewStore => {
                 tokio::spawn(self.clone().renew(lease));
                 return;
             }
-            Step::HolderSilent => format!(
-                "the holder sent no heartbeat for its ttl of {}",
-                humantime::format_duration(lease.ttl)
+            Step::HolderSilent => (
+                Cause::Expired,
+                format!(
+                    "the holder sent no heartbeat for its ttl of {}",
+                    humantime::format_duration(lease.ttl)
+                ),
             ),
-            Step::DeadlinePassed => format!(
-                "the {} store could not be renewed before the renew deadline",
-                self.handback.store.kind()
+            Step::DeadlinePassed => (
+                Cause::StoreError,
+                format!(
+                    "the {} store could not be renewed before the renew deadline",
+                    self.handback.store.kind()
+                ),
             ),
         };
         let keeper = self.clone();
-        tokio::spawn(async move { keeper.lose(&lease, reason).await });
+        tokio::spawn(async move { keeper.lose(&lease, cause, reason).await });
     }
 
     /// Renews a lease's store holding once, bounded by its renew deadline, then takes its next
@@ -207,14 +213,19 @@ impl Keeper {
                 if lease.renewed(renewed, sent) {
                     info!(lock = %lease.name, "renewed again after failed renewals");
                 }
+                self.leases.renewed(&lease);
             }
             Ok(Err(StoreError::NotHolder)) => {
-                if self.end(&lease, Ending::Lost("another holder took the lock".into())) {
+                if self.end(
+                    &lease,
+                    Ending::Lost(Cause::Taken, "another holder took the lock".into()),
+                ) {
                     self.handback.withdraw(&lease).await;
                 }
                 return;
             }
             Ok(Err(err)) => {
+                self.leases.renewal_failed(&lease);
                 let message = err.to_string();
                 if lease.renew_failed(message.clone(), Instant::now()) {
                     warn!(lock = %lease.name, error = %message, "renewal failed; retrying until the renew deadline (the same failure is not logged again)");
@@ -222,6 +233,7 @@ impl Keeper {
             }
             Err(_) => {
                 // The deadline passed while the store was silent; the next step says so.
+                self.leases.renewal_failed(&lease);
             }
         }
         self.visit(lease);

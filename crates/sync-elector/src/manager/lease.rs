@@ -17,8 +17,34 @@ use crate::timing::{Deadlines, Step};
 pub enum Ending {
     /// The holder released it.
     Released,
-    /// It was lost; the reason is for people.
-    Lost(String),
+    /// It was lost, for a cause; the reason is for people.
+    Lost(Cause, String),
+}
+
+/// Why a lease was lost, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The holder sent no heartbeat for its ttl.
+    Expired,
+    /// The store could not be renewed before the renew deadline.
+    StoreError,
+    /// Another holder has the lock in the store.
+    Taken,
+    /// The elector is shutting down.
+    Shutdown,
+}
+
+impl Ending {
+    /// The `cause` label of the `lock_endings` series.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Released => "released",
+            Self::Lost(Cause::Expired, _) => "expired",
+            Self::Lost(Cause::StoreError, _) => "store_error",
+            Self::Lost(Cause::Taken, _) => "taken",
+            Self::Lost(Cause::Shutdown, _) => "shutdown",
+        }
+    }
 }
 
 /// Why a lease operation failed.
@@ -234,15 +260,18 @@ pub(super) mod tests {
             async move { lease.ended().await }
         });
         tokio::task::yield_now().await;
-        lease.finish(Ending::Lost("the store went away".into()));
+        lease.finish(Ending::Lost(
+            Cause::StoreError,
+            "the store went away".into(),
+        ));
         lease.finish(Ending::Released);
         assert_eq!(
             waiter.await.unwrap(),
-            Ending::Lost("the store went away".into())
+            Ending::Lost(Cause::StoreError, "the store went away".into())
         );
         assert_eq!(
             lease.ended().await,
-            Ending::Lost("the store went away".into())
+            Ending::Lost(Cause::StoreError, "the store went away".into())
         );
     }
 

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use sync_protocol::LockName;
 use tokio::time::Instant;
 
+#[cfg(test)]
+use super::lease::Cause;
 use super::lease::{Ending, Lease, LeaseError};
 use super::tombstones::Tombstones;
 use crate::metrics::Metrics;
+use crate::metrics::locks::LockSeries;
 
 /// Every lease of this elector, live or recently ended.
 pub(super) struct Leases {
@@ -20,7 +23,7 @@ pub(super) struct Leases {
 
 #[derive(Default)]
 struct Ledger {
-    live: HashMap<String, Arc<Lease>>,
+    live: HashMap<String, Live>,
     /// Legacy-protocol leases by lock name: the old bindings have no lease id, only the name.
     legacy: HashMap<LockName, String>,
     ended: Tombstones,
@@ -28,8 +31,15 @@ struct Ledger {
     freed_at: HashMap<LockName, Instant>,
 }
 
+/// A live lease and its lock's series.
+struct Live {
+    lease: Arc<Lease>,
+    series: Arc<LockSeries>,
+}
+
 impl Leases {
-    /// An empty ledger, keeping the held, acquisitions, losses and handover series in `metrics`.
+    /// An empty ledger, keeping the held, acquisitions, losses and handover series in `metrics`,
+    /// in total and per lock.
     pub(super) fn new(metrics: Metrics) -> Self {
         Self {
             state: Mutex::new(Ledger::default()),
@@ -37,30 +47,52 @@ impl Leases {
         }
     }
 
-    /// Records a lease just granted at `now`; `waited` says whether its acquire had to wait, so
-    /// that the time since the lock was last freed here counts as a handover.
-    pub(super) fn insert(&self, lease: Arc<Lease>, waited: bool, now: Instant) {
+    /// Records a lease just granted at `now` to an acquire that asked at `asked`. When the lock
+    /// was freed here after that, the time since it was freed is a handover.
+    pub(super) fn insert(&self, lease: Arc<Lease>, asked: Instant, now: Instant) {
+        let series = self.metrics.locks.series(&lease.name);
         let mut state = self.ledger();
         if lease.is_legacy() {
             state.legacy.insert(lease.name.clone(), lease.id.clone());
         }
         if let Some(freed) = state.freed_at.remove(&lease.name)
-            && waited
+            && freed >= asked
         {
-            self.metrics
-                .handover
-                .observe(now.duration_since(freed).as_secs_f64());
+            let handover = now.duration_since(freed).as_secs_f64();
+            self.metrics.handover.observe(handover);
+            series.handover.set(handover);
         }
-        state.live.insert(lease.id.clone(), lease);
         self.metrics.acquisitions.inc();
         self.metrics.held.inc();
+        series.acquisitions.inc();
+        series.held.inc();
+        series.valid_for(lease.valid_until().saturating_duration_since(now));
+        state.live.insert(lease.id.clone(), Live { lease, series });
+    }
+
+    /// `lease`'s store holding was renewed: it is valid until its new deadline.
+    pub(super) fn renewed(&self, lease: &Lease) {
+        if let Some(live) = self.ledger().live.get(&lease.id) {
+            live.series.valid_for(
+                lease
+                    .valid_until()
+                    .saturating_duration_since(Instant::now()),
+            );
+        }
+    }
+
+    /// A store renewal of `lease` failed.
+    pub(super) fn renewal_failed(&self, lease: &Lease) {
+        if let Some(live) = self.ledger().live.get(&lease.id) {
+            live.series.renewal_failures.inc();
+        }
     }
 
     /// The live lease `id`, or why there is none.
     pub(super) fn get(&self, id: &str) -> Result<Arc<Lease>, LeaseError> {
         let state = self.ledger();
         match state.live.get(id) {
-            Some(lease) => Ok(lease.clone()),
+            Some(live) => Ok(live.lease.clone()),
             None => Err(state.ended.error(id)),
         }
     }
@@ -72,29 +104,37 @@ impl Leases {
             .legacy
             .get(name)
             .and_then(|id| state.live.get(id))
-            .cloned()
+            .map(|live| live.lease.clone())
     }
 
     /// Every live lease.
     pub(super) fn all(&self) -> Vec<Arc<Lease>> {
-        self.ledger().live.values().cloned().collect()
+        self.ledger()
+            .live
+            .values()
+            .map(|live| live.lease.clone())
+            .collect()
     }
 
     /// Takes `lease` out of the live ones, remembering how it ended. Returns false, changing
     /// nothing, when it had already ended.
     pub(super) fn end(&self, lease: &Lease, ending: &Ending) -> bool {
         let mut state = self.ledger();
-        if state.live.remove(&lease.id).is_none() {
+        let Some(Live { series, .. }) = state.live.remove(&lease.id) else {
             return false;
-        }
+        };
         if state.legacy.get(&lease.name) == Some(&lease.id) {
             state.legacy.remove(&lease.name);
         }
         state.ended.bury(&lease.id, ending);
         state.freed_at.insert(lease.name.clone(), Instant::now());
         self.metrics.held.dec();
-        if matches!(ending, Ending::Lost(_)) {
+        if matches!(ending, Ending::Lost(..)) {
             self.metrics.losses.inc();
+        }
+        series.ended(ending.label());
+        if series.held.dec() == 1 {
+            series.not_held();
         }
         true
     }
@@ -113,11 +153,11 @@ mod tests {
     fn a_lease_ends_once_and_then_answers_how_it_ended() {
         let leases = Leases::new(Metrics::new());
         let granted = Arc::new(lease("a", false));
-        leases.insert(granted.clone(), false, Instant::now());
+        leases.insert(granted.clone(), Instant::now(), Instant::now());
         assert!(leases.get(&granted.id).is_ok());
         assert_eq!(leases.metrics.held.get(), 1);
 
-        let lost = Ending::Lost("another holder took the lock".into());
+        let lost = Ending::Lost(Cause::Taken, "another holder took the lock".into());
         assert!(leases.end(&granted, &lost));
         assert!(!leases.end(&granted, &Ending::Released), "ended twice");
         assert_eq!(
@@ -133,7 +173,7 @@ mod tests {
     fn a_released_lease_is_unknown_afterwards() {
         let leases = Leases::new(Metrics::new());
         let granted = Arc::new(lease("a", false));
-        leases.insert(granted.clone(), false, Instant::now());
+        leases.insert(granted.clone(), Instant::now(), Instant::now());
         assert!(leases.end(&granted, &Ending::Released));
         assert_eq!(leases.get(&granted.id).err(), Some(LeaseError::Unknown));
         assert_eq!(leases.metrics.losses.get(), 0);
@@ -144,32 +184,34 @@ mod tests {
         let leases = Leases::new(Metrics::new());
         let name = LockName::new("a").unwrap();
         let v1 = Arc::new(lease("a", false));
-        leases.insert(v1.clone(), false, Instant::now());
+        leases.insert(v1.clone(), Instant::now(), Instant::now());
         assert!(leases.legacy(&name).is_none(), "a v1 lease is not legacy");
         assert!(leases.end(&v1, &Ending::Released));
 
         let legacy = Arc::new(lease("a", true));
-        leases.insert(legacy.clone(), false, Instant::now());
+        leases.insert(legacy.clone(), Instant::now(), Instant::now());
         assert_eq!(
             leases.legacy(&name).map(|l| l.id.clone()),
             Some(legacy.id.clone())
         );
-        assert!(leases.end(&legacy, &Ending::Lost("ran out".into())));
+        assert!(leases.end(&legacy, &Ending::Lost(Cause::Expired, "ran out".into())));
         assert!(leases.legacy(&name).is_none());
     }
 
     #[test]
-    fn a_handover_is_timed_only_for_a_waiter() {
+    fn a_handover_is_timed_only_for_an_acquire_that_asked_before_the_lock_was_freed() {
         let leases = Leases::new(Metrics::new());
         let first = Arc::new(lease("a", false));
-        leases.insert(first.clone(), false, Instant::now());
+        leases.insert(first.clone(), Instant::now(), Instant::now());
         leases.end(&first, &Ending::Released);
-        // Freed, then taken by an acquire that did not wait: no handover.
+        // Freed, then asked for and taken: no handover.
         let second = Arc::new(lease("a", false));
-        leases.insert(second.clone(), false, Instant::now());
+        leases.insert(second.clone(), Instant::now(), Instant::now());
+        // Asked for while the second held it, taken when it was freed: a handover.
+        let asked = Instant::now();
         leases.end(&second, &Ending::Released);
         let third = Arc::new(lease("a", false));
-        leases.insert(third, true, Instant::now());
+        leases.insert(third, asked, Instant::now());
         let text = leases.metrics.render();
         assert!(
             text.contains("sync_elector_handover_seconds_count 1"),

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use acquire::{AcquireError, AcquireOptions};
-pub use lease::{Ending, Lease, LeaseError};
+pub use lease::{Cause, Ending, Lease, LeaseError};
 
 use acquire::{Contender, Taken, confirm};
 use handback::Handback;
@@ -86,7 +86,7 @@ impl Manager {
             inner: Arc::new(Inner {
                 identity,
                 shutdown: CancellationToken::new(),
-                queues: Queues::new(metrics.waiters.clone()),
+                queues: Queues::new(metrics.clone()),
                 keeper: Keeper::new(leases.clone(), handback.clone()),
                 leases,
                 handback,
@@ -171,6 +171,7 @@ impl Manager {
         options: AcquireOptions,
         legacy: bool,
     ) -> Result<Arc<Lease>, AcquireError> {
+        let asked = Instant::now();
         let place = self.inner.queues.join(&name);
         let contender = Contender {
             store: self.store(),
@@ -185,11 +186,7 @@ impl Manager {
             deadline: options.wait.map(|wait| Instant::now() + wait),
             shutdown: &self.inner.shutdown,
         };
-        let Taken {
-            ticket,
-            sent,
-            waited,
-        } = {
+        let Taken { ticket, sent } = {
             let taken = contender.contend().await;
             self.note_failure(&name, &taken);
             taken?
@@ -198,7 +195,7 @@ impl Manager {
         drop(place);
         let now = Instant::now();
         let lease = Arc::new(Lease::new(name, ticket, sent, legacy, now));
-        self.inner.leases.insert(lease.clone(), waited, now);
+        self.inner.leases.insert(lease.clone(), asked, now);
         info!(lock = %lease.name, holder = %lease.holder, token = lease.token, "acquired");
         self.inner.keeper.start(lease.clone());
         if let Some(announce) = &self.inner.handback.announce {
@@ -282,9 +279,13 @@ impl Manager {
             "shutting down: releasing every held lock"
         );
         let keeper = &self.inner.keeper;
-        let releases = leases
-            .iter()
-            .map(|lease| keeper.lose(lease, "the elector is shutting down".into()));
+        let releases = leases.iter().map(|lease| {
+            keeper.lose(
+                lease,
+                Cause::Shutdown,
+                "the elector is shutting down".into(),
+            )
+        });
         if timeout(
             SHUTDOWN_RELEASE_WAIT,
             futures_util::future::join_all(releases),
@@ -397,7 +398,7 @@ mod tests {
 
         let held = manager.acquire(name(), options(None)).await.unwrap();
         manager.shutdown().await;
-        let lost = Ending::Lost("the elector is shutting down".into());
+        let lost = Ending::Lost(Cause::Shutdown, "the elector is shutting down".into());
         assert_eq!(held.ended().await, lost);
         assert_eq!(
             manager.heartbeat(&held.id),

@@ -5,15 +5,17 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::metrics::gauge::Gauge;
 use sync_protocol::LockName;
 use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use crate::metrics::locks::LockSeries;
 
 /// Every lock's line of waiters here.
 pub(super) struct Queues {
     state: Mutex<Lines>,
-    /// The waiters gauge: one per place taken and not yet left.
-    waiters: Gauge,
+    /// Counts the waiters, in total and per lock: one per place taken and not yet left.
+    metrics: Metrics,
 }
 
 #[derive(Default)]
@@ -28,20 +30,24 @@ pub(super) struct Place {
     name: LockName,
     id: u64,
     turn: Arc<Notify>,
+    series: Arc<LockSeries>,
 }
 
 impl Queues {
-    /// Empty lines, counting waiters in `waiters`.
-    pub(super) fn new(waiters: Gauge) -> Arc<Self> {
+    /// Empty lines, counting waiters in `metrics`.
+    pub(super) fn new(metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(Lines::default()),
-            waiters,
+            metrics,
         })
     }
 
     /// Takes the last place in `name`'s line.
     pub(super) fn join(self: &Arc<Self>, name: &LockName) -> Place {
         let turn = Arc::new(Notify::new());
+        let series = self.metrics.locks.series(name);
+        series.waiters.inc();
+        self.metrics.waiters.inc();
         let mut state = self.lines();
         state.next += 1;
         let id = state.next;
@@ -50,12 +56,12 @@ impl Queues {
             .entry(name.clone())
             .or_default()
             .push_back((id, turn.clone()));
-        self.waiters.inc();
         Place {
             queues: self.clone(),
             name: name.clone(),
             id,
             turn,
+            series,
         }
     }
 
@@ -97,7 +103,8 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.queues.waiters.dec();
+        self.queues.metrics.waiters.dec();
+        self.series.waiters.dec();
         let mut state = self.queues.lines();
         if let Some(line) = state.lines.get_mut(&self.name) {
             let was_head = line.front().is_some_and(|(id, _)| *id == self.id);
@@ -117,7 +124,7 @@ mod tests {
     use super::*;
 
     fn queues() -> Arc<Queues> {
-        Queues::new(Gauge::default())
+        Queues::new(Metrics::new())
     }
 
     #[test]
@@ -171,7 +178,7 @@ mod tests {
         drop(last);
         assert_eq!(queues.len(&name), 0);
         assert!(queues.lengths().is_empty(), "an empty line is forgotten");
-        assert_eq!(queues.waiters.get(), 0);
+        assert_eq!(queues.metrics.waiters.get(), 0);
     }
 
     #[test]

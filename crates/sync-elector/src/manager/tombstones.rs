@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+#[cfg(test)]
+use super::lease::Cause;
 use super::lease::{Ending, LeaseError};
 
 /// How many ended lease ids are remembered.
@@ -30,7 +32,7 @@ impl Tombstones {
             Ending::Released => {
                 self.released.insert(id.to_owned());
             }
-            Ending::Lost(reason) => {
+            Ending::Lost(_, reason) => {
                 self.lost.insert(id.to_owned(), reason.clone());
             }
         }
@@ -53,7 +55,10 @@ mod tests {
     #[test]
     fn a_lost_lease_says_why_and_a_released_one_is_unknown() {
         let mut tombstones = Tombstones::default();
-        tombstones.bury("a", &Ending::Lost("the holder went silent".into()));
+        tombstones.bury(
+            "a",
+            &Ending::Lost(Cause::Expired, "the holder went silent".into()),
+        );
         tombstones.bury("b", &Ending::Released);
         assert_eq!(
             tombstones.error("a"),
@@ -67,7 +72,10 @@ mod tests {
     fn the_oldest_is_forgotten_first() {
         let mut tombstones = Tombstones::default();
         for i in 0..TOMBSTONES + 1 {
-            tombstones.bury(&i.to_string(), &Ending::Lost(format!("reason {i}")));
+            tombstones.bury(
+                &i.to_string(),
+                &Ending::Lost(Cause::Taken, format!("reason {i}")),
+            );
         }
         assert_eq!(tombstones.error("0"), LeaseError::Unknown);
         assert_eq!(tombstones.error("1"), LeaseError::Lost("reason 1".into()));

@@ -1,7 +1,10 @@
 //! Prometheus metrics: what an operator watches on `/metrics`. The elector's series carry the
-//! `sync_elector_` prefix; the process's own (module `process`) carry the names every client uses.
+//! `sync_elector_` prefix: totals here, each lock's in [`locks`], the store's requests in
+//! [`store`]. The process's own (module `process`) carry the names every client uses.
 
+pub mod locks;
 mod process;
+pub mod store;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +30,8 @@ pub struct Metrics {
     pub losses: Counter,
     /// Seconds from a lock's lease ending here to a waiter here holding it.
     pub handover: Histogram,
+    /// Each lock's series.
+    pub locks: Arc<locks::Locks>,
 }
 
 impl Default for Metrics {
@@ -36,8 +41,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Fresh series in a fresh registry.
+    /// Fresh series in a fresh registry, with [`locks::DEFAULT_LIMIT`] locks labelled.
     pub fn new() -> Self {
+        Self::with_lock_limit(locks::DEFAULT_LIMIT)
+    }
+
+    /// Fresh series in a fresh registry, giving at most `lock_limit` locks a `lock` label of
+    /// their own.
+    pub fn with_lock_limit(lock_limit: usize) -> Self {
         let mut registry = Registry::with_prefix("sync_elector");
         let held = Gauge::default();
         let waiters = Gauge::default();
@@ -64,6 +75,8 @@ impl Metrics {
                 ("protocols", "v1,legacy".to_owned()),
             ]),
         );
+        let locks = Arc::new(locks::Locks::new(&mut registry, lock_limit));
+        store::register(&mut registry);
         let mut process = Registry::default();
         process.register_collector(Box::new(process::Process::new()));
         registry.register(
@@ -79,6 +92,7 @@ impl Metrics {
             acquisitions,
             losses,
             handover,
+            locks,
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - `process` and `protocol`: clients in this process and in processes of their own, and the
 //!   wire as any client sees it; `primitives`: semaphores and read-write locks on the wire;
+//! - `metrics`: `/metrics` as an operator reads it;
 //! - `access`: loopback, `--allow-remote` and the bearer token;
 //! - `bad_input`, `hostile` and `fuzz`: mistakes, abuse and random requests, answered without
 //!   harm.
@@ -13,6 +14,7 @@ mod access;
 mod bad_input;
 mod fuzz;
 mod hostile;
+mod metrics;
 mod primitives;
 mod process;
 mod protocol;

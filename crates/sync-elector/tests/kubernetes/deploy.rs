@@ -175,6 +175,38 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
         "{missing}"
     );
     assert!(missing.contains("deploy/rbac.yaml"), "{missing}");
+    // /metrics says so too, with the refused requests and the failed renewals counted.
+    let metrics = || {
+        sync_testkit::http::get(&format!("{}/metrics", elector.url))
+            .unwrap()
+            .1
+    };
+    let text = metrics();
+    assert!(
+        text.lines()
+            .any(|l| l == "sync_elector_store_permission_denied 1"),
+        "{text}"
+    );
+    let counted = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        counted(
+            &text,
+            "sync_elector_store_requests_total{store=\"kubernetes\",resource=\"leases\",verb=\"update\",result=\"forbidden\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        counted(
+            &text,
+            "sync_elector_lock_renewal_failures_total{lock=\"held\"}"
+        ) >= 1.0,
+        "{text}"
+    );
 
     // Retries do not repeat the log line: it changes only when what is missing changes.
     let logged = |elector: &ElectorProc| {
@@ -206,6 +238,12 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
     });
     let (status, lease) = try_once();
     assert_eq!(status, 200, "acquires work again: {lease}");
+    let text = metrics();
+    assert!(
+        text.lines()
+            .any(|l| l == "sync_elector_store_permission_denied 0"),
+        "{text}"
+    );
 }
 
 #[test]

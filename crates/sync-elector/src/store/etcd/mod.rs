@@ -22,6 +22,7 @@
 //!   "lost" by the renew deadline; the server-side lease may outlive that, which the
 //!   client-validity rule covers.
 
+mod counted;
 mod line;
 mod session;
 mod standing;
@@ -328,6 +329,7 @@ impl EtcdStore {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
         let mut options = Options::default();
         options.request_timeout = Some(REQUEST_TIMEOUT);
+        options.observer = Some(Arc::new(counted::Counted));
         let client = Client::connect(endpoints, &options)
             .map_err(|err| StoreError::caused_by("etcd", err.to_string(), err))?;
         info!(endpoints = %endpoints.join(","), %prefix, "using etcd");

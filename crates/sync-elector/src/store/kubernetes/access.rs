@@ -82,6 +82,7 @@ fn change(state: &mut Option<String>, denied: Option<String>) {
             None => info!("Kubernetes permissions: every permission the elector needs is granted"),
         }
     }
+    crate::metrics::store::permission_denied(denied.is_some());
     *state = denied;
 }
 
@@ -156,7 +157,12 @@ async fn missing(
             },
             ..SelfSubjectAccessReview::default()
         };
-        let answer = kube_api::send(api.create(&PostParams::default(), &review)).await?;
+        let answer = kube_api::send(
+            "selfsubjectaccessreviews",
+            "create",
+            api.create(&PostParams::default(), &review),
+        )
+        .await?;
         if !answer.status.is_some_and(|s| s.allowed) {
             missing.push(needed);
         }

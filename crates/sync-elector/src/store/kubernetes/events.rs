@@ -156,10 +156,14 @@ async fn write_events(api: Api<Event>, namespace: String, mut changes: mpsc::Rec
             continue;
         }
         let event = event(&namespace, &change, k8s_openapi::jiff::Timestamp::now());
-        let failure = kube_api::send(api.create(&PostParams::default(), &event))
-            .await
-            .err()
-            .map(|err| err.to_string());
+        let failure = kube_api::send(
+            "events",
+            "create",
+            api.create(&PostParams::default(), &event),
+        )
+        .await
+        .err()
+        .map(|err| err.to_string());
         if let Some(failure) = &failure
             && last_failure.as_ref() != Some(failure)
         {

@@ -222,7 +222,7 @@ impl KubernetesStore {
                 return Ok(cache.leases.get(name).map(|s| s.lease()));
             }
         }
-        let lease = kube_api::send(self.api.get_opt(name))
+        let lease = kube_api::send("leases", "get", self.api.get_opt(name))
             .await
             .map_err(|e| self.failed("reading the Lease", e))?;
         let mut cache = self.cache();
@@ -647,7 +647,7 @@ impl Store for KubernetesStore {
 
     async fn list(&self) -> Result<Vec<Record>, StoreError> {
         if !self.cache().synced {
-            let list = kube_api::send(self.api.list(&ListParams::default()))
+            let list = kube_api::send("leases", "list", self.api.list(&ListParams::default()))
                 .await
                 .map_err(|e| self.failed("listing Leases", e))?;
             let mut cache = self.cache();
@@ -720,7 +720,7 @@ async fn reflect(api: Api<Lease>, cache: Arc<Mutex<Cache>>, access: Arc<Access>)
         c.trouble = Some(message);
     };
     loop {
-        let list = match kube_api::send(api.list(&ListParams::default())).await {
+        let list = match kube_api::send("leases", "list", api.list(&ListParams::default())).await {
             Ok(list) => list,
             Err(err) => {
                 let timed_out = matches!(err, RequestError::TimedOut(_));
