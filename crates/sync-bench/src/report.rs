@@ -17,6 +17,9 @@ pub enum Unit {
     /// Mebibytes.
     #[serde(rename = "mib")]
     MiB,
+    /// Kibibytes.
+    #[serde(rename = "kib")]
+    KiB,
     /// Requests per minute.
     PerMinute,
     /// A plain ratio.
@@ -166,6 +169,7 @@ pub fn format_value(value: f64, unit: Unit) -> String {
         Unit::Seconds => format!("{value:.2} s"),
         Unit::OpsPerSecond => format!("{}/s", thousands(value)),
         Unit::MiB => format!("{value:.1} MiB"),
+        Unit::KiB => format!("{} KiB", thousands(value)),
         Unit::PerMinute => format!("{value:.1}/min"),
         Unit::Ratio => format!("{value:.2}x"),
         Unit::Count => format!("{value:.0}"),
@@ -195,5 +199,6 @@ mod tests {
         assert_eq!(format_value(3.214, Unit::Seconds), "3.21 s");
         assert_eq!(format_value(21500.4, Unit::OpsPerSecond), "21,500/s");
         assert_eq!(format_value(9.84, Unit::MiB), "9.8 MiB");
+        assert_eq!(format_value(1234.4, Unit::KiB), "1,234 KiB");
     }
 }

@@ -162,7 +162,7 @@ fn one_holder(run: &mut Run) -> Result<()> {
 }
 
 /// Acquires `count` distinct locks (ttl 300 s) and returns their guards.
-async fn hold_many(
+pub async fn hold_many(
     client: &sync_client::Client,
     count: usize,
 ) -> Result<Vec<sync_client::LockGuard>> {

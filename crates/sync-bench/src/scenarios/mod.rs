@@ -10,6 +10,7 @@ pub mod handover;
 pub mod instructions;
 pub mod kube_env;
 pub mod load;
+pub mod metrics;
 pub mod primitives;
 pub mod soak;
 
@@ -22,7 +23,7 @@ use crate::report::Report;
 use sync_testkit::stores::{Backend, StoreKind};
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     "floor",
     "acquire",
     "instructions",
@@ -31,6 +32,7 @@ pub const ALL: [&str; 8] = [
     "footprint",
     "load",
     "primitives",
+    "metrics",
 ];
 
 /// Scenarios run only by name: `soak` takes a minute per store and belongs to the fault and
@@ -102,6 +104,7 @@ pub fn run(name: &str, run: &mut Run) -> Result<()> {
         "footprint" => footprint::run(run),
         "load" => load::run(run),
         "primitives" => primitives::run(run),
+        "metrics" => metrics::run(run),
         "soak" => soak::run(run),
         other => bail!(
             "unknown scenario {other:?}: pick one of {}, {} or all",

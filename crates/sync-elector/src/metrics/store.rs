@@ -22,8 +22,8 @@ use prometheus_client::registry::Registry;
 pub enum Outcome {
     /// It succeeded.
     Ok,
-    /// A compare-and-set lost: someone else wrote first (`409`, a failed etcd transaction is
-    /// still `ok`).
+    /// A compare-and-set lost: someone else wrote first (HTTP `409`; an etcd transaction whose
+    /// comparison failed still answered, so it is `Ok`).
     Conflict,
     /// The object is not there (`404`).
     NotFound,
