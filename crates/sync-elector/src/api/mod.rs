@@ -105,6 +105,12 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let answer = ready(&app).await;
+    app.manager.metrics().ready.set(i64::from(answer.is_ok()));
+    answer
+}
+
+async fn ready(app: &App) -> Result<Json<serde_json::Value>, ApiError> {
     if app.manager.is_shutting_down() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

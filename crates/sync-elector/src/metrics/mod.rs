@@ -32,6 +32,8 @@ pub struct Metrics {
     pub handover: Histogram,
     /// Each lock's series.
     pub locks: Arc<locks::Locks>,
+    /// The last `/readyz` answer: 1 ready, 0 not (or not asked yet).
+    pub ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -76,6 +78,12 @@ impl Metrics {
             ]),
         );
         let locks = Arc::new(locks::Locks::new(&mut registry, lock_limit));
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "The last /readyz answer: 1 ready, 0 not ready (or not asked yet)",
+            ready.clone(),
+        );
         store::register(&mut registry);
         let mut process = Registry::default();
         process.register_collector(Box::new(process::Process::new()));
@@ -93,6 +101,7 @@ impl Metrics {
             losses,
             handover,
             locks,
+            ready,
         }
     }
 

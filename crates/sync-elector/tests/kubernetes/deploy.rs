@@ -184,7 +184,8 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
     let text = metrics();
     assert!(
         text.lines()
-            .any(|l| l == "sync_elector_store_permission_denied 1"),
+            .any(|l| l == "sync_elector_store_permission_denied 1")
+            && text.lines().any(|l| l == "sync_elector_ready 0"),
         "{text}"
     );
     let counted = |text: &str, prefix: &str| -> f64 {
@@ -241,7 +242,8 @@ fn without_its_rolebinding_the_elector_is_unready_says_what_is_missing_and_recov
     let text = metrics();
     assert!(
         text.lines()
-            .any(|l| l == "sync_elector_store_permission_denied 0"),
+            .any(|l| l == "sync_elector_store_permission_denied 0")
+            && text.lines().any(|l| l == "sync_elector_ready 1"),
         "{text}"
     );
 }
