@@ -3,7 +3,8 @@
 //! clusters from Debian's `etcd-server` ([`EtcdCluster`]), a real kube-apiserver with its etcd
 //! ([`ControlPlane`]), a one-node cluster running our images in pods ([`Cluster`]), client-go's
 //! leader election as a peer ([`client_go::ClientGoElector`]), each store started with electors
-//! on it ([`stores::Backend`]), one clock for every process ([`clock`]), what a test must leave
+//! on it ([`stores::Backend`]), a real Prometheus scraping electors
+//! ([`Prometheus`]), one clock for every process ([`clock`]), what a test must leave
 //! on the machine as it found it ([`HostState`]), and small process helpers.
 //!
 //! These are test tools: they panic with a message that says what is missing or what went wrong.
@@ -18,6 +19,7 @@ mod host;
 pub mod http;
 mod pki;
 mod process;
+mod prometheus;
 pub mod stores;
 
 pub use cluster::{Cluster, ImageArchive, NODE_NAME, images_dir};
@@ -26,3 +28,4 @@ pub use elector::{ElectorProc, built_elector, release_elector};
 pub use etcd::EtcdCluster;
 pub use host::HostState;
 pub use process::{Proc, TempDir, free_port, machine, signal_pid, temp_dir, wait_child};
+pub use prometheus::{Alert, Prometheus, Target};

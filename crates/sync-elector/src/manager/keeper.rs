@@ -204,9 +204,24 @@ impl Keeper {
         let current = lease.ticket();
         let deadline = lease.valid_until();
         let sent = Instant::now();
-        let result = tokio::select! {
-            result = timeout_at(deadline, self.handback.store.renew(&lease.name, &current)) => result,
-            _ = lease.ended() => return,
+        // A store that has not answered within half a renew interval counts as a failed renewal
+        // at once, while the lease is still held: a hung store shows before the lease is lost.
+        let mut counted = false;
+        let result = {
+            let renewal = timeout_at(deadline, self.handback.store.renew(&lease.name, &current));
+            tokio::pin!(renewal);
+            let late = tokio::time::sleep(lease.ttl / 6);
+            tokio::pin!(late);
+            loop {
+                tokio::select! {
+                    result = &mut renewal => break result,
+                    () = &mut late, if !counted => {
+                        counted = true;
+                        self.leases.renewal_failed(&lease);
+                    }
+                    _ = lease.ended() => return,
+                }
+            }
         };
         match result {
             Ok(Ok(renewed)) => {
@@ -225,15 +240,17 @@ impl Keeper {
                 return;
             }
             Ok(Err(err)) => {
-                self.leases.renewal_failed(&lease);
+                if !counted {
+                    self.leases.renewal_failed(&lease);
+                }
                 let message = err.to_string();
                 if lease.renew_failed(message.clone(), Instant::now()) {
                     warn!(lock = %lease.name, error = %message, "renewal failed; retrying until the renew deadline (the same failure is not logged again)");
                 }
             }
             Err(_) => {
-                // The deadline passed while the store was silent; the next step says so.
-                self.leases.renewal_failed(&lease);
+                // The deadline passed while the store was silent (counted as late above); the
+                // next step says so.
             }
         }
         self.visit(lease);

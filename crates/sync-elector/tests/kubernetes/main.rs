@@ -6,6 +6,7 @@
 //! - `cluster`: several electors as processes sharing Leases;
 //! - `deploy` and `manifests`: `deploy/` and the README on the real kube-apiserver, and the
 //!   manifests checked for wiring;
+//! - `monitoring`: `deploy/monitoring/` with a real Prometheus scraping electors;
 //! - `publish`: `--publish`, the leader-only Service;
 //! - `client_go`: side by side with client-go's leader election on one Lease.
 
@@ -17,6 +18,7 @@ mod cluster;
 mod deploy;
 mod fidelity;
 mod manifests;
+mod monitoring;
 mod publish;
 mod store;
 
