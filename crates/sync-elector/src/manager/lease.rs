@@ -2,6 +2,7 @@
 //! proof of the holding, and how it ended.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sync_protocol::LockName;
@@ -85,6 +86,8 @@ pub struct Lease {
     renew_failure: Mutex<Option<String>>,
     /// Counts successful renewals, for [`Held::renewals`].
     renewals: watch::Sender<u64>,
+    /// Whether the last store renewal failed or is late, until one succeeds.
+    store_failing: AtomicBool,
 }
 
 impl Lease {
@@ -110,6 +113,7 @@ impl Lease {
             ending: Notify::new(),
             renew_failure: Mutex::new(None),
             renewals: watch::Sender::new(0),
+            store_failing: AtomicBool::new(false),
         }
     }
 
@@ -183,11 +187,23 @@ impl Lease {
             .expect("lease failure poisoned")
             .take()
             .is_some();
+        self.store_failing.store(false, Ordering::Relaxed);
         let since = renewed.valid_since(sent);
         *self.ticket.lock().expect("store lease poisoned") = renewed;
         self.clock().store_renewed(since);
         self.renewals.send_modify(|count| *count += 1);
         recovered
+    }
+
+    /// The store renewal under way failed, or is late: until one succeeds, the store is failing
+    /// this lease.
+    pub(super) fn store_failing(&self) {
+        self.store_failing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the last store renewal failed or is late.
+    pub(super) fn is_store_failing(&self) -> bool {
+        self.store_failing.load(Ordering::Relaxed)
     }
 
     /// A renewal failed at `now` with `message`. Returns whether the failure is new (worth a

@@ -81,8 +81,9 @@ impl Leases {
         }
     }
 
-    /// A store renewal of `lease` failed.
+    /// A store renewal of `lease` failed (or is late).
     pub(super) fn renewal_failed(&self, lease: &Lease) {
+        lease.store_failing();
         if let Some(live) = self.ledger().live.get(&lease.id) {
             live.series.renewal_failures.inc();
         }
@@ -129,10 +130,17 @@ impl Leases {
         state.ended.bury(&lease.id, ending);
         state.freed_at.insert(lease.name.clone(), Instant::now());
         self.metrics.held.dec();
-        if matches!(ending, Ending::Lost(..)) {
+        // A holder that releases while the store fails to renew its lease has given up on it:
+        // the client library counts its validity down and stops a moment before the renew
+        // deadline. That is a loss to the store, not a release.
+        let cause = match ending {
+            Ending::Released if lease.is_store_failing() => "store_error",
+            _ => ending.label(),
+        };
+        series.ended(cause);
+        if cause != "released" {
             self.metrics.losses.inc();
         }
-        series.ended(ending.label());
         if series.held.dec() == 1 {
             series.not_held();
         }
@@ -177,6 +185,21 @@ mod tests {
         assert!(leases.end(&granted, &Ending::Released));
         assert_eq!(leases.get(&granted.id).err(), Some(LeaseError::Unknown));
         assert_eq!(leases.metrics.losses.get(), 0);
+    }
+
+    #[test]
+    fn a_release_while_the_store_fails_counts_as_a_store_error() {
+        let leases = Leases::new(Metrics::new());
+        let granted = Arc::new(lease("a", false));
+        leases.insert(granted.clone(), Instant::now(), Instant::now());
+        leases.renewal_failed(&granted);
+        assert!(leases.end(&granted, &Ending::Released));
+        assert_eq!(leases.metrics.losses.get(), 1);
+        let text = leases.metrics.render();
+        assert!(
+            text.contains("sync_elector_lock_endings_total{lock=\"a\",cause=\"store_error\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

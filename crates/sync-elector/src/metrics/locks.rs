@@ -24,6 +24,10 @@ pub const OTHER: &str = "_other";
 /// How many locks get a label of their own unless `--metrics-lock-limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 1000;
 
+/// The causes of a loss, whose counters exist from the lock's first series on. (`released` and
+/// `shutdown` appear when they first happen.)
+pub const LOSS_CAUSES: [&str; 3] = ["expired", "store_error", "taken"];
+
 /// A gauge of seconds.
 type Seconds = Gauge<f64, AtomicU64>;
 
@@ -150,6 +154,14 @@ impl Locks {
         let label = LockLabel {
             lock: lock.to_owned(),
         };
+        // The losses start at 0, so that `increase()` sees the first one: a counter that appears
+        // at 1 has no earlier sample to rise from, and the flapping alert would miss it.
+        for cause in LOSS_CAUSES {
+            let _ = self.endings.get_or_create(&EndingLabels {
+                lock: label.lock.clone(),
+                cause,
+            });
+        }
         LockSeries {
             label: label.lock.clone(),
             held: self.held.get_or_create_owned(&label),
@@ -242,6 +254,10 @@ mod tests {
         assert!(
             text.contains("lock_endings_total{lock=\"a\",cause=\"expired\"} 1"),
             "{text}"
+        );
+        assert!(
+            text.contains("lock_endings_total{lock=\"a\",cause=\"taken\"} 0"),
+            "a loss cause is there at 0 before it happens:\n{text}"
         );
         let until: f64 = text
             .lines()
