@@ -128,6 +128,19 @@ impl Prometheus {
         }
     }
 
+    /// The range query `expr` from `start` to `end` (Unix seconds) every `step` seconds: one JSON
+    /// object per series (`metric` and `values`).
+    pub fn query_range(&self, expr: &str, start: f64, end: f64, step: f64) -> Result<Vec<Value>> {
+        let data = self.api(&format!(
+            "query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            encode(expr)
+        ))?;
+        match data["result"].as_array() {
+            Some(result) => Ok(result.clone()),
+            None => bail!("range query {expr:?} answered no result list: {data}"),
+        }
+    }
+
     /// Every pending or firing alert.
     pub fn alerts(&self) -> Result<Vec<Alert>> {
         let data = self.api("alerts")?;

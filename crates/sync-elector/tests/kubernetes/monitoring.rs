@@ -152,7 +152,14 @@ impl Drop for Watched {
     }
 }
 
-/// The dashboard's queries, with its `$namespace` variable set to `namespace`.
+/// A dashboard query as Grafana sends it: `$namespace` set to `namespace`, and
+/// `$__rate_interval` (which Grafana makes at least four scrape intervals) to `rate_interval`.
+fn as_sent(expr: &str, namespace: &str, rate_interval: &str) -> String {
+    expr.replace("$namespace", namespace)
+        .replace("$__rate_interval", rate_interval)
+}
+
+/// The dashboard's queries, as sent for `namespace` (rates over 30 s: 30 scrapes here).
 fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
     let path = monitoring().join("src/sync-elector-dashboard.json");
     let dashboard: serde_json::Value =
@@ -163,7 +170,7 @@ fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
             let expr = target["expr"].as_str().unwrap();
             queries.push((
                 panel["title"].as_str().unwrap().to_owned(),
-                expr.replace("$namespace", namespace),
+                as_sent(expr, namespace, "30s"),
             ));
         }
     }
@@ -316,4 +323,81 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// Not a check: three minutes of a lock changing hands every 30 s between two electors, a busy
+/// mutex beside it and the API server paused for 20 s in the middle, then every dashboard query
+/// over that window written as JSON to `$SYNC_DASHBOARD_DATA`, for `scripts/render-dashboard`
+/// to draw docs/dashboard.png from.
+#[test]
+#[ignore = "draws the README's picture; scripts/render-dashboard runs it"]
+fn record_the_dashboard() {
+    let out = std::env::var("SYNC_DASHBOARD_DATA").expect("SYNC_DASHBOARD_DATA names the output");
+    let plane = ControlPlane::start("picture");
+    let watched = Watched::start(&plane, "picture", 15);
+    let started = now_seconds();
+    let electors = [&watched.a, &watched.b];
+    let busy: Vec<_> = electors
+        .iter()
+        .map(|e| {
+            support::ClientProc::spawn("churn", &e.url, &[("SYNC_TEST_LOCK", "jobs".to_owned())])
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(95));
+            plane.pause_apiserver(true);
+            std::thread::sleep(Duration::from_secs(20));
+            plane.pause_apiserver(false);
+        });
+        // Each holder retries through store errors; killing its process closes its lease's
+        // event stream, which releases the lock to the next one, already waiting.
+        let mut current = support::holder(electors[0], "election", 15);
+        current.expect("acquired", Duration::from_secs(30));
+        for i in 1..6 {
+            let next = support::holder(electors[i % 2], "election", 15);
+            std::thread::sleep(Duration::from_secs(30));
+            drop(current);
+            next.expect("acquired", Duration::from_secs(90));
+            current = next;
+        }
+        drop(current);
+    });
+    drop(busy);
+    let ended = now_seconds();
+    let path = monitoring().join("src/sync-elector-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let mut targets = Vec::new();
+        for target in panel["targets"].as_array().unwrap() {
+            // Rates over 20 s, as Grafana would choose for a window of a few minutes.
+            let expr = as_sent(target["expr"].as_str().unwrap(), &watched.namespace, "20s");
+            let result = watched
+                .prometheus
+                .query_range(&expr, started, ended, 2.0)
+                .unwrap();
+            targets.push(serde_json::json!({
+                "expr": expr,
+                "legend": target["legendFormat"],
+                "result": result,
+            }));
+        }
+        panels.push(serde_json::json!({
+            "title": panel["title"],
+            "unit": panel["fieldConfig"]["defaults"]["unit"],
+            "targets": targets,
+        }));
+    }
+    let data = serde_json::json!({ "start": started, "end": ended, "step": 2.0, "panels": panels });
+    std::fs::write(&out, serde_json::to_string(&data).unwrap()).unwrap();
+    eprintln!("wrote {out}");
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
