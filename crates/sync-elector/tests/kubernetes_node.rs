@@ -21,7 +21,7 @@ use node::logs::{Line, Logs};
 use node::pods::{Pod, pods};
 use node::probe::{Prober, get};
 use node::{At, Figures, between, eventually, now};
-use sync_testkit::{Cluster, ImageArchive, NODE_NAME, Proc};
+use sync_testkit::{Cluster, ImageArchive, NODE_NAME, Proc, Prometheus, Target};
 
 /// The election example: its Deployment, its pods' label, and its lock.
 const ELECTION: &str = "election-example";
@@ -763,4 +763,111 @@ fn the_images_run_as_nonroot_with_the_entrypoints_and_paths_deploy_uses() {
             assert!(image.file(path).is_some(), "{path} in the image");
         }
     }
+}
+
+/// A real Prometheus on the host scraping the election example's electors on the node, at the
+/// address their pods' prometheus.io annotations give: the leader it sees is the Lease's, and
+/// every query of the dashboard returns data.
+///
+/// Debian's Prometheus is built without Kubernetes discovery, so this test reads the pods and
+/// their annotations with kubectl and gives Prometheus the addresses, as
+/// deploy/monitoring/src/prometheus-scrape.yaml's relabelling would.
+#[test]
+fn a_real_prometheus_scrapes_the_electors_at_their_annotated_addresses() {
+    let cluster = Cluster::shared();
+    let namespace = cluster.create_namespace("scrape");
+    let kubeconfig = namespace_kubeconfig(cluster, &namespace);
+    sh_ok(
+        &kubeconfig,
+        "kubectl apply -f deploy/rbac.yaml -f deploy/election.yaml -f deploy/leader-service.yaml",
+    );
+    wait_ready(cluster, &namespace, ELECTION, 3);
+
+    let listed = cluster.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        &namespace,
+        "-l",
+        &format!("app.kubernetes.io/name={ELECTION}"),
+        "-o",
+        "json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let targets: Vec<Target> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pod| {
+            let annotations = &pod["metadata"]["annotations"];
+            assert_eq!(annotations["prometheus.io/scrape"], "true", "{pod}");
+            assert_eq!(annotations["prometheus.io/path"], "/metrics", "{pod}");
+            let port = annotations["prometheus.io/port"].as_str().unwrap();
+            let ip = pod["status"]["podIP"].as_str().unwrap();
+            let name = pod["metadata"]["name"].as_str().unwrap();
+            Target::pod(&format!("{ip}:{port}"), &namespace, name)
+        })
+        .collect();
+    assert_eq!(targets.len(), 3);
+    let monitoring = repository().join("deploy/monitoring/src");
+    let rules = monitoring.join("sync-elector.rules.yaml");
+    let prometheus = Prometheus::start("node", &targets, &[&rules]);
+    let query = |expr: &str| prometheus.query(expr).unwrap_or_default();
+    let up = eventually(Duration::from_secs(90), "three electors scraped", || {
+        let up = query("up{job=\"sync-elector\"} == 1");
+        (up.len() == 3).then_some(up)
+    });
+    eprintln!("scraped: {up:?}");
+
+    let holder = cluster.kubectl_ok(&[
+        "get",
+        "lease",
+        ELECTION,
+        "-n",
+        &namespace,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let leader_pod = holder.split('/').next().unwrap().to_owned();
+    let leading = format!(
+        "max by (pod) (sync_elector_lock_held{{namespace=\"{namespace}\", lock=\"{ELECTION}\"}}) > 0"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the Lease's holder leading",
+        || {
+            let leaders = query(&leading);
+            (leaders.len() == 1 && leaders[0]["metric"]["pod"] == leader_pod.as_str()).then_some(())
+        },
+    );
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring.join("sync-elector-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$namespace", &namespace)
+                .replace("$__rate_interval", "30s")
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "every dashboard query answered",
+        || {
+            let empty: Vec<&String> = exprs.iter().filter(|e| query(e).is_empty()).collect();
+            if !empty.is_empty() {
+                eprintln!("no data yet: {empty:?}");
+            }
+            empty.is_empty().then_some(())
+        },
+    );
+    cluster.kubectl_ok(&["delete", "namespace", &namespace, "--wait=false"]);
 }
