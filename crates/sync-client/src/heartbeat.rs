@@ -6,6 +6,7 @@
 //! valid; the heartbeat task counts that from the moment it *sent* the request, and fires "lost"
 //! when the time runs out without a fresh answer. The elector itself declares loss at its renew deadline,
 //! before any other elector can take the lock, so a holder is told before anyone else acquires.
+//! An acquire answered without waiting counts as the first heartbeat ([`Start::after_grant`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +64,48 @@ impl LossSignal {
     }
 }
 
+/// How a new lease's heartbeats begin: the validity its grant gives, and when the first heartbeat
+/// goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// Until when the lease counts as valid without a heartbeat's answer.
+    pub(crate) valid_until: Instant,
+    /// When the first heartbeat is sent.
+    pub(crate) first_beat: Instant,
+}
+
+impl Start {
+    /// Rule 3 applied to a grant (docs/timing.md, "The grant as the first heartbeat"). The
+    /// acquire was `sent` and its grant `received`, saying the lease stays valid `valid_for` from
+    /// the elector's answer, which came at or after `sent`.
+    ///
+    /// - Answered within one beat interval (the lock was free): the acquire is the first
+    ///   heartbeat. Validity counts from its send, and the next beat goes one interval after it,
+    ///   as after any heartbeat. At least half the validity is left when the grant arrives.
+    /// - Answered later (the acquire waited for a busy lock): counted from the send, the validity
+    ///   would be cut by the wait, or already over. The first heartbeat goes out at once, and
+    ///   until it answers the grant's validity counts from its arrival, as it always did.
+    pub(crate) fn after_grant(
+        ttl: Duration,
+        sent: Instant,
+        received: Instant,
+        valid_for: Duration,
+    ) -> Self {
+        let interval = beat_interval(ttl, valid_for);
+        if received.saturating_duration_since(sent) <= interval {
+            Self {
+                valid_until: sent + valid_for,
+                first_beat: sent + interval,
+            }
+        } else {
+            Self {
+                valid_until: received + valid_for,
+                first_beat: received,
+            }
+        }
+    }
+}
+
 /// The lease a heartbeat keeps.
 struct Kept {
     client: Client,
@@ -90,15 +133,13 @@ impl Drop for Heartbeat {
 impl Heartbeat {
     /// Starts keeping a lease: opens its event stream unless the acquire answered with it (so
     /// the elector hears at once if this process dies, and this task hears at once of a
-    /// loss), then heartbeats in a task.
-    /// `valid_until` comes from the grant; the first heartbeat goes out at once, so the validity
-    /// is soon measured from a request this task timed itself.
+    /// loss), then heartbeats in a task, beginning as `start` says.
     pub(crate) async fn start(
         client: Client,
         name: String,
         lease_id: String,
         ttl: Duration,
-        valid_until: Instant,
+        start: Start,
         on_lost: OnLost,
         events: Option<Events>,
     ) -> Result<Self, Error> {
@@ -126,7 +167,7 @@ impl Heartbeat {
         let quiet = CancellationToken::new();
         let task = tokio::spawn(run(
             kept,
-            valid_until,
+            start,
             events,
             on_lost,
             signal.clone(),
@@ -196,7 +237,7 @@ fn beat_interval(ttl: Duration, valid_for: Duration) -> Duration {
 
 async fn run(
     kept: Kept,
-    mut valid_until: Instant,
+    start: Start,
     mut events: Option<Events>,
     on_lost: OnLost,
     signal: LossSignal,
@@ -228,7 +269,10 @@ async fn run(
             }
         }
     };
-    let mut next_beat = Instant::now();
+    let Start {
+        mut valid_until,
+        first_beat: mut next_beat,
+    } = start;
     loop {
         tokio::select! {
             biased;
@@ -280,6 +324,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn beats_at_least_twice_per_validity() {
@@ -296,5 +341,57 @@ mod tests {
             beat_interval(ttl, Duration::ZERO),
             Duration::from_millis(20)
         );
+    }
+
+    #[test]
+    fn a_prompt_grant_is_the_first_heartbeat() {
+        let ttl = Duration::from_secs(15);
+        let sent = Instant::now();
+        let start = Start::after_grant(
+            ttl,
+            sent,
+            sent + Duration::from_millis(1),
+            Duration::from_secs(10),
+        );
+        assert_eq!(start.valid_until, sent + Duration::from_secs(10));
+        assert_eq!(start.first_beat, sent + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_grant_after_a_wait_is_confirmed_at_once() {
+        let ttl = Duration::from_secs(15);
+        let sent = Instant::now();
+        let received = sent + Duration::from_secs(30);
+        let start = Start::after_grant(ttl, sent, received, Duration::from_secs(10));
+        assert_eq!(start.first_beat, received);
+        assert_eq!(start.valid_until, received + Duration::from_secs(10));
+    }
+
+    proptest! {
+        /// For any ttl, any validity the elector may grant (ttl/3 to 2/3 ttl, rule 2 and 3) and
+        /// any time the acquire took: the client never counts the grant's validity from later
+        /// than its arrival; when it sends no heartbeat at once, it counts from the acquire's send
+        /// (rule 3 without exception), and its first heartbeat still leaves half the validity.
+        #[test]
+        fn the_grant_never_stretches_validity(
+            ttl_s in 1u64..=3600,
+            share in 0.0f64..=1.0,
+            took_ms in 0u64..=7_200_000,
+        ) {
+            let ttl = Duration::from_secs(ttl_s);
+            let valid_for = ttl / 3 + (ttl / 3).mul_f64(share);
+            let sent = Instant::now();
+            let received = sent + Duration::from_millis(took_ms);
+            let start = Start::after_grant(ttl, sent, received, valid_for);
+            prop_assert!(start.valid_until <= received + valid_for);
+            prop_assert!(start.first_beat >= received);
+            if start.first_beat > received {
+                prop_assert_eq!(start.valid_until, sent + valid_for);
+                prop_assert!(start.valid_until >= start.first_beat + valid_for / 2);
+                prop_assert!(start.first_beat <= sent + ttl / 3);
+            } else {
+                prop_assert!(received - sent >= beat_interval(ttl, valid_for));
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::client::{Acquired, Client};
 use crate::error::{Error, Result};
-use crate::heartbeat::{Heartbeat, LossSignal, OnLost};
+use crate::heartbeat::{Heartbeat, LossSignal, OnLost, Start};
 
 type Callback = Arc<dyn Fn() + Send + Sync>;
 
@@ -229,6 +229,7 @@ impl Lock {
         let wait_seconds = wait.map(|w| w.as_secs_f64());
         let value = self.value.clone();
         let name = name.as_str();
+        let sent = Instant::now();
         let acquired = match self.ask {
             Ask::Lock => {
                 let body = AcquireRequest {
@@ -268,7 +269,13 @@ impl Lock {
             Acquired::Granted(grant, events) => (grant, events),
             Acquired::Busy { holder } => return Ok(Err(holder)),
         };
-        let valid_until = Instant::now() + Duration::from_millis(grant.valid_for_ms);
+        let ttl = Duration::from_secs(grant.ttl_seconds);
+        let start = Start::after_grant(
+            ttl,
+            sent,
+            Instant::now(),
+            Duration::from_millis(grant.valid_for_ms),
+        );
         let on_lost = match &self.on_lost {
             Some(callback) => OnLost::Call(callback.clone()),
             None => OnLost::Exit,
@@ -277,8 +284,8 @@ impl Lock {
             self.client.clone(),
             grant.name.clone(),
             grant.lease_id.clone(),
-            Duration::from_secs(grant.ttl_seconds),
-            valid_until,
+            ttl,
+            start,
             on_lost,
             events,
         )

@@ -186,6 +186,29 @@ async fn heartbeats_keep_a_lock_past_its_ttl() {
 }
 
 #[tokio::test]
+async fn a_lock_granted_after_a_long_wait_is_kept() {
+    // ttl 2 s: a grant is valid for at most 1.3 s, far less than the waiter's 3 s in line. Its
+    // validity cannot count from the acquire's send, so its first heartbeat confirms it at once.
+    let (_server, client) = elector(2).await;
+    let holder = client
+        .lock("long-wait")
+        .on_lost(|| {})
+        .acquire()
+        .await
+        .unwrap();
+    let waiter = {
+        let lock = client.lock("long-wait").on_lost(|| {});
+        tokio::spawn(async move { lock.acquire().await.unwrap() })
+    };
+    sleep(Duration::from_secs(3)).await;
+    holder.release().await.unwrap();
+    let guard = timeout(PROMPT, waiter).await.expect("handed over").unwrap();
+    sleep(Duration::from_secs(3)).await;
+    assert!(guard.is_held(), "lost: {:?}", guard.loss_signal().reason());
+    guard.release().await.unwrap();
+}
+
+#[tokio::test]
 async fn callbacks_fire_on_acquire_and_on_loss() {
     let (server, client) = elector(15).await;
     let acquired = Arc::new(AtomicUsize::new(0));
