@@ -47,12 +47,7 @@ pub fn run(run: &mut Run) -> Result<()> {
     let url = format!("http://{}/", addr.trim());
     let trials = run.pick(2_000, 20_000);
     let result = run.runtime.block_on(async {
-        // As sync-client sets reqwest up: no proxy, no Nagle, HTTP/2 with prior knowledge.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .http2_prior_knowledge()
-            .build()?;
+        let http = http()?;
         for _ in 0..200 {
             http.get(&url).send().await?;
         }
@@ -89,6 +84,15 @@ pub fn run(run: &mut Run) -> Result<()> {
         Summary::of(&[rate]).expect("one"),
     );
     Ok(())
+}
+
+/// An HTTP client as sync-client sets reqwest up: no proxy, no Nagle, HTTP/2 with prior knowledge.
+pub fn http() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .http2_prior_knowledge()
+        .build()
 }
 
 /// The floor's median, measuring it first if this run has not.

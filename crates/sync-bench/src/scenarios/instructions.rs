@@ -1,14 +1,15 @@
 //! Instructions: what the elector executes for one acquire+release, counted by valgrind's
-//! callgrind. A time moves with the machine and its neighbours; an instruction count repeats, so
-//! a later change to the request path can be compared with this one.
+//! callgrind, and what the floor's bare axum handler executes for one request. A time moves with
+//! the machine and its neighbours; an instruction count repeats, so a later change to the request
+//! path can be compared with this one, and the elector with the least a server can do.
 //!
-//! The elector (memory store) runs under callgrind. After a warm-up, the counters are zeroed,
-//! one client does acquire+release in a loop, and the counters are dumped: the total divided by
-//! the loop's length. `scripts/profile` installs valgrind when it is missing and keeps the dump
-//! for `callgrind_annotate`.
+//! Each server runs under callgrind. After a warm-up, the counters are zeroed, one client loops,
+//! and the counters are dumped: the total divided by the loop's length. `scripts/profile`
+//! installs valgrind when it is missing and keeps the dumps for `callgrind_annotate`.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -19,38 +20,77 @@ use sync_testkit::ElectorProc;
 
 const SYSTEM: &str = "ours/memory";
 const FIGURE: &str = "elector instructions per acquire+release";
+const FLOOR_SYSTEM: &str = "loopback HTTP";
+const FLOOR_FIGURE: &str = "floor server instructions per request";
 
-/// Measures the memory store's elector.
+/// Measures the memory store's elector and the floor's server.
 pub fn run(run: &mut Run) -> Result<()> {
     if !installed("valgrind") || !installed("callgrind_control") {
-        run.report.missing(
-            "instructions",
-            SYSTEM,
-            FIGURE,
-            "valgrind is not installed; scripts/profile installs it and runs this scenario",
-        );
+        for (system, figure) in [(SYSTEM, FIGURE), (FLOOR_SYSTEM, FLOOR_FIGURE)] {
+            run.report.missing(
+                "instructions",
+                system,
+                figure,
+                "valgrind is not installed; scripts/profile installs it and runs this scenario",
+            );
+        }
         return Ok(());
     }
     let dir = std::env::var_os("SYNC_BENCH_CALLGRIND_DIR")
         .map_or_else(|| sync_testkit::temp_dir("callgrind").keep(), Into::into);
-    std::fs::create_dir_all(&dir)?;
-    let mut valgrind = Command::new("valgrind");
-    valgrind
-        .arg("--tool=callgrind")
-        .arg(format!(
-            "--callgrind-out-file={}",
-            dir.join("callgrind.out.%p").display()
-        ))
-        .arg(&run.elector)
-        .args(["--store", "memory"]);
+    let (elector_dir, floor_dir) = (dir.join("elector"), dir.join("floor"));
+    std::fs::create_dir_all(&elector_dir)?;
+    std::fs::create_dir_all(&floor_dir)?;
+    let loops = run.pick(200u32, 1_000);
+    let elector = elector(run, &elector_dir, loops)?;
+    let floor = floor(run, &floor_dir, loops)?;
+    let row = run.report.add(
+        "instructions",
+        SYSTEM,
+        FIGURE,
+        Unit::Count,
+        Summary::of(&[elector]).expect("one"),
+    );
+    row.note = Some(format!(
+        "callgrind's Ir over {loops} loops, each an acquire answered with its event stream, and a release; the dumps are in {}",
+        dir.display()
+    ));
+    run.report
+        .add(
+            "instructions",
+            FLOOR_SYSTEM,
+            FLOOR_FIGURE,
+            Unit::Count,
+            Summary::of(&[floor]).expect("one"),
+        )
+        .note = Some(format!(
+        "callgrind's Ir over {loops} GETs from reqwest (HTTP/2, as sync-client) to the floor's bare axum handler"
+    ));
+    let row = run.report.add(
+        "instructions",
+        SYSTEM,
+        "acquire+release / two floor requests",
+        Unit::Ratio,
+        Summary::of(&[elector / (2.0 * floor)]).expect("one"),
+    );
+    row.goal = Some("at most 3x".into());
+    row.note = Some(
+        "an acquire+release is two requests; the floor's are the least a server can do".into(),
+    );
+    Ok(())
+}
+
+/// The elector's instructions per acquire+release.
+fn elector(run: &mut Run, dir: &Path, loops: u32) -> Result<f64> {
+    let mut valgrind = callgrind(dir);
+    valgrind.arg(&run.elector).args(["--store", "memory"]);
     let elector = ElectorProc::launch(valgrind, "127.0.0.1:0", "bench-callgrind", &[], &[]);
     let client = sync_client::Client::builder().url(&elector.url).build()?;
-    let loops = run.pick(200u32, 1_000);
     let lock = client
         .lock("bench-instructions")
         .on_lost(|| eprintln!("bench-instructions lost"));
     let pid = elector.pid().to_string();
-    let total = run.runtime.block_on(async {
+    run.runtime.block_on(async {
         for _ in 0..50 {
             lock.acquire().await?.release().await?;
         }
@@ -60,22 +100,50 @@ pub fn run(run: &mut Run) -> Result<()> {
         }
         control(&["--dump", &pid])?;
         anyhow::Ok(())
+    })?;
+    Ok(dumped_total(dir, &pid)? as f64 / f64::from(loops))
+}
+
+/// The floor server's instructions per request.
+fn floor(run: &mut Run, dir: &Path, loops: u32) -> Result<f64> {
+    let mut valgrind = callgrind(dir);
+    let mut child = valgrind
+        .arg(std::env::current_exe()?)
+        .arg("__floor")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the floor server under valgrind")?;
+    let pid = child.id().to_string();
+    let mut addr = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut addr)?;
+    let url = format!("http://{}/", addr.trim());
+    let counted = run.runtime.block_on(async {
+        let http = super::floor::http()?;
+        for _ in 0..50 {
+            http.get(&url).send().await?.error_for_status()?;
+        }
+        control(&["--zero", &pid])?;
+        for _ in 0..loops {
+            http.get(&url).send().await?.error_for_status()?;
+        }
+        control(&["--dump", &pid])?;
+        anyhow::Ok(())
     });
-    total?;
-    let instructions = dumped_total(&dir, &pid)?;
-    let per = instructions as f64 / f64::from(loops);
-    let row = run.report.add(
-        "instructions",
-        SYSTEM,
-        FIGURE,
-        Unit::Count,
-        Summary::of(&[per]).expect("one"),
-    );
-    row.note = Some(format!(
-        "callgrind's Ir over {loops} loops, each an acquire answered with its event stream, a release, and the first heartbeat; the dump is in {}",
-        dir.display()
+    let _ = child.kill();
+    let _ = child.wait();
+    counted?;
+    Ok(dumped_total(dir, &pid)? as f64 / f64::from(loops))
+}
+
+/// valgrind running callgrind, its dumps in `dir`.
+fn callgrind(dir: &Path) -> Command {
+    let mut valgrind = Command::new("valgrind");
+    valgrind.arg("--tool=callgrind").arg(format!(
+        "--callgrind-out-file={}",
+        dir.join("callgrind.out.%p").display()
     ));
-    Ok(())
+    valgrind
 }
 
 fn installed(program: &str) -> bool {

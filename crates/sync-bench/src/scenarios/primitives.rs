@@ -52,7 +52,7 @@ pub fn run(run: &mut Run) -> Result<()> {
                 Unit::Seconds,
                 Summary::of_durations(&acquire).context("no samples")?,
             )
-            .note = Some("as a lock's: the acquire, the release, and a first heartbeat".into());
+            .note = Some("as a lock's: the acquire and the release".into());
         run.report
             .add(
                 "primitives",
