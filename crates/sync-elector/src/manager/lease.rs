@@ -2,7 +2,6 @@
 //! proof of the holding, and how it ended.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sync_protocol::LockName;
@@ -35,17 +34,28 @@ pub enum Cause {
     Shutdown,
 }
 
-impl Ending {
+impl Cause {
     /// The `cause` label of the `lock_endings` series.
-    pub fn label(&self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
-            Self::Released => "released",
-            Self::Lost(Cause::Expired, _) => "expired",
-            Self::Lost(Cause::StoreError, _) => "store_error",
-            Self::Lost(Cause::Taken, _) => "taken",
-            Self::Lost(Cause::Shutdown, _) => "shutdown",
+            Self::Expired => "expired",
+            Self::StoreError => "store_error",
+            Self::Taken => "taken",
+            Self::Shutdown => "shutdown",
         }
     }
+}
+
+/// How the store's renewals of a lease are going: failing from the first renewal that failed or
+/// went unanswered, until one succeeds.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Renewals {
+    #[default]
+    Succeeding,
+    /// A renewal has gone unanswered for a sixth of the ttl.
+    Late,
+    /// A renewal failed with this error (logged once, not again while it repeats).
+    Failed(String),
 }
 
 /// Why a lease operation failed.
@@ -82,12 +92,10 @@ pub struct Lease {
     ended: Mutex<Option<Ending>>,
     /// Wakes whoever waits for the ending.
     ending: Notify,
-    /// The last renewal failure logged for this lease: the same failure is not logged again.
-    renew_failure: Mutex<Option<String>>,
+    /// How its store renewals are going.
+    renewing: Mutex<Renewals>,
     /// Counts successful renewals, for [`Held::renewals`].
     renewals: watch::Sender<u64>,
-    /// Whether the last store renewal failed or is late, until one succeeds.
-    store_failing: AtomicBool,
 }
 
 impl Lease {
@@ -111,9 +119,8 @@ impl Lease {
             ticket: Mutex::new(ticket),
             ended: Mutex::new(None),
             ending: Notify::new(),
-            renew_failure: Mutex::new(None),
+            renewing: Mutex::new(Renewals::Succeeding),
             renewals: watch::Sender::new(0),
-            store_failing: AtomicBool::new(false),
         }
     }
 
@@ -179,15 +186,10 @@ impl Lease {
         self.ticket.lock().expect("store lease poisoned").clone()
     }
 
-    /// A renewal sent at `sent` returned `renewed`. Returns whether renewals had been failing.
+    /// A renewal sent at `sent` returned `renewed`. Returns whether renewals had been failing
+    /// with an error (one that was logged).
     pub(super) fn renewed(&self, renewed: Ticket, sent: Instant) -> bool {
-        let recovered = self
-            .renew_failure
-            .lock()
-            .expect("lease failure poisoned")
-            .take()
-            .is_some();
-        self.store_failing.store(false, Ordering::Relaxed);
+        let recovered = matches!(std::mem::take(&mut *self.renewing()), Renewals::Failed(_));
         let since = renewed.valid_since(sent);
         *self.ticket.lock().expect("store lease poisoned") = renewed;
         self.clock().store_renewed(since);
@@ -195,27 +197,34 @@ impl Lease {
         recovered
     }
 
-    /// The store renewal under way failed, or is late: until one succeeds, the store is failing
-    /// this lease.
-    pub(super) fn store_failing(&self) {
-        self.store_failing.store(true, Ordering::Relaxed);
+    /// The store renewal under way has gone unanswered for a sixth of the ttl: until one
+    /// succeeds, the store is failing this lease.
+    pub(super) fn renewal_late(&self) {
+        let mut state = self.renewing();
+        if *state == Renewals::Succeeding {
+            *state = Renewals::Late;
+        }
     }
 
-    /// Whether the last store renewal failed or is late.
+    /// Whether the store is failing this lease: its last renewal failed or is late.
     pub(super) fn is_store_failing(&self) -> bool {
-        self.store_failing.load(Ordering::Relaxed)
+        *self.renewing() != Renewals::Succeeding
     }
 
     /// A renewal failed at `now` with `message`. Returns whether the failure is new (worth a
     /// log line) rather than the same as the last one.
     pub(super) fn renew_failed(&self, message: String, now: Instant) -> bool {
         self.clock().store_failed(now);
-        let mut last = self.renew_failure.lock().expect("lease failure poisoned");
-        if last.as_ref() == Some(&message) {
+        let mut state = self.renewing();
+        if matches!(&*state, Renewals::Failed(last) if *last == message) {
             return false;
         }
-        *last = Some(message);
+        *state = Renewals::Failed(message);
         true
+    }
+
+    fn renewing(&self) -> std::sync::MutexGuard<'_, Renewals> {
+        self.renewing.lock().expect("lease renewals poisoned")
     }
 
     fn clock(&self) -> std::sync::MutexGuard<'_, Deadlines> {

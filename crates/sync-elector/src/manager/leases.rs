@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use sync_protocol::LockName;
 use tokio::time::Instant;
 
-#[cfg(test)]
-use super::lease::Cause;
-use super::lease::{Ending, Lease, LeaseError};
+use super::lease::{Cause, Ending, Lease, LeaseError};
 use super::tombstones::Tombstones;
 use crate::metrics::Metrics;
 use crate::metrics::locks::LockSeries;
@@ -81,9 +79,9 @@ impl Leases {
         }
     }
 
-    /// A store renewal of `lease` failed (or is late).
+    /// A store renewal of `lease` failed, or is late.
     pub(super) fn renewal_failed(&self, lease: &Lease) {
-        lease.store_failing();
+        lease.renewal_late();
         if let Some(live) = self.ledger().live.get(&lease.id) {
             live.series.renewal_failures.inc();
         }
@@ -130,16 +128,12 @@ impl Leases {
         state.ended.bury(&lease.id, ending);
         state.freed_at.insert(lease.name.clone(), Instant::now());
         self.metrics.held.dec();
-        // A holder that releases while the store fails to renew its lease has given up on it:
-        // the client library counts its validity down and stops a moment before the renew
-        // deadline. That is a loss to the store, not a release.
-        let cause = match ending {
-            Ending::Released if lease.is_store_failing() => "store_error",
-            _ => ending.label(),
-        };
-        series.ended(cause);
-        if cause != "released" {
-            self.metrics.losses.inc();
+        match counted_cause(lease, ending) {
+            None => series.ended("released"),
+            Some(cause) => {
+                series.ended(cause.label());
+                self.metrics.losses.inc();
+            }
         }
         if series.held.dec() == 1 {
             series.not_held();
@@ -149,6 +143,18 @@ impl Leases {
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.state.lock().expect("lease ledger poisoned")
+    }
+}
+
+/// What `ending` of `lease` counts as on `/metrics`: `None` for a release, else the cause of
+/// the loss. A holder that releases while the store is failing its lease has given up on it: the
+/// client library counts its validity down and stops a moment before the renew deadline. That
+/// is a loss to the store, not a release.
+fn counted_cause(lease: &Lease, ending: &Ending) -> Option<Cause> {
+    match ending {
+        Ending::Released if lease.is_store_failing() => Some(Cause::StoreError),
+        Ending::Released => None,
+        Ending::Lost(cause, _) => Some(*cause),
     }
 }
 

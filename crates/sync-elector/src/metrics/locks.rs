@@ -107,7 +107,7 @@ impl Locks {
         );
         registry.register(
             "lock_endings",
-            "Leases of the lock ended here, by cause: released, expired (the holder went silent), store_error (the store could not be renewed in time), taken (another holder has it in the store), shutdown",
+            "Leases of the lock ended here, by cause: released, expired (the holder went silent), store_error (the store could not be renewed in time, or a release came while its renewal was failing), taken (another holder has it in the store), shutdown",
             locks.endings.clone(),
         );
         registry.register(
@@ -122,15 +122,10 @@ impl Locks {
         );
         registry.register(
             "lock_renewal_failures",
-            "Store renewals of the lock's leases here that failed",
+            "Store renewals of the lock's leases here that failed, or went unanswered for a sixth of the ttl",
             locks.renewal_failures.clone(),
         );
         locks
-    }
-
-    /// How many locks get a label of their own.
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 
     /// The series of `name`: its own, or `_other`'s once the limit is reached.
