@@ -841,23 +841,15 @@ fn a_real_prometheus_scrapes_the_electors_at_their_annotated_addresses() {
         },
     );
 
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(monitoring.join("sync-elector-dashboard.json")).unwrap(),
+    let exprs: Vec<String> = sync_testkit::dashboard(
+        &monitoring.join("sync-elector-dashboard.json"),
+        &namespace,
+        "30s",
     )
-    .unwrap();
-    let exprs: Vec<String> = dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().iter())
-        .map(|t| {
-            t["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$namespace", &namespace)
-                .replace("$__rate_interval", "30s")
-        })
-        .collect();
+    .unwrap()
+    .into_iter()
+    .flat_map(|panel| panel.targets.into_iter().map(|(expr, _)| expr))
+    .collect();
     eventually(
         Duration::from_secs(60),
         "every dashboard query answered",

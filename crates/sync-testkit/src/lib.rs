@@ -28,4 +28,4 @@ pub use elector::{ElectorProc, built_elector, release_elector};
 pub use etcd::EtcdCluster;
 pub use host::HostState;
 pub use process::{Proc, TempDir, free_port, machine, signal_pid, temp_dir, wait_child};
-pub use prometheus::{Alert, Prometheus, Target};
+pub use prometheus::{Alert, DashboardPanel, Prometheus, Target, dashboard};

@@ -244,3 +244,51 @@ mod tests {
         assert!(config.contains("- \"/r.yaml\""), "{config}");
     }
 }
+
+/// One panel of the Grafana dashboard, its queries as Grafana sends them.
+#[derive(Debug, Clone)]
+pub struct DashboardPanel {
+    /// The panel's title.
+    pub title: String,
+    /// The unit of its values (`fieldConfig.defaults.unit`), as written.
+    pub unit: Value,
+    /// Its queries: the expression as sent, and the legend format as written.
+    pub targets: Vec<(String, Value)>,
+}
+
+/// The panels of the dashboard at `path` (deploy/monitoring/src/sync-elector-dashboard.json),
+/// their queries as Grafana sends them: `$namespace` set to `namespace`, and `$__rate_interval`
+/// (which Grafana makes at least four scrape intervals) to `rate_interval`.
+pub fn dashboard(path: &Path, namespace: &str, rate_interval: &str) -> Result<Vec<DashboardPanel>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let dashboard: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let panels = dashboard["panels"]
+        .as_array()
+        .ok_or_else(|| anyhow!("{} has no panels", path.display()))?;
+    panels
+        .iter()
+        .map(|panel| {
+            let title = panel["title"].as_str().unwrap_or_default().to_owned();
+            let targets = panel["targets"]
+                .as_array()
+                .ok_or_else(|| anyhow!("panel {title:?} has no targets"))?
+                .iter()
+                .map(|target| {
+                    let expr = target["expr"]
+                        .as_str()
+                        .ok_or_else(|| anyhow!("a target of panel {title:?} has no expr"))?
+                        .replace("$namespace", namespace)
+                        .replace("$__rate_interval", rate_interval);
+                    Ok((expr, target["legendFormat"].clone()))
+                })
+                .collect::<Result<_>>()?;
+            Ok(DashboardPanel {
+                unit: panel["fieldConfig"]["defaults"]["unit"].clone(),
+                title,
+                targets,
+            })
+        })
+        .collect()
+}

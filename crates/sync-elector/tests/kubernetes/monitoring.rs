@@ -152,29 +152,24 @@ impl Drop for Watched {
     }
 }
 
-/// A dashboard query as Grafana sends it: `$namespace` set to `namespace`, and
-/// `$__rate_interval` (which Grafana makes at least four scrape intervals) to `rate_interval`.
-fn as_sent(expr: &str, namespace: &str, rate_interval: &str) -> String {
-    expr.replace("$namespace", namespace)
-        .replace("$__rate_interval", rate_interval)
+/// The dashboard's queries with their panels' titles, as sent for `namespace` (rates over 30 s:
+/// 30 scrapes here).
+fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
+    sync_testkit::dashboard(&dashboard_file(), namespace, "30s")
+        .unwrap()
+        .into_iter()
+        .flat_map(|panel| {
+            let title = panel.title;
+            panel
+                .targets
+                .into_iter()
+                .map(move |(expr, _)| (title.clone(), expr))
+        })
+        .collect()
 }
 
-/// The dashboard's queries, as sent for `namespace` (rates over 30 s: 30 scrapes here).
-fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
-    let path = monitoring().join("src/sync-elector-dashboard.json");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut queries = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"].as_str().unwrap();
-            queries.push((
-                panel["title"].as_str().unwrap().to_owned(),
-                as_sent(expr, namespace, "30s"),
-            ));
-        }
-    }
-    queries
+fn dashboard_file() -> PathBuf {
+    monitoring().join("src/sync-elector-dashboard.json")
 }
 
 #[test]
@@ -366,28 +361,24 @@ fn record_the_dashboard() {
     });
     drop(busy);
     let ended = now_seconds();
-    let path = monitoring().join("src/sync-elector-dashboard.json");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Rates over 20 s, as Grafana would choose for a window of a few minutes.
     let mut panels = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
+    for panel in sync_testkit::dashboard(&dashboard_file(), &watched.namespace, "20s").unwrap() {
         let mut targets = Vec::new();
-        for target in panel["targets"].as_array().unwrap() {
-            // Rates over 20 s, as Grafana would choose for a window of a few minutes.
-            let expr = as_sent(target["expr"].as_str().unwrap(), &watched.namespace, "20s");
+        for (expr, legend) in panel.targets {
             let result = watched
                 .prometheus
                 .query_range(&expr, started, ended, 2.0)
                 .unwrap();
             targets.push(serde_json::json!({
                 "expr": expr,
-                "legend": target["legendFormat"],
+                "legend": legend,
                 "result": result,
             }));
         }
         panels.push(serde_json::json!({
-            "title": panel["title"],
-            "unit": panel["fieldConfig"]["defaults"]["unit"],
+            "title": panel.title,
+            "unit": panel.unit,
             "targets": targets,
         }));
     }
