@@ -21,8 +21,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "sync-bench")]
 struct Args {
-    /// A scenario (floor, acquire, instructions, handover, failover, footprint, load, primitives,
-    /// metrics), `all` of those, or `soak` (many clients for a minute per store; run by name
+    /// A scenario (floor, acquire, instructions, handover, hold, failover, footprint, load,
+    /// primitives, metrics), `all` of those, or `soak` (many clients for a minute per store; run by name
     /// only).
     scenario: String,
     /// Fewer trials and shorter windows: finishes in about 3 minutes.

@@ -32,7 +32,7 @@ pub fn run(run: &mut Run) -> Result<()> {
             trials,
             true,
             Duration::from_secs(30),
-            Duration::ZERO,
+            (Duration::ZERO, Duration::ZERO),
         )
         .map_err(|err| with_logs(err, &electors))?;
         let goal = match kind {
@@ -66,7 +66,7 @@ pub fn run(run: &mut Run) -> Result<()> {
                 trials,
                 true,
                 Duration::from_secs(30),
-                Duration::ZERO,
+                (Duration::ZERO, Duration::ZERO),
             )?;
             run.report
                 .add(
@@ -103,7 +103,7 @@ fn client_go(run: &mut Run, backend: &Backend) -> Result<()> {
             true,
             Duration::from_secs(60),
             // A release comes at any moment of a candidate's retry cycle, not just after a try.
-            timings.retry.mul_f64(1.0 + 1.2),
+            (Duration::ZERO, timings.retry.mul_f64(1.0 + 1.2)),
         )?;
         run.report
             .add(
@@ -130,7 +130,7 @@ fn lease_manager(run: &mut Run, backend: &Backend) -> Result<()> {
         run.pick(1, 3),
         true,
         Duration::from_secs(60),
-        Duration::ZERO,
+        (Duration::ZERO, Duration::ZERO),
     )?;
     run.report
         .add("handover", "kube-lease-manager", "release to next acquire", Unit::Seconds, Summary::of_durations(&samples).expect("samples"))
@@ -167,7 +167,7 @@ fn original(run: &mut Run, electors: &[ElectorProc]) -> Result<()> {
         3,
         false,
         Duration::from_secs(60),
-        Duration::ZERO,
+        (Duration::ZERO, Duration::ZERO),
     )?;
     run.report
         .add(
@@ -229,14 +229,15 @@ pub fn ours_env(
 ///
 /// A role whose waiter polls needs `spread`: the holder waits a different part of it before
 /// each release (spread evenly over the trials), so that releases fall at every point of the
-/// waiter's polling cycle rather than just after the try it made when it queued.
+/// waiter's polling cycle rather than just after the try it made when it queued. `hold` is a
+/// fixed wait before each release on top of that.
 pub fn trials_of(
     role: &str,
     env: SlotEnv,
     trials: usize,
     requeues: bool,
     within: Duration,
-    spread: Duration,
+    (hold, spread): (Duration, Duration),
 ) -> Result<Vec<Duration>> {
     let first = Worker::spawn(role, &env(0))?;
     let mut token = first.expect("ACQ", within)?.token;
@@ -247,7 +248,7 @@ pub fn trials_of(
     for trial in 0..trials {
         let waiter = 1 - holder;
         // The golden ratio's multiples modulo 1 cover [0, 1) evenly for any number of trials.
-        std::thread::sleep(spread.mul_f64((trial as f64 * 0.618_033_988_75).fract()));
+        std::thread::sleep(hold + spread.mul_f64((trial as f64 * 0.618_033_988_75).fract()));
         slots[holder].order("release")?;
         let released = slots[holder].expect("REL", within)?;
         let acquired = slots[waiter].expect("ACQ", within)?;

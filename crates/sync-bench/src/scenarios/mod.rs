@@ -7,6 +7,7 @@ pub mod failover;
 pub mod floor;
 pub mod footprint;
 pub mod handover;
+pub mod hold;
 pub mod instructions;
 pub mod kube_env;
 pub mod load;
@@ -23,11 +24,12 @@ use crate::report::Report;
 use sync_testkit::stores::{Backend, StoreKind};
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     "floor",
     "acquire",
     "instructions",
     "handover",
+    "hold",
     "failover",
     "footprint",
     "load",
@@ -100,6 +102,7 @@ pub fn run(name: &str, run: &mut Run) -> Result<()> {
         "acquire" => acquire::run(run),
         "instructions" => instructions::run(run),
         "handover" => handover::run(run),
+        "hold" => hold::run(run),
         "failover" => failover::run(run),
         "footprint" => footprint::run(run),
         "load" => load::run(run),
