@@ -27,5 +27,7 @@ pub use control_plane::{ControlPlane, control_plane_dir};
 pub use elector::{ElectorProc, built_elector, release_elector};
 pub use etcd::EtcdCluster;
 pub use host::HostState;
-pub use process::{Proc, TempDir, free_port, machine, signal_pid, temp_dir, wait_child};
+pub use process::{
+    Proc, TempDir, connections_to, free_port, machine, signal_pid, temp_dir, wait_child,
+};
 pub use prometheus::{Alert, DashboardPanel, Prometheus, Target, dashboard};

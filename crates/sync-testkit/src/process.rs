@@ -19,6 +19,36 @@ pub fn signal_pid(pid: u32, signal: &str) {
     );
 }
 
+/// How many established TCP connections process `pid` has open to `port` (IPv4 or IPv6), read
+/// from `/proc`: the inodes of its sockets, matched against its network namespace's tables.
+pub fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let remote_port = format!(":{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // remote address, state (01: established), inode
+            fields.len() > 9
+                && fields[2].ends_with(&remote_port)
+                && fields[3] == "01"
+                && inodes.contains(fields[9])
+        })
+        .count()
+}
+
 /// A child process the harness owns. Dropping it wakes it (in case a test paused it with
 /// SIGSTOP), kills it and reaps it, so no test leaves a process behind.
 pub struct Proc(Child);
