@@ -1,9 +1,9 @@
 //! Per-lock series, labelled `lock`: who holds it here, who waits for it here, how its leases
 //! began and ended, its last hand-over, and until when its holding is valid.
 //!
-//! Labels are bounded: the first [`Locks::limit`] names seen get a label of their own, and every
-//! later name shares `lock="_other"`, whose series sum (or, for the gauges that are times, keep
-//! the last value of) those locks. A name keeps its label for the elector's life, so a counter
+//! Labels are bounded: the first `--metrics-lock-limit` names seen get a label of their own, and
+//! every later name shares `lock="_other"`, whose series sum (or, for the gauges that are times,
+//! keep the last value of) those locks. A name keeps its label for the elector's life, so a counter
 //! never restarts while the elector runs.
 
 use std::collections::HashMap;

@@ -132,7 +132,7 @@ fn our_waiter_sends_only_its_watch_and_takes_over_at_once_after_client_gos_relea
         plane.requests(&our_user)
     );
     // Over HTTP/2 the write shared the watch's connection: no new connection to open after a
-    // long wait (docs/kubernetes.md, "One connection, HTTP/2").
+    // long wait (docs/kubernetes.md, "How it behaves").
     let port: u16 = plane.url().rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(
         sync_testkit::connections_to(ours.pid(), port),
