@@ -128,12 +128,6 @@ fn transitions(lease: &Lease) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// The Lease's `acquireTime`, as client-go and we write it when a holder takes it.
-fn acquired(lease: &Lease) -> Option<std::time::SystemTime> {
-    let at = lease.spec.as_ref()?.acquire_time.as_ref()?;
-    Some(std::time::SystemTime::from(at.0))
-}
-
 fn value(lease: &Lease) -> Option<String> {
     lease
         .metadata
@@ -219,7 +213,7 @@ impl KubernetesStore {
         if !refresh {
             let cache = self.cache();
             if cache.synced {
-                return Ok(cache.leases.get(name).map(|s| s.lease()));
+                return Ok(cache.leases.get(name).map(|s| s.lease(name)));
             }
         }
         let lease = kube_api::send("leases", "get", self.api.get_opt(name))
@@ -229,7 +223,7 @@ impl KubernetesStore {
         match lease {
             Some(lease) => {
                 cache.upsert(lease);
-                Ok(cache.leases.get(name).map(|s| s.lease()))
+                Ok(cache.leases.get(name).map(|s| s.lease(name)))
             }
             None => {
                 cache.remove(name);
@@ -358,8 +352,8 @@ impl KubernetesStore {
         let Some(seen) = cache.leases.get(name.as_str()) else {
             return Ok(Ok((Grants::default(), None)));
         };
-        let lease = seen.lease();
-        let grants = match seen.grants(now) {
+        let lease = seen.lease(name.as_str());
+        let grants = match seen.grants(name.as_str(), now) {
             Some(grants) => grants.map_err(malformed)?,
             None if seen.live_holder(now).is_some() => {
                 return Ok(Err(Conflict {
@@ -527,7 +521,7 @@ impl Store for KubernetesStore {
                 let cache = self.cache();
                 let now = Instant::now();
                 if let Some(seen) = cache.leases.get(name.as_str())
-                    && let Some(grants) = seen.grants(now)
+                    && let Some(grants) = seen.grants(name.as_str(), now)
                 {
                     let grants = grants.map_err(malformed)?;
                     if let Some(is) = grants.live_kind(now) {
@@ -686,7 +680,11 @@ impl Store for KubernetesStore {
     }
 
     fn lost(&self, name: &LockName, holder: &str) {
-        let lease = self.cache().leases.get(name.as_str()).map(|s| s.lease());
+        let lease = self
+            .cache()
+            .leases
+            .get(name.as_str())
+            .map(|s| s.lease(name.as_str()));
         if let Some(lease) = lease {
             self.record(&lease, holder, "stopped leading");
         }
