@@ -40,30 +40,33 @@ pub fn run(run: &mut Run) -> Result<()> {
             .note = Some("process start until GET /readyz answers 200".into());
 
         std::thread::sleep(Duration::from_secs(1));
-        let idle = rss_mib(elector.pid())?;
-        run.report
-            .add(
-                "footprint",
-                &system,
-                "memory idle",
-                Unit::MiB,
-                Summary::of(&[idle]).expect("one"),
-            )
-            .goal = Some("10 MB".into());
+        let idle = resident(elector.pid())?;
+        let row = run.report.add(
+            "footprint",
+            &system,
+            "memory idle",
+            Unit::MiB,
+            Summary::of(&[idle.total]).expect("one"),
+        );
+        row.goal = Some("10 MB".into());
+        row.note = Some(idle.note());
 
         let client = sync_client::Client::builder().url(&elector.url).build()?;
         let held = run.runtime.block_on(hold_many(&client, locks))?;
         std::thread::sleep(Duration::from_secs(1));
-        let with_locks = rss_mib(elector.pid())?;
+        let with_locks = resident(elector.pid())?;
         let row = run.report.add(
             "footprint",
             &system,
             &format!("memory with {locks} held locks"),
             Unit::MiB,
-            Summary::of(&[with_locks]).expect("one"),
+            Summary::of(&[with_locks.total]).expect("one"),
         );
         row.goal = Some("40 MB with 10,000".into());
-        row.note = Some("each held through our client, with its event stream open".into());
+        row.note = Some(format!(
+            "each held through our client, with its event stream open; {}",
+            with_locks.note()
+        ));
         run.runtime.block_on(async {
             futures_util::stream::iter(held)
                 .for_each_concurrent(64, |guard| async move {
@@ -80,15 +83,16 @@ pub fn run(run: &mut Run) -> Result<()> {
         let queued = run
             .runtime
             .block_on(queue_many(&client, &elector.url, waiters))?;
-        let with_waiters = rss_mib(elector.pid())?;
+        let with_waiters = resident(elector.pid())?;
         run.runtime.block_on(async { drop(queued) });
         run.report.add(
             "footprint",
             &system,
             &format!("memory with {waiters} waiters on one lock"),
             Unit::MiB,
-            Summary::of(&[with_waiters]).expect("one"),
-        );
+            Summary::of(&[with_waiters.total]).expect("one"),
+        )
+        .note = Some(with_waiters.note());
         if kind == StoreKind::KubeApiServer {
             drop(elector);
             one_holder(run)?;
@@ -246,12 +250,42 @@ fn waiting(metrics: &str) -> f64 {
 
 /// The resident memory of process `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> Result<f64> {
+    Ok(resident(pid)?.total)
+}
+
+/// A process's resident memory, in MiB.
+pub struct Resident {
+    /// All of it (`VmRSS`).
+    pub total: f64,
+    /// Its anonymous part (`RssAnon`): the heap and stacks, what the process itself allocated.
+    /// The rest is mapped pages of the binary and its libraries, shared with the page cache.
+    pub anonymous: f64,
+}
+
+impl Resident {
+    /// A row's note saying how much of the figure is anonymous.
+    pub fn note(&self) -> String {
+        format!(
+            "{:.1} MiB of it anonymous (RssAnon); the rest is the binary's mapped pages",
+            self.anonymous
+        )
+    }
+}
+
+/// The resident memory of process `pid`, read from `/proc/PID/status`.
+pub fn resident(pid: u32) -> Result<Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("reading the elector's /proc status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS in /proc status")?;
-    Ok(kib / 1024.0)
+    let mib = |field: &str| -> Result<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {field} in /proc status"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok(Resident {
+        total: mib("VmRSS:")?,
+        anonymous: mib("RssAnon:")?,
+    })
 }
