@@ -90,18 +90,10 @@ fn elector(run: &mut Run, dir: &Path, loops: u32) -> Result<f64> {
         .lock("bench-instructions")
         .on_lost(|| eprintln!("bench-instructions lost"));
     let pid = elector.pid().to_string();
-    run.runtime.block_on(async {
-        for _ in 0..50 {
-            lock.acquire().await?.release().await?;
-        }
-        control(&["--zero", &pid])?;
-        for _ in 0..loops {
-            lock.acquire().await?.release().await?;
-        }
-        control(&["--dump", &pid])?;
-        anyhow::Ok(())
-    })?;
-    Ok(dumped_total(dir, &pid)? as f64 / f64::from(loops))
+    run.runtime.block_on(count(dir, &pid, loops, async || {
+        lock.acquire().await?.release().await?;
+        Ok(())
+    }))
 }
 
 /// The floor server's instructions per request.
@@ -118,22 +110,33 @@ fn floor(run: &mut Run, dir: &Path, loops: u32) -> Result<f64> {
     let mut addr = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut addr)?;
     let url = format!("http://{}/", addr.trim());
-    let counted = run.runtime.block_on(async {
-        let http = super::floor::http()?;
-        for _ in 0..50 {
-            http.get(&url).send().await?.error_for_status()?;
-        }
-        control(&["--zero", &pid])?;
-        for _ in 0..loops {
-            http.get(&url).send().await?.error_for_status()?;
-        }
-        control(&["--dump", &pid])?;
-        anyhow::Ok(())
-    });
+    let http = super::floor::http()?;
+    let counted = run.runtime.block_on(count(dir, &pid, loops, async || {
+        http.get(&url).send().await?.error_for_status()?;
+        Ok(())
+    }));
     let _ = child.kill();
     let _ = child.wait();
-    counted?;
-    Ok(dumped_total(dir, &pid)? as f64 / f64::from(loops))
+    counted
+}
+
+/// Runs `one` 50 times to warm up, zeroes process `pid`'s counters, runs it `loops` times and
+/// dumps them: the instructions per run of `one`.
+async fn count(
+    dir: &Path,
+    pid: &str,
+    loops: u32,
+    mut one: impl AsyncFnMut() -> Result<()>,
+) -> Result<f64> {
+    for _ in 0..50 {
+        one().await?;
+    }
+    control(&["--zero", pid])?;
+    for _ in 0..loops {
+        one().await?;
+    }
+    control(&["--dump", pid])?;
+    Ok(dumped_total(dir, pid)? as f64 / f64::from(loops))
 }
 
 /// valgrind running callgrind, its dumps in `dir`.
