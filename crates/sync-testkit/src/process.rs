@@ -34,19 +34,19 @@ pub fn connections_to(pid: u32, port: u16) -> usize {
         })
         .unwrap_or_default();
     let remote_port = format!(":{port:04X}");
+    let established = |line: &&str| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // remote address, state (01: established), inode
+        fields.len() > 9
+            && fields[2].ends_with(&remote_port)
+            && fields[3] == "01"
+            && inodes.contains(fields[9])
+    };
     ["tcp", "tcp6"]
         .iter()
         .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
-        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // remote address, state (01: established), inode
-            fields.len() > 9
-                && fields[2].ends_with(&remote_port)
-                && fields[3] == "01"
-                && inodes.contains(fields[9])
-        })
-        .count()
+        .map(|text| text.lines().skip(1).filter(established).count())
+        .sum()
 }
 
 /// A child process the harness owns. Dropping it wakes it (in case a test paused it with
