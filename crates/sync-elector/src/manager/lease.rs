@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::hooks::Held;
+pub use crate::metrics::locks::Cause;
 use crate::store::Ticket;
 use crate::timing::{Deadlines, Step};
 
@@ -20,31 +21,6 @@ pub enum Ending {
     Released,
     /// It was lost, for a cause; the reason is for people.
     Lost(Cause, String),
-}
-
-/// Why a lease was lost, as the metrics count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// The holder sent no heartbeat for its ttl.
-    Expired,
-    /// The store could not be renewed before the renew deadline.
-    StoreError,
-    /// Another holder has the lock in the store.
-    Taken,
-    /// The elector is shutting down.
-    Shutdown,
-}
-
-impl Cause {
-    /// The `cause` label of the `lock_endings` series.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::StoreError => "store_error",
-            Self::Taken => "taken",
-            Self::Shutdown => "shutdown",
-        }
-    }
 }
 
 /// How the store's renewals of a lease are going: failing from the first renewal that failed or

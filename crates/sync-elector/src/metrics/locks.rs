@@ -24,9 +24,34 @@ pub const OTHER: &str = "_other";
 /// How many locks get a label of their own unless `--metrics-lock-limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 1000;
 
-/// The causes of a loss, whose counters exist from the lock's first series on. (`released` and
-/// `shutdown` appear when they first happen.)
-pub const LOSS_CAUSES: [&str; 3] = ["expired", "store_error", "taken"];
+/// Why a lease was lost, as the `lock_endings` series count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The holder sent no heartbeat for its ttl.
+    Expired,
+    /// The store could not be renewed before the renew deadline.
+    StoreError,
+    /// Another holder has the lock in the store.
+    Taken,
+    /// The elector is shutting down.
+    Shutdown,
+}
+
+impl Cause {
+    /// The causes whose counters exist from a lock's first series on. (`released` and
+    /// `shutdown` appear when they first happen.)
+    pub const COUNTED_FROM_ZERO: [Cause; 3] = [Self::Expired, Self::StoreError, Self::Taken];
+
+    /// The `cause` label of the `lock_endings` series.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::StoreError => "store_error",
+            Self::Taken => "taken",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
 
 /// A gauge of seconds.
 type Seconds = Gauge<f64, AtomicU64>;
@@ -151,10 +176,10 @@ impl Locks {
         };
         // The losses start at 0, so that `increase()` sees the first one: a counter that appears
         // at 1 has no earlier sample to rise from, and the flapping alert would miss it.
-        for cause in LOSS_CAUSES {
+        for cause in Cause::COUNTED_FROM_ZERO {
             let _ = self.endings.get_or_create(&EndingLabels {
                 lock: label.lock.clone(),
-                cause,
+                cause: cause.label(),
             });
         }
         LockSeries {
