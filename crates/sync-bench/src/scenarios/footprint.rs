@@ -85,14 +85,15 @@ pub fn run(run: &mut Run) -> Result<()> {
             .block_on(queue_many(&client, &elector.url, waiters))?;
         let with_waiters = resident(elector.pid())?;
         run.runtime.block_on(async { drop(queued) });
-        run.report.add(
-            "footprint",
-            &system,
-            &format!("memory with {waiters} waiters on one lock"),
-            Unit::MiB,
-            Summary::of(&[with_waiters.total]).expect("one"),
-        )
-        .note = Some(with_waiters.note());
+        run.report
+            .add(
+                "footprint",
+                &system,
+                &format!("memory with {waiters} waiters on one lock"),
+                Unit::MiB,
+                Summary::of(&[with_waiters.total]).expect("one"),
+            )
+            .note = Some(with_waiters.note());
         if kind == StoreKind::KubeApiServer {
             drop(elector);
             one_holder(run)?;
