@@ -103,8 +103,19 @@ impl Seen {
         name: &str,
         now: Instant,
     ) -> Option<Result<Grants, lease_grants::Malformed>> {
+        // A lock's Lease has no sightings: not decoded for nothing.
+        self.sightings.as_ref()?;
+        self.grants_of(&self.lease(name), now)
+    }
+
+    /// [`Seen::grants`], read from `lease`, this Lease already decoded by [`Seen::lease`].
+    pub fn grants_of(
+        &self,
+        lease: &Lease,
+        now: Instant,
+    ) -> Option<Result<Grants, lease_grants::Malformed>> {
         let sightings = self.sightings.as_ref()?;
-        lease_grants::read(&self.lease(name), sightings, now).transpose()
+        lease_grants::read(lease, sightings, now).transpose()
     }
 
     /// The Lease named `name` itself, to write it back changed: everything a write carries

@@ -353,7 +353,7 @@ impl KubernetesStore {
             return Ok(Ok((Grants::default(), None)));
         };
         let lease = seen.lease(name.as_str());
-        let grants = match seen.grants(name.as_str(), now) {
+        let grants = match seen.grants_of(&lease, now) {
             Some(grants) => grants.map_err(malformed)?,
             None if seen.live_holder(now).is_some() => {
                 return Ok(Err(Conflict {
