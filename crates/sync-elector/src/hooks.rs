@@ -17,12 +17,13 @@ use async_trait::async_trait;
 use sync_protocol::LockName;
 use tokio::sync::watch;
 
+use crate::lease_id::LeaseId;
 use crate::store::StoreError;
 
 /// A lease held through this elector, as a hook sees it.
 pub trait Held: Send + Sync + 'static {
     /// The lease's id, unique in this elector.
-    fn id(&self) -> &str;
+    fn id(&self) -> LeaseId;
     /// The lock.
     fn name(&self) -> &LockName;
     /// The holder identity in the store.

@@ -30,6 +30,7 @@ pub mod config;
 pub mod hooks;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
+pub mod lease_id;
 mod linger;
 pub mod manager;
 pub mod metrics;

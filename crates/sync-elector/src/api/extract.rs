@@ -10,6 +10,7 @@ use sync_protocol::{LockName, MAX_BODY_BYTES, codes};
 
 use super::App;
 use super::error::ApiError;
+use crate::lease_id::LeaseId;
 
 /// A lock name from the path, checked against the naming rule.
 pub struct LockPath(pub LockName);
@@ -35,7 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LockPath {
 
 /// A lease id from the path. Ids are 32 lower-case hex digits; anything else is a lease this
 /// elector never granted.
-pub struct LeasePath(pub String);
+pub struct LeasePath(pub LeaseId);
 
 impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
     type Rejection = ApiError;
@@ -45,15 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| unknown())?;
-        if id.len() == 32
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Self(id))
-        } else {
-            Err(unknown())
-        }
+        id.parse().map(Self).map_err(|_| unknown())
     }
 }
 

@@ -284,7 +284,7 @@ async fn grant(
     let lease = app.manager.acquire(name, options).await?;
     let grant = Grant {
         name: lease.name.to_string(),
-        lease_id: lease.id.clone(),
+        lease_id: lease.id.to_string(),
         token: lease.token,
         holder: lease.holder.clone(),
         ttl_seconds: lease.ttl.as_secs(),
@@ -324,7 +324,7 @@ pub async fn renew(
     State(app): State<App>,
     LeasePath(id): LeasePath,
 ) -> Result<Json<Renewal>, ApiError> {
-    let valid_for = app.manager.heartbeat(&id)?;
+    let valid_for = app.manager.heartbeat(id)?;
     Ok(Json(Renewal {
         valid_for_ms: millis(valid_for),
     }))
@@ -349,7 +349,7 @@ pub async fn release(
     State(app): State<App>,
     LeasePath(id): LeasePath,
 ) -> Result<StatusCode, ApiError> {
-    app.manager.release(&id, "released by its holder").await?;
+    app.manager.release(id, "released by its holder").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -362,14 +362,14 @@ struct ReleaseOnClose {
 
 impl Drop for ReleaseOnClose {
     fn drop(&mut self) {
-        let (manager, id) = (self.manager.clone(), self.lease.id.clone());
-        if manager.lease(&id).is_err() {
+        let (manager, id) = (self.manager.clone(), self.lease.id);
+        if manager.lease(id).is_err() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = manager
-                    .release(&id, "the holder's event stream closed")
+                    .release(id, "the holder's event stream closed")
                     .await;
             });
         }
@@ -396,7 +396,7 @@ pub async fn lease_events(
     version: axum::http::Version,
     LeasePath(id): LeasePath,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let lease = app.manager.lease(&id)?;
+    let lease = app.manager.lease(id)?;
     let held = Event::default()
         .event(lease_event::HELD)
         .json_data(Renewal {

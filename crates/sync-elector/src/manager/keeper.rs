@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::handback::Handback;
 use super::lease::{Cause, Ending, Lease};
 use super::leases::Leases;
+use crate::lease_id::LeaseId;
 use crate::store::StoreError;
 use crate::timing::Step;
 
@@ -38,17 +39,17 @@ pub(super) struct Keeper {
 #[derive(Default)]
 struct Agenda {
     /// Sleeping leases by wake-up time; the lease's id makes each key unique.
-    due: BTreeMap<(Instant, String), Arc<Lease>>,
+    due: BTreeMap<(Instant, LeaseId), Arc<Lease>>,
     /// When each sleeping lease is due, by id, to find its entry.
-    asleep: HashMap<String, Instant>,
+    asleep: HashMap<LeaseId, Instant>,
     /// Whether the keeper task is running.
     running: bool,
 }
 
 impl Agenda {
-    fn remove(&mut self, id: &str) {
-        if let Some(at) = self.asleep.remove(id) {
-            self.due.remove(&(at, id.to_owned()));
+    fn remove(&mut self, id: LeaseId) {
+        if let Some(at) = self.asleep.remove(&id) {
+            self.due.remove(&(at, id));
         }
     }
 }
@@ -88,7 +89,7 @@ impl Keeper {
         // Ended before it leaves the agenda, so that a renewal finishing meanwhile sees the
         // ending and does not put it back.
         lease.finish(ending);
-        self.agenda().remove(&lease.id);
+        self.agenda().remove(lease.id);
         true
     }
 
@@ -112,13 +113,13 @@ impl Keeper {
         if lease.ending().is_some() {
             return;
         }
-        agenda.remove(&lease.id);
-        let key = (at, lease.id.clone());
+        agenda.remove(lease.id);
+        let key = (at, lease.id);
         let earliest = agenda
             .due
             .first_key_value()
             .is_none_or(|(first, _)| key < *first);
-        agenda.asleep.insert(lease.id.clone(), at);
+        agenda.asleep.insert(lease.id, at);
         agenda.due.insert(key, lease);
         if !agenda.running {
             agenda.running = true;

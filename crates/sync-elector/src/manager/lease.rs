@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::hooks::Held;
+use crate::lease_id::LeaseId;
 pub use crate::metrics::locks::Cause;
 use crate::store::Ticket;
 use crate::timing::{Deadlines, Step};
@@ -49,7 +50,7 @@ pub enum LeaseError {
 /// One granted lease.
 pub struct Lease {
     /// The secret that renews and releases it.
-    pub id: String,
+    pub id: LeaseId,
     /// The lock.
     pub name: LockName,
     /// The holder identity in the store.
@@ -89,7 +90,7 @@ impl Lease {
         now: Instant,
     ) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: LeaseId::random(),
             name,
             holder: ticket.holder.clone(),
             token: ticket.token,
@@ -218,8 +219,8 @@ impl Lease {
 }
 
 impl Held for Lease {
-    fn id(&self) -> &str {
-        &self.id
+    fn id(&self) -> LeaseId {
+        self.id
     }
 
     fn name(&self) -> &LockName {

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::lease::{Cause, Ending, Lease, LeaseError};
 use super::tombstones::Tombstones;
+use crate::lease_id::LeaseId;
 use crate::metrics::Metrics;
 use crate::metrics::locks::LockSeries;
 
@@ -21,9 +22,9 @@ pub(super) struct Leases {
 
 #[derive(Default)]
 struct Ledger {
-    live: HashMap<String, Live>,
+    live: HashMap<LeaseId, Live>,
     /// Legacy-protocol leases by lock name: the old bindings have no lease id, only the name.
-    legacy: HashMap<LockName, String>,
+    legacy: HashMap<LockName, LeaseId>,
     ended: Tombstones,
     /// When a lease of each lock last ended here, for the handover-time histogram.
     freed_at: HashMap<LockName, Instant>,
@@ -51,7 +52,7 @@ impl Leases {
         let series = self.metrics.locks.series(&lease.name);
         let mut state = self.ledger();
         if lease.is_legacy() {
-            state.legacy.insert(lease.name.clone(), lease.id.clone());
+            state.legacy.insert(lease.name.clone(), lease.id);
         }
         if let Some(freed) = state.freed_at.remove(&lease.name)
             && freed >= asked
@@ -65,7 +66,7 @@ impl Leases {
         series.acquisitions.inc();
         series.held.inc();
         series.valid_for(lease.valid_until().saturating_duration_since(now));
-        state.live.insert(lease.id.clone(), Live { lease, series });
+        state.live.insert(lease.id, Live { lease, series });
     }
 
     /// `lease`'s store holding was renewed: it is valid until its new deadline.
@@ -88,9 +89,9 @@ impl Leases {
     }
 
     /// The live lease `id`, or why there is none.
-    pub(super) fn get(&self, id: &str) -> Result<Arc<Lease>, LeaseError> {
+    pub(super) fn get(&self, id: LeaseId) -> Result<Arc<Lease>, LeaseError> {
         let state = self.ledger();
-        match state.live.get(id) {
+        match state.live.get(&id) {
             Some(live) => Ok(live.lease.clone()),
             None => Err(state.ended.error(id)),
         }
@@ -125,7 +126,7 @@ impl Leases {
         if state.legacy.get(&lease.name) == Some(&lease.id) {
             state.legacy.remove(&lease.name);
         }
-        state.ended.bury(&lease.id, ending);
+        state.ended.bury(lease.id, ending);
         state.freed_at.insert(lease.name.clone(), Instant::now());
         self.metrics.held.dec();
         match counted_cause(lease, ending) {
@@ -168,14 +169,14 @@ mod tests {
         let leases = Leases::new(Metrics::new());
         let granted = Arc::new(lease("a", false));
         leases.insert(granted.clone(), Instant::now(), Instant::now());
-        assert!(leases.get(&granted.id).is_ok());
+        assert!(leases.get(granted.id).is_ok());
         assert_eq!(leases.metrics.held.get(), 1);
 
         let lost = Ending::Lost(Cause::Taken, "another holder took the lock".into());
         assert!(leases.end(&granted, &lost));
         assert!(!leases.end(&granted, &Ending::Released), "ended twice");
         assert_eq!(
-            leases.get(&granted.id).err(),
+            leases.get(granted.id).err(),
             Some(LeaseError::Lost("another holder took the lock".into()))
         );
         assert_eq!(leases.metrics.held.get(), 0);
@@ -189,7 +190,7 @@ mod tests {
         let granted = Arc::new(lease("a", false));
         leases.insert(granted.clone(), Instant::now(), Instant::now());
         assert!(leases.end(&granted, &Ending::Released));
-        assert_eq!(leases.get(&granted.id).err(), Some(LeaseError::Unknown));
+        assert_eq!(leases.get(granted.id).err(), Some(LeaseError::Unknown));
         assert_eq!(leases.metrics.losses.get(), 0);
     }
 
@@ -219,10 +220,7 @@ mod tests {
 
         let legacy = Arc::new(lease("a", true));
         leases.insert(legacy.clone(), Instant::now(), Instant::now());
-        assert_eq!(
-            leases.legacy(&name).map(|l| l.id.clone()),
-            Some(legacy.id.clone())
-        );
+        assert_eq!(leases.legacy(&name).map(|l| l.id), Some(legacy.id));
         assert!(leases.end(&legacy, &Ending::Lost(Cause::Expired, "ran out".into())));
         assert!(leases.legacy(&name).is_none());
     }

@@ -46,6 +46,7 @@ use leases::Leases;
 use queue::Queues;
 
 use crate::hooks::Announce;
+use crate::lease_id::LeaseId;
 use crate::metrics::Metrics;
 use crate::store::{Claim, Store};
 
@@ -226,18 +227,18 @@ impl Manager {
 
     /// The holder of `lease_id` is alive: push its silence deadline out by one ttl. Returns how
     /// long the lease stays valid.
-    pub fn heartbeat(&self, lease_id: &str) -> Result<Duration, LeaseError> {
+    pub fn heartbeat(&self, lease_id: LeaseId) -> Result<Duration, LeaseError> {
         Ok(self.lease(lease_id)?.heard_from_holder(Instant::now()))
     }
 
     /// The live lease with this id.
-    pub fn lease(&self, lease_id: &str) -> Result<Arc<Lease>, LeaseError> {
+    pub fn lease(&self, lease_id: LeaseId) -> Result<Arc<Lease>, LeaseError> {
         self.inner.leases.get(lease_id)
     }
 
     /// Releases a lease: it ends at once here, and the store record is given up so the next
     /// waiter anywhere can take it.
-    pub async fn release(&self, lease_id: &str, why: &str) -> Result<(), LeaseError> {
+    pub async fn release(&self, lease_id: LeaseId, why: &str) -> Result<(), LeaseError> {
         let lease = self.lease(lease_id)?;
         if !self.inner.keeper.end(&lease, Ending::Released) {
             return Err(LeaseError::Unknown);
@@ -255,7 +256,7 @@ impl Manager {
         ttl: Duration,
     ) -> Result<Arc<Lease>, AcquireError> {
         if let Some(lease) = self.inner.leases.legacy(&name)
-            && self.heartbeat(&lease.id).is_ok()
+            && self.heartbeat(lease.id).is_ok()
         {
             return Ok(lease);
         }
@@ -352,11 +353,11 @@ mod tests {
         let first = manager.acquire(name(), options(None)).await.unwrap();
         let second = waiter(&manager).await;
         let third = waiter(&manager).await;
-        manager.release(&first.id, "test").await.unwrap();
+        manager.release(first.id, "test").await.unwrap();
         let second = granted(second).await;
         assert_eq!(manager.waiting(&name()), 1);
         assert!(second.token > first.token);
-        manager.release(&second.id, "test").await.unwrap();
+        manager.release(second.id, "test").await.unwrap();
         let third = granted(third).await;
         assert!(third.token > second.token);
     }
@@ -378,7 +379,7 @@ mod tests {
         cancelled.abort();
         let _ = cancelled.await;
         assert_eq!(manager.waiting(&name()), 1);
-        manager.release(&first.id, "test").await.unwrap();
+        manager.release(first.id, "test").await.unwrap();
         let granted = granted(patient).await;
         assert_eq!(granted.name, name());
         assert_eq!(manager.waiting(&name()), 0);
@@ -388,11 +389,11 @@ mod tests {
     async fn an_ended_lease_answers_how_it_ended() {
         let manager = manager();
         let released = manager.acquire(name(), options(None)).await.unwrap();
-        manager.release(&released.id, "test").await.unwrap();
+        manager.release(released.id, "test").await.unwrap();
         assert_eq!(released.ended().await, Ending::Released);
-        assert_eq!(manager.heartbeat(&released.id), Err(LeaseError::Unknown));
+        assert_eq!(manager.heartbeat(released.id), Err(LeaseError::Unknown));
         assert_eq!(
-            manager.release(&released.id, "again").await,
+            manager.release(released.id, "again").await,
             Err(LeaseError::Unknown)
         );
 
@@ -401,7 +402,7 @@ mod tests {
         let lost = Ending::Lost(Cause::Shutdown, "the elector is shutting down".into());
         assert_eq!(held.ended().await, lost);
         assert_eq!(
-            manager.heartbeat(&held.id),
+            manager.heartbeat(held.id),
             Err(LeaseError::Lost("the elector is shutting down".into()))
         );
         assert!(matches!(
@@ -442,7 +443,7 @@ mod tests {
             "a lock on a semaphore's name: {:?}",
             lock.err()
         );
-        manager.release(&second.id, "test").await.unwrap();
+        manager.release(second.id, "test").await.unwrap();
         let third = granted(third).await;
         assert_eq!(third.held, second.held, "the permit given back");
         assert!(third.token > second.token && second.token > first.token);
