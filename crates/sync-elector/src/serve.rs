@@ -9,19 +9,22 @@
 //! connection the elector ends lingers ([`crate::linger`]), so that a client still sending a
 //! body it refused reads the answer rather than a reset.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tower::Service;
 use tracing::{debug, warn};
 
 use crate::linger::Lingering;
@@ -33,6 +36,13 @@ const MAX_STREAMS: u32 = 1 << 20;
 /// How often an idle HTTP/2 connection is pinged, so a peer that vanished without closing its
 /// socket is noticed (a peer that exits closes its socket and is noticed at once).
 const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// The router's answer to one request, boxed. hyper keeps a request's future inline in the task
+/// that serves its stream, sized for the largest state, for as long as the stream is open; an
+/// event stream is open as long as its lease is held. The router's own future carries the whole
+/// request, some 370 bytes that every held lease would keep. Boxed, the task keeps a pointer,
+/// and the box is freed as soon as the response has begun.
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// What every listener of one elector shares.
 #[derive(Clone, Debug)]
@@ -102,11 +112,12 @@ pub async fn serve(
         // Marks the connection as having sent a whole request head, on its first request.
         let spoke = Arc::new(AtomicBool::new(false));
         let marker = spoke.clone();
-        let service = router.clone().map_request(move |request| {
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             marker.store(true, Ordering::Relaxed);
-            request
+            // A router is always ready: it is called without asking.
+            Box::pin(router.clone().call(request)) as Answer
         });
-        let service = TowerToHyperService::new(service);
         let first_request = limits.first_request;
         // The permit goes with the socket: a lingering connection still counts under the cap.
         let socket = Lingering::new(socket, permit, spoke.clone(), first_request);
