@@ -8,6 +8,7 @@
 //! [`BURST`] Events and then one every [`REFILL`], so a flapping lock cannot flood the API.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -74,35 +75,51 @@ impl Recorder {
     }
 }
 
-/// A per-lock token bucket.
+/// A token bucket per lock, each kept as the one instant that says it all: when the lock's
+/// bucket is full again (the generic cell rate algorithm). A lock whose bucket is full needs no
+/// entry, and the full ones are swept out whenever the map has doubled since the last sweep, so
+/// the names of locks long gone do not accumulate. Locks are told apart by a keyed hash of their
+/// name: two names that collide (about one chance in 10^11 among a million locks) would share a
+/// bucket, which can only drop an Event.
 #[derive(Debug)]
 pub struct Limiter {
-    buckets: HashMap<String, (f64, Instant)>,
+    /// When each lock's bucket is full again, by the hash of its name.
+    full_at: HashMap<u64, Instant>,
+    hasher: RandomState,
+    /// The number of entries at which to sweep next.
+    sweep_at: usize,
 }
+
+/// The fewest entries worth a sweep.
+const SWEEP_FROM: usize = 1024;
 
 impl Limiter {
     /// Every lock starts with a full burst.
     pub fn new() -> Self {
         Self {
-            buckets: HashMap::new(),
+            full_at: HashMap::new(),
+            hasher: RandomState::new(),
+            sweep_at: SWEEP_FROM,
         }
     }
 
     /// Whether `lease` may record an Event at `now`; takes a token when it may.
     pub fn allow(&mut self, lease: &str, now: Instant) -> bool {
-        let (tokens, at) = self
-            .buckets
-            .entry(lease.to_owned())
-            .or_insert((f64::from(BURST), now));
-        let refilled = now.saturating_duration_since(*at).as_secs_f64() / REFILL.as_secs_f64();
-        *tokens = (*tokens + refilled).min(f64::from(BURST));
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        if self.full_at.len() >= self.sweep_at {
+            self.full_at.retain(|_, full| *full > now);
+            self.sweep_at = (self.full_at.len() * 2).max(SWEEP_FROM);
         }
+        let full = self
+            .full_at
+            .entry(self.hasher.hash_one(lease))
+            .or_insert(now);
+        // Each Event takes one refill's worth out of a bucket that holds BURST of them.
+        let after = (*full).max(now) + REFILL;
+        if after.duration_since(now) > REFILL * BURST {
+            return false;
+        }
+        *full = after;
+        true
     }
 }
 
@@ -187,6 +204,27 @@ mod tests {
         assert!(!limiter.allow("a", t0 + REFILL / 2));
         assert!(limiter.allow("a", t0 + REFILL));
         assert!(!limiter.allow("a", t0 + REFILL));
+        let full_again = t0 + REFILL * (BURST + 1);
+        let allowed = (0..20).filter(|_| limiter.allow("a", full_again)).count();
+        assert_eq!(allowed, BURST as usize, "a bucket refills to its burst, no further");
+    }
+
+    #[test]
+    fn locks_whose_buckets_are_full_again_are_forgotten() {
+        let mut limiter = Limiter::new();
+        let t0 = Instant::now();
+        let busy = (0..=BURST).filter(|_| limiter.allow("busy", t0)).count();
+        assert_eq!(busy, BURST as usize);
+        for i in 1..SWEEP_FROM {
+            assert!(limiter.allow(&format!("once-{i}"), t0));
+        }
+        assert_eq!(limiter.full_at.len(), SWEEP_FROM);
+        // The next call sweeps: by then every bucket but the busy lock's is full again.
+        let later = t0 + REFILL * 2;
+        assert!(limiter.allow("new", later));
+        assert_eq!(limiter.full_at.len(), 2, "the busy lock's and the new one's");
+        let busy = (0..BURST).filter(|_| limiter.allow("busy", later)).count();
+        assert_eq!(busy, 2, "the busy lock's bucket was kept: two refills since");
     }
 
     #[test]
