@@ -40,7 +40,7 @@ pub(super) struct Cache {
 /// A Lease, and when this elector saw its current resourceVersion first.
 pub(super) struct Seen {
     version: Option<Box<str>>,
-    uid: Option<Box<str>>,
+    uid: Option<Uid>,
     /// `spec.holderIdentity` as written: empty once released.
     holder: Option<Box<str>>,
     duration: Option<i32>,
@@ -69,7 +69,7 @@ impl Seen {
         });
         Self {
             version: lease.metadata.resource_version.as_deref().map(Box::from),
-            uid: lease.metadata.uid.as_deref().map(Box::from),
+            uid: lease.metadata.uid.as_deref().map(Uid::new),
             holder: spec
                 .and_then(|s| s.holder_identity.as_deref())
                 .map(Box::from),
@@ -118,6 +118,11 @@ impl Seen {
         lease_grants::read(lease, sightings, now).transpose()
     }
 
+    /// The Lease's uid, when it has one.
+    pub fn uid(&self) -> Option<String> {
+        self.uid.as_ref().map(Uid::text)
+    }
+
     /// The Lease named `name` itself, to write it back changed: everything a write carries
     /// (its namespace comes from the request's path; the API server keeps its creation time and
     /// field owners).
@@ -129,7 +134,7 @@ impl Seen {
         Lease {
             metadata: plain_metadata(
                 name,
-                self.uid.as_deref(),
+                self.uid().as_deref(),
                 self.version.as_deref(),
                 self.value.as_deref(),
             ),
@@ -201,6 +206,37 @@ impl Seen {
             },
             kind: crate::store::Kind::Lock,
             grants: Vec::new(),
+        }
+    }
+}
+
+/// A Lease's uid. The API server writes them as lowercase RFC 4122 UUIDs, kept here as their 16
+/// bytes rather than 36 characters on the heap; anything else is kept as written.
+enum Uid {
+    Uuid([u8; 16]),
+    Other(Box<str>),
+}
+
+impl Uid {
+    fn new(text: &str) -> Self {
+        match uuid::Uuid::try_parse(text) {
+            Ok(uuid)
+                if uuid
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    == text =>
+            {
+                Self::Uuid(uuid.into_bytes())
+            }
+            _ => Self::Other(text.into()),
+        }
+    }
+
+    /// The uid exactly as the API server wrote it.
+    fn text(&self) -> String {
+        match self {
+            Self::Uuid(bytes) => uuid::Uuid::from_bytes(*bytes).hyphenated().to_string(),
+            Self::Other(text) => text.to_string(),
         }
     }
 }
@@ -422,6 +458,25 @@ pub(super) mod tests {
         );
         assert_eq!(rebuilt.metadata.annotations, None);
         assert_eq!(seen.holder(), None, "an empty holder is free");
+    }
+
+    #[test]
+    fn a_uid_reads_back_exactly_as_written() {
+        for written in [
+            "0b6f4f3e-64c1-4a53-9a4f-2d2f0e2c7b1a",
+            "0B6F4F3E-64C1-4A53-9A4F-2D2F0E2C7B1A",
+            "0b6f4f3e64c14a539a4f2d2f0e2c7b1a",
+            "4f1c",
+            "",
+        ] {
+            let uid = Uid::new(written);
+            assert_eq!(uid.text(), written);
+            let compact = matches!(uid, Uid::Uuid(_));
+            assert_eq!(
+                compact,
+                written.len() == 36 && written == written.to_lowercase()
+            );
+        }
     }
 
     #[test]

@@ -206,7 +206,10 @@ mod tests {
         assert!(!limiter.allow("a", t0 + REFILL));
         let full_again = t0 + REFILL * (BURST + 1);
         let allowed = (0..20).filter(|_| limiter.allow("a", full_again)).count();
-        assert_eq!(allowed, BURST as usize, "a bucket refills to its burst, no further");
+        assert_eq!(
+            allowed, BURST as usize,
+            "a bucket refills to its burst, no further"
+        );
     }
 
     #[test]
@@ -222,9 +225,16 @@ mod tests {
         // The next call sweeps: by then every bucket but the busy lock's is full again.
         let later = t0 + REFILL * 2;
         assert!(limiter.allow("new", later));
-        assert_eq!(limiter.full_at.len(), 2, "the busy lock's and the new one's");
+        assert_eq!(
+            limiter.full_at.len(),
+            2,
+            "the busy lock's and the new one's"
+        );
         let busy = (0..BURST).filter(|_| limiter.allow("busy", later)).count();
-        assert_eq!(busy, 2, "the busy lock's bucket was kept: two refills since");
+        assert_eq!(
+            busy, 2,
+            "the busy lock's bucket was kept: two refills since"
+        );
     }
 
     #[test]

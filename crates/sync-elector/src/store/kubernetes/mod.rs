@@ -189,11 +189,11 @@ impl KubernetesStore {
         failed(&self.access, step, err)
     }
 
-    /// Records a leadership change of the Lease `lease` as an Event.
-    fn record(&self, lease: &Lease, holder: &str, what: &'static str) {
+    /// Records a leadership change of `name`'s Lease, whose uid is `uid`, as an Event.
+    fn record(&self, name: &LockName, uid: Option<String>, holder: &str, what: &'static str) {
         self.events.record(Change {
-            lease: lease.metadata.name.clone().unwrap_or_default(),
-            uid: lease.metadata.uid.clone(),
+            lease: name.to_string(),
+            uid,
             holder: holder.to_owned(),
             what,
         });
@@ -554,7 +554,12 @@ impl Store for KubernetesStore {
                 }
             }
             if let Some(written) = self.write(lease, create, "taking the Lease").await? {
-                self.record(&written, &claim.holder, "became leader");
+                self.record(
+                    name,
+                    written.metadata.uid.clone(),
+                    &claim.holder,
+                    "became leader",
+                );
                 return Ok(Attempt::Acquired(Self::ticket(&written)));
             }
         }
@@ -620,7 +625,12 @@ impl Store for KubernetesStore {
                 annotations.remove(VALUE_ANNOTATION);
             }
             if let Some(written) = self.write(current, false, "releasing the Lease").await? {
-                self.record(&written, &ticket.holder, "stopped leading");
+                self.record(
+                    name,
+                    written.metadata.uid.clone(),
+                    &ticket.holder,
+                    "stopped leading",
+                );
                 return Ok(());
             }
         }
@@ -680,13 +690,9 @@ impl Store for KubernetesStore {
     }
 
     fn lost(&self, name: &LockName, holder: &str) {
-        let lease = self
-            .cache()
-            .leases
-            .get(name.as_str())
-            .map(|s| s.lease(name.as_str()));
-        if let Some(lease) = lease {
-            self.record(&lease, holder, "stopped leading");
+        let uid = self.cache().leases.get(name.as_str()).map(|s| s.uid());
+        if let Some(uid) = uid {
+            self.record(name, uid, holder, "stopped leading");
         }
     }
 
