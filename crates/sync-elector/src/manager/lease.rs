@@ -64,20 +64,62 @@ pub struct Lease {
     pub held: Option<crate::store::Held>,
     /// Whether the legacy protocol took it (its holder is the elector itself).
     legacy: bool,
-    clock: Mutex<Deadlines>,
-    ticket: Mutex<Ticket>,
-    /// How it ended, once it has.
-    ended: Mutex<Option<Ending>>,
+    /// All that changes while it is held, under one lock.
+    state: Mutex<State>,
     /// Wakes whoever waits for the ending.
     ending: Notify,
-    /// How its store renewals are going.
-    renewing: Mutex<Renewals>,
     /// Counts successful renewals.
     renewals: AtomicU64,
     /// Announces each renewal to [`Held::renewals`]' receivers; made on the first subscription
     /// (only a published lock's has one), since a watch channel's shared state costs about
     /// 350 bytes, as much as the rest of the lease.
     announced: OnceLock<watch::Sender<u64>>,
+}
+
+/// What changes in a lease while it is held.
+struct State {
+    clock: Deadlines,
+    /// The store's proof of the holding, as its last write returned it.
+    proof: Proof,
+    /// How its store renewals are going.
+    renewing: Renewals,
+    /// How it ended, once it has.
+    ended: Option<Ending>,
+}
+
+/// A [`Ticket`] but for its holder, which the store checks on every renewal, so never changes,
+/// and is kept once, on the lease.
+struct Proof {
+    token: u64,
+    ttl: Duration,
+    value: Option<String>,
+    revision: String,
+    valid_from: Option<Instant>,
+    held: Option<crate::store::Held>,
+}
+
+impl Proof {
+    /// `ticket` as its holder and the rest.
+    fn split(ticket: Ticket) -> (String, Self) {
+        let Ticket {
+            holder,
+            token,
+            ttl,
+            value,
+            revision,
+            valid_from,
+            held,
+        } = ticket;
+        let proof = Self {
+            token,
+            ttl,
+            value,
+            revision,
+            valid_from,
+            held,
+        };
+        (holder, proof)
+    }
 }
 
 impl Lease {
@@ -89,19 +131,22 @@ impl Lease {
         legacy: bool,
         now: Instant,
     ) -> Self {
+        let (holder, proof) = Proof::split(ticket);
         Self {
             id: LeaseId::random(),
             name,
-            holder: ticket.holder.clone(),
-            token: ticket.token,
-            ttl: ticket.ttl,
-            held: ticket.held,
+            holder,
+            token: proof.token,
+            ttl: proof.ttl,
+            held: proof.held,
             legacy,
-            clock: Mutex::new(Deadlines::new(ticket.ttl, sent, now)),
-            ticket: Mutex::new(ticket),
-            ended: Mutex::new(None),
+            state: Mutex::new(State {
+                clock: Deadlines::new(proof.ttl, sent, now),
+                proof,
+                renewing: Renewals::Succeeding,
+                ended: None,
+            }),
             ending: Notify::new(),
-            renewing: Mutex::new(Renewals::Succeeding),
             renewals: AtomicU64::new(0),
             announced: OnceLock::new(),
         }
@@ -114,7 +159,7 @@ impl Lease {
 
     /// How long the lease stays valid from now, as reported to the holder.
     pub fn valid_for(&self) -> Duration {
-        self.clock().valid_for(Instant::now())
+        self.state().clock.valid_for(Instant::now())
     }
 
     /// How the lease ended: waits until it has.
@@ -134,48 +179,57 @@ impl Lease {
 
     /// How the lease ended, if it has.
     pub fn ending(&self) -> Option<Ending> {
-        self.ended.lock().expect("lease ending poisoned").clone()
+        self.state().ended.clone()
     }
 
     /// Records how the lease ended and wakes everyone waiting for it. Only the first ending
     /// counts.
     pub(super) fn finish(&self, ending: Ending) {
-        self.ended
-            .lock()
-            .expect("lease ending poisoned")
-            .get_or_insert(ending);
+        self.state().ended.get_or_insert(ending);
         self.ending.notify_waiters();
     }
 
     /// The holder was heard from at `now`; how long the lease stays valid.
     pub(super) fn heard_from_holder(&self, now: Instant) -> Duration {
-        let mut clock = self.clock();
+        let clock = &mut self.state().clock;
         clock.heard_from_holder(now);
         clock.valid_for(now)
     }
 
     /// What to do about the lease at `now`.
     pub(super) fn step(&self, now: Instant) -> Step {
-        self.clock().step(now)
+        self.state().clock.step(now)
     }
 
     /// When the lease is lost unless the store is renewed first.
     pub(super) fn valid_until(&self) -> Instant {
-        self.clock().valid_until()
+        self.state().clock.valid_until()
     }
 
     /// The store's proof of the holding, to renew or release it.
     pub(super) fn ticket(&self) -> Ticket {
-        self.ticket.lock().expect("store lease poisoned").clone()
+        let state = self.state();
+        let proof = &state.proof;
+        Ticket {
+            holder: self.holder.clone(),
+            token: proof.token,
+            ttl: proof.ttl,
+            value: proof.value.clone(),
+            revision: proof.revision.clone(),
+            valid_from: proof.valid_from,
+            held: proof.held,
+        }
     }
 
     /// A renewal sent at `sent` returned `renewed`. Returns whether renewals had been failing
     /// with an error (one that was logged).
     pub(super) fn renewed(&self, renewed: Ticket, sent: Instant) -> bool {
-        let recovered = matches!(std::mem::take(&mut *self.renewing()), Renewals::Failed(_));
         let since = renewed.valid_since(sent);
-        *self.ticket.lock().expect("store lease poisoned") = renewed;
-        self.clock().store_renewed(since);
+        let mut state = self.state();
+        let recovered = matches!(std::mem::take(&mut state.renewing), Renewals::Failed(_));
+        state.proof = Proof::split(renewed).1;
+        state.clock.store_renewed(since);
+        drop(state);
         let count = self.renewals.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(announced) = self.announced.get() {
             announced.send_replace(count);
@@ -186,35 +240,31 @@ impl Lease {
     /// The store renewal under way has gone unanswered for a sixth of the ttl: until one
     /// succeeds, the store is failing this lease.
     pub(super) fn renewal_late(&self) {
-        let mut state = self.renewing();
-        if *state == Renewals::Succeeding {
-            *state = Renewals::Late;
+        let renewing = &mut self.state().renewing;
+        if *renewing == Renewals::Succeeding {
+            *renewing = Renewals::Late;
         }
     }
 
     /// Whether the store is failing this lease: its last renewal failed or is late.
     pub(super) fn is_store_failing(&self) -> bool {
-        *self.renewing() != Renewals::Succeeding
+        self.state().renewing != Renewals::Succeeding
     }
 
     /// A renewal failed at `now` with `message`. Returns whether the failure is new (worth a
     /// log line) rather than the same as the last one.
     pub(super) fn renew_failed(&self, message: String, now: Instant) -> bool {
-        self.clock().store_failed(now);
-        let mut state = self.renewing();
-        if matches!(&*state, Renewals::Failed(last) if *last == message) {
+        let mut state = self.state();
+        state.clock.store_failed(now);
+        if matches!(&state.renewing, Renewals::Failed(last) if *last == message) {
             return false;
         }
-        *state = Renewals::Failed(message);
+        state.renewing = Renewals::Failed(message);
         true
     }
 
-    fn renewing(&self) -> std::sync::MutexGuard<'_, Renewals> {
-        self.renewing.lock().expect("lease renewals poisoned")
-    }
-
-    fn clock(&self) -> std::sync::MutexGuard<'_, Deadlines> {
-        self.clock.lock().expect("lease clock poisoned")
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("lease state poisoned")
     }
 }
 
