@@ -41,6 +41,9 @@ fn main() -> Result<()> {
     match argv.get(1).map(String::as_str) {
         Some("__worker") => return worker::run(argv.get(2).map_or("", String::as_str)),
         Some("__floor") => return scenarios::floor::serve(),
+        Some("__client") => {
+            return scenarios::instructions::client_loop(argv.get(2).map_or("", String::as_str));
+        }
         _ => {}
     }
     let args = Args::parse();

@@ -6,8 +6,12 @@
 //! Each server runs under callgrind. After a warm-up, the counters are zeroed, one client loops,
 //! and the counters are dumped: the total divided by the loop's length. `scripts/profile`
 //! installs valgrind when it is missing and keeps the dumps for `callgrind_annotate`.
+//!
+//! The other side of the loop is counted the same way: our client library, in a process of its
+//! own (`sync-bench __client`) under callgrind, against an elector run plainly. An
+//! acquire+release costs both, and on one machine both share its cores.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -22,11 +26,16 @@ const SYSTEM: &str = "ours/memory";
 const FIGURE: &str = "elector instructions per acquire+release";
 const FLOOR_SYSTEM: &str = "loopback HTTP";
 const FLOOR_FIGURE: &str = "floor server instructions per request";
+const CLIENT_FIGURE: &str = "client instructions per acquire+release";
 
 /// Measures the memory store's elector and the floor's server.
 pub fn run(run: &mut Run) -> Result<()> {
     if !installed("valgrind") || !installed("callgrind_control") {
-        for (system, figure) in [(SYSTEM, FIGURE), (FLOOR_SYSTEM, FLOOR_FIGURE)] {
+        for (system, figure) in [
+            (SYSTEM, FIGURE),
+            (FLOOR_SYSTEM, FLOOR_FIGURE),
+            (SYSTEM, CLIENT_FIGURE),
+        ] {
             run.report.missing(
                 "instructions",
                 system,
@@ -38,12 +47,15 @@ pub fn run(run: &mut Run) -> Result<()> {
     }
     let dir = std::env::var_os("SYNC_BENCH_CALLGRIND_DIR")
         .map_or_else(|| sync_testkit::temp_dir("callgrind").keep(), Into::into);
-    let (elector_dir, floor_dir) = (dir.join("elector"), dir.join("floor"));
-    std::fs::create_dir_all(&elector_dir)?;
-    std::fs::create_dir_all(&floor_dir)?;
+    let (elector_dir, floor_dir, client_dir) =
+        (dir.join("elector"), dir.join("floor"), dir.join("client"));
+    for dir in [&elector_dir, &floor_dir, &client_dir] {
+        std::fs::create_dir_all(dir)?;
+    }
     let loops = run.pick(200u32, 1_000);
     let elector = elector(run, &elector_dir, loops)?;
     let floor = floor(run, &floor_dir, loops)?;
+    let client = client(run, &client_dir, loops)?;
     let row = run.report.add(
         "instructions",
         SYSTEM,
@@ -77,6 +89,17 @@ pub fn run(run: &mut Run) -> Result<()> {
     row.note = Some(
         "an acquire+release is two requests; the floor's are the least a server can do".into(),
     );
+    run.report
+        .add(
+            "instructions",
+            SYSTEM,
+            CLIENT_FIGURE,
+            Unit::Count,
+            Summary::of(&[client]).expect("one"),
+        )
+        .note = Some(format!(
+        "callgrind's Ir over {loops} loops of sync-client's Lock (acquire, then release of the guard) in a process of its own, its runtime's threads included, against an elector run plainly"
+    ));
     Ok(())
 }
 
@@ -118,6 +141,67 @@ fn floor(run: &mut Run, dir: &Path, loops: u32) -> Result<f64> {
     let _ = child.kill();
     let _ = child.wait();
     counted
+}
+
+/// Our client's instructions per acquire+release: `sync-bench __client URL` under callgrind.
+fn client(run: &mut Run, dir: &Path, loops: u32) -> Result<f64> {
+    let mut plain = Command::new(&run.elector);
+    plain.args(["--store", "memory"]);
+    let elector = ElectorProc::launch(plain, "127.0.0.1:0", "bench-client-callgrind", &[], &[]);
+    let mut child = callgrind(dir)
+        .arg(std::env::current_exe()?)
+        .args(["__client", &elector.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the client loop under valgrind")?;
+    let pid = child.id().to_string();
+    let counted = (|| {
+        let mut said = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut told = child.stdin.take().expect("piped");
+        let mut expect = |word: &str| match said.next() {
+            Some(Ok(line)) if line == word => Ok(()),
+            other => bail!("the client loop said {other:?}, not {word:?}"),
+        };
+        expect("warm")?;
+        control(&["--zero", &pid])?;
+        writeln!(told, "{loops}")?;
+        expect("done")?;
+        control(&["--dump", &pid])?;
+        Ok(dumped_total(dir, &pid)? as f64 / f64::from(loops))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    counted
+}
+
+/// The child of [`client`]: 50 loops of our client's Lock against the elector at `url`, `warm`
+/// on stdout, then as many loops as the next line of stdin says, and `done`; it stays until
+/// killed, so that its counters can be dumped.
+pub fn client_loop(url: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = sync_client::Client::builder().url(url).build()?;
+        let lock = client
+            .lock("bench-client-instructions")
+            .on_lost(|| eprintln!("bench-client-instructions lost"));
+        for _ in 0..50 {
+            lock.acquire().await?.release().await?;
+        }
+        println!("warm");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let loops: u32 = line.trim().parse().context("the number of loops")?;
+        for _ in 0..loops {
+            lock.acquire().await?.release().await?;
+        }
+        println!("done");
+        std::future::pending::<Result<()>>().await
+    })
 }
 
 /// Runs `one` 50 times to warm up, zeroes process `pid`'s counters, runs it `loops` times and
