@@ -42,6 +42,9 @@ struct Inner {
     /// Why this client cannot work, when [`Client::new`] could not build it properly.
     broken: Option<Error>,
     base: String,
+    /// `base`, parsed once. Parsing the whole URL again for every request took a fifth of the
+    /// client's instructions per acquire+release: the host goes through IDNA processing each time.
+    url: reqwest::Url,
     http: reqwest::Client,
 }
 
@@ -73,7 +76,7 @@ impl ClientBuilder {
             .url
             .or_else(|| std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()))
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        let parsed = reqwest::Url::parse(&url).map_err(|e| Error::InvalidUrl {
+        let mut parsed = reqwest::Url::parse(&url).map_err(|e| Error::InvalidUrl {
             url: url.clone(),
             reason: e.to_string(),
         })?;
@@ -105,10 +108,13 @@ impl ClientBuilder {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
+        let prefix = parsed.path().trim_end_matches('/').to_owned();
+        parsed.set_path(&prefix);
         Ok(Client {
             inner: Arc::new(Inner {
                 broken: None,
                 base: url.trim_end_matches('/').to_owned(),
+                url: parsed,
                 http,
             }),
         })
@@ -166,6 +172,8 @@ impl Client {
                 inner: Arc::new(Inner {
                     broken: Some(err),
                     base: url,
+                    // Never used: every request first meets `broken`.
+                    url: reqwest::Url::parse(DEFAULT_URL).expect("the default URL parses"),
                     http: reqwest::Client::new(),
                 }),
             }
@@ -239,10 +247,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
         self.usable()?;
-        let mut request = self
-            .inner
-            .http
-            .request(method, format!("{}{path}", self.inner.base));
+        let mut request = self.inner.http.request(method, self.url_of(path));
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -254,6 +259,22 @@ impl Client {
             return Ok(response);
         }
         Err(rejection(response).await)
+    }
+
+    /// The elector's URL of `path`, which may end in a query: the base URL with `path` after
+    /// its own.
+    fn url_of(&self, path: &str) -> reqwest::Url {
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        let mut url = self.inner.url.clone();
+        match self.inner.url.path() {
+            "" | "/" => url.set_path(path),
+            prefix => url.set_path(&format!("{prefix}{path}")),
+        }
+        url.set_query(query);
+        url
     }
 
     /// The error [`Client::new`] met, if it met one.
@@ -277,7 +298,7 @@ impl Client {
         let response = self
             .inner
             .http
-            .post(format!("{}{path}", self.inner.base))
+            .post(self.url_of(path))
             .header(
                 reqwest::header::ACCEPT,
                 "text/event-stream, application/json;q=0.5",
@@ -395,5 +416,39 @@ async fn rejection(response: reqwest::Response) -> Error {
             message: body.message,
         },
         Err(_) => Error::Protocol(format!("status {status} without an error body")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the client used to request: the base URL and the path, as one string parsed again.
+    fn parsed_again(base: &str, path: &str) -> reqwest::Url {
+        reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/'))).unwrap()
+    }
+
+    #[test]
+    fn a_request_url_is_the_base_and_the_path_as_if_parsed_whole() {
+        for base in [
+            "http://127.0.0.1:13131",
+            "http://127.0.0.1:13131/",
+            "http://localhost:8080/elector",
+            "http://localhost:8080/elector/",
+        ] {
+            let client = Client::builder().url(base).token("t").build().unwrap();
+            for path in [
+                "/v1/locks/a",
+                "/v1/leases/0123/events",
+                "/v1/locks/b/watch?since=3",
+                "/",
+            ] {
+                assert_eq!(
+                    client.url_of(path),
+                    parsed_again(base, path),
+                    "{base} + {path}"
+                );
+            }
+        }
     }
 }
