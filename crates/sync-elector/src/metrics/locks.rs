@@ -56,14 +56,16 @@ impl Cause {
 /// A gauge of seconds.
 type Seconds = Gauge<f64, AtomicU64>;
 
+/// A lock's label. Its text is shared by all of the lock's series (ten of them), rather than
+/// copied into each.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LockLabel {
-    lock: String,
+    lock: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndingLabels {
-    lock: String,
+    lock: Arc<str>,
     cause: &'static str,
 }
 
@@ -83,7 +85,7 @@ pub struct Locks {
 
 /// One lock's series (or `_other`'s), looked up once and kept by whoever updates them.
 pub struct LockSeries {
-    label: String,
+    label: Arc<str>,
     /// Holdings through this elector now: 1 for a lock's leader; for a semaphore or a shared
     /// read-write lock, the permits or readers held here.
     pub held: Gauge,
@@ -172,7 +174,7 @@ impl Locks {
 
     fn create(&self, lock: &str) -> LockSeries {
         let label = LockLabel {
-            lock: lock.to_owned(),
+            lock: Arc::from(lock),
         };
         // The losses start at 0, so that `increase()` sees the first one: a counter that appears
         // at 1 has no earlier sample to rise from, and the flapping alert would miss it.
