@@ -42,8 +42,8 @@ struct Inner {
     /// Why this client cannot work, when [`Client::new`] could not build it properly.
     broken: Option<Error>,
     base: String,
-    /// `base`, parsed once. Parsing the whole URL again for every request took a fifth of the
-    /// client's instructions per acquire+release: the host goes through IDNA processing each time.
+    /// `base`, parsed once. Parsing each request's whole URL again cost about 5 % of the client's
+    /// instructions per acquire+release (the host goes through IDNA processing each time).
     url: reqwest::Url,
     http: reqwest::Client,
 }

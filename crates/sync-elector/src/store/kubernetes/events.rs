@@ -78,9 +78,9 @@ impl Recorder {
 /// A token bucket per lock, each kept as the one instant that says it all: when the lock's
 /// bucket is full again (the generic cell rate algorithm). A lock whose bucket is full needs no
 /// entry, and the full ones are swept out whenever the map has doubled since the last sweep, so
-/// the names of locks long gone do not accumulate. Locks are told apart by a keyed hash of their
-/// name: two names that collide (about one chance in 10^11 among a million locks) would share a
-/// bucket, which can only drop an Event.
+/// the names of locks long gone do not accumulate. Locks are told apart by a keyed 64-bit hash of
+/// their name: two names that collide (among a million locks, about one chance in 37 million)
+/// would share a bucket, which can only drop an Event.
 #[derive(Debug)]
 pub struct Limiter {
     /// When each lock's bucket is full again, by the hash of its name.
